@@ -1,0 +1,17 @@
+"""onlytorch: a numpy deep-learning engine built around control of gradient flow."""
+
+from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
+from .graph import Graph
+from .node import NodeId
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Graph",
+    "GraphError",
+    "NodeId",
+    "NonFiniteError",
+    "ReleasedValueError",
+    "ShapeError",
+    "StaleValueError",
+]

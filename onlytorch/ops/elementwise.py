@@ -1,0 +1,407 @@
+"""Elementwise ops with numpy broadcasting: arithmetic, comparisons and activations.
+
+Derivative rules return gradients shaped like the output; the gradient builder sums them down to
+each input's shape (the one ``unbroadcast`` step, see ``plan.py``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .registry import defop
+from .shapes import comparison, elementwise, same
+
+# ---------------------------------------------------------------- arithmetic
+
+
+@defop("add", elementwise)
+def add(a, b):
+    """a + b"""
+    return np.add(a, b)
+
+
+@add.vjp
+def _(ctx, gy):
+    return gy, gy
+
+
+@defop("sub", elementwise)
+def sub(a, b):
+    """a - b"""
+    return np.subtract(a, b)
+
+
+@sub.vjp
+def _(ctx, gy):
+    return gy, (-gy if ctx.needs[1] else None)
+
+
+@defop("mul", elementwise)
+def mul(a, b):
+    """a * b"""
+    return np.multiply(a, b)
+
+
+@mul.vjp
+def _(ctx, gy):
+    a, b = ctx.inputs
+    return (gy * b if ctx.needs[0] else None), (gy * a if ctx.needs[1] else None)
+
+
+@defop("div", elementwise)
+def div(a, b):
+    """a / b"""
+    return np.divide(a, b)
+
+
+@div.vjp
+def _(ctx, gy):
+    a, b = ctx.inputs
+    ga = gy / b if ctx.needs[0] else None
+    gb = -(gy * ctx.out) / b if ctx.needs[1] else None
+    return ga, gb
+
+
+@defop("pow", elementwise)
+def pow_(a, b):
+    """a ** b"""
+    return np.power(a, b)
+
+
+@pow_.vjp
+def _(ctx, gy):
+    g = ctx.g
+    a, b = ctx.inputs
+    ga = gy * b * a ** (b - 1) if ctx.needs[0] else None
+    # d/db a**b = a**b * log(a); torch defines it as 0 where a == 0 and b >= 0.
+    gb = None
+    if ctx.needs[1]:
+        safe_log = g.log(g.where(g.equal(a, 0), 1, a))
+        gb = gy * ctx.out * safe_log
+    return ga, gb
+
+
+@defop("neg", same)
+def neg(x):
+    """-x"""
+    return np.negative(x)
+
+
+@neg.vjp
+def _(ctx, gy):
+    return (-gy,)
+
+
+@defop("maximum", elementwise)
+def maximum(a, b):
+    """Elementwise maximum; ties split the gradient equally (as torch)."""
+    return np.maximum(a, b)
+
+
+@maximum.vjp
+def _(ctx, gy):
+    g = ctx.g
+    a, b = ctx.inputs
+    share_a = g.greater(a, b) + 0.5 * g.equal(a, b)
+    return (gy * share_a if ctx.needs[0] else None), (gy * (1 - share_a) if ctx.needs[1] else None)
+
+
+@defop("minimum", elementwise)
+def minimum(a, b):
+    """Elementwise minimum; ties split the gradient equally (as torch)."""
+    return np.minimum(a, b)
+
+
+@minimum.vjp
+def _(ctx, gy):
+    g = ctx.g
+    a, b = ctx.inputs
+    share_a = g.less(a, b) + 0.5 * g.equal(a, b)
+    return (gy * share_a if ctx.needs[0] else None), (gy * (1 - share_a) if ctx.needs[1] else None)
+
+
+def _clip_shape(x, lo, hi, **attrs):
+    return elementwise(x, lo, hi)
+
+
+@defop("clip", _clip_shape, aliases=("clamp",))
+def clip(x, lo, hi):
+    """x limited to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+@clip.vjp
+def _(ctx, gy):
+    g = ctx.g
+    x, lo, hi = ctx.inputs
+    inside = g.greater_equal(x, lo) * g.less_equal(x, hi)
+    return (
+        gy * inside if ctx.needs[0] else None,
+        gy * g.less(x, lo) if ctx.needs[1] else None,
+        gy * g.greater(x, hi) if ctx.needs[2] else None,
+    )
+
+
+def _where_shape(cond, a, b, **attrs):
+    return elementwise(cond, a, b)
+
+
+@defop("where", _where_shape, nondiff=(0,))
+def where(cond, a, b):
+    """a where cond is true (non-zero), else b."""
+    return np.where(cond.astype(bool), a, b)
+
+
+@where.vjp
+def _(ctx, gy):
+    g = ctx.g
+    cond = ctx.inputs[0]
+    return (
+        None,
+        g.where(cond, gy, 0.0) if ctx.needs[1] else None,
+        g.where(cond, 0.0, gy) if ctx.needs[2] else None,
+    )
+
+
+# ---------------------------------------------------------------- comparisons (no gradient)
+
+
+def _comparison(name: str, fn, doc: str) -> None:
+    def forward(a, b):
+        return fn(a, b)
+
+    forward.__doc__ = doc
+    defop(name, comparison, nondiff=(0, 1))(forward)
+
+
+_comparison("greater", np.greater, "1.0 where a > b, else 0.0")
+_comparison("greater_equal", np.greater_equal, "1.0 where a >= b, else 0.0")
+_comparison("less", np.less, "1.0 where a < b, else 0.0")
+_comparison("less_equal", np.less_equal, "1.0 where a <= b, else 0.0")
+_comparison("equal", np.equal, "1.0 where a == b, else 0.0")
+_comparison("not_equal", np.not_equal, "1.0 where a != b, else 0.0")
+
+
+# ---------------------------------------------------------------- unary math
+
+
+@defop("exp", same)
+def exp(x):
+    """e ** x"""
+    return np.exp(x)
+
+
+@exp.vjp
+def _(ctx, gy):
+    return (gy * ctx.out,)
+
+
+@defop("log", same)
+def log(x):
+    """Natural logarithm."""
+    return np.log(x)
+
+
+@log.vjp
+def _(ctx, gy):
+    return (gy / ctx.inputs[0],)
+
+
+@defop("sqrt", same)
+def sqrt(x):
+    """Square root."""
+    return np.sqrt(x)
+
+
+@sqrt.vjp
+def _(ctx, gy):
+    return (gy / (2 * ctx.out),)
+
+
+@defop("abs", same)
+def abs_(x):
+    """|x|; the gradient at 0 is 0 (as torch)."""
+    return np.abs(x)
+
+
+@abs_.vjp
+def _(ctx, gy):
+    return (gy * ctx.g.sign(ctx.inputs[0]),)
+
+
+@defop("sign", same, nondiff=(0,))
+def sign(x):
+    """-1, 0 or 1 (no gradient)."""
+    return np.sign(x)
+
+
+@defop("sin", same)
+def sin(x):
+    """Sine."""
+    return np.sin(x)
+
+
+@sin.vjp
+def _(ctx, gy):
+    return (gy * ctx.g.cos(ctx.inputs[0]),)
+
+
+@defop("cos", same)
+def cos(x):
+    """Cosine."""
+    return np.cos(x)
+
+
+@cos.vjp
+def _(ctx, gy):
+    return (-(gy * ctx.g.sin(ctx.inputs[0])),)
+
+
+_erf_elementwise = np.vectorize(math.erf, otypes=[float])
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # math.erf is exact to the last bit; numpy has no erf and scipy is not a dependency.
+    return np.asarray(_erf_elementwise(x), dtype=np.asarray(x).dtype)
+
+
+@defop("erf", same)
+def erf(x):
+    """The error function."""
+    return _erf(x)
+
+
+@erf.vjp
+def _(ctx, gy):
+    x = ctx.inputs[0]
+    return (gy * (2.0 / math.sqrt(math.pi)) * ctx.g.exp(-(x * x)),)
+
+
+# ---------------------------------------------------------------- activations
+
+
+@defop("tanh", same)
+def tanh(x):
+    """Hyperbolic tangent."""
+    return np.tanh(x)
+
+
+@tanh.vjp
+def _(ctx, gy):
+    y = ctx.out
+    return (gy * (1 - y * y),)
+
+
+@defop("sigmoid", same)
+def sigmoid(x):
+    """1 / (1 + e ** -x), computed without overflow."""
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+@sigmoid.vjp
+def _(ctx, gy):
+    y = ctx.out
+    return (gy * y * (1 - y),)
+
+
+@defop("relu", same)
+def relu(x):
+    """max(x, 0); the gradient at 0 is 0 (as torch)."""
+    return np.maximum(x, 0)
+
+
+@relu.vjp
+def _(ctx, gy):
+    return (gy * ctx.g.greater(ctx.inputs[0], 0),)
+
+
+@defop("leaky_relu", same)
+def leaky_relu(x, *, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x."""
+    return np.where(x > 0, x, x * negative_slope)
+
+
+@leaky_relu.vjp
+def _(ctx, gy):
+    slope = ctx.attrs["negative_slope"]
+    pos = ctx.g.greater(ctx.inputs[0], 0)
+    return (gy * (pos * (1 - slope) + slope),)
+
+
+@defop("elu", same)
+def elu(x, *, alpha=1.0):
+    """x where x > 0, else alpha * (e ** x - 1)."""
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+@elu.vjp
+def _(ctx, gy):
+    g = ctx.g
+    x = ctx.inputs[0]
+    alpha = ctx.attrs["alpha"]
+    return (gy * g.where(g.greater(x, 0), 1.0, ctx.out + alpha),)
+
+
+_SQRT_2PI = math.sqrt(2 * math.pi)
+
+
+@defop("gelu", same)
+def gelu(x, *, approximate="none"):
+    """Gaussian error linear unit: x * Phi(x) (approximate='tanh' for the tanh form)."""
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        return 0.5 * x * (1 + np.tanh(c * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+
+
+@gelu.vjp
+def _(ctx, gy):
+    g = ctx.g
+    x = ctx.inputs[0]
+    if ctx.attrs["approximate"] == "tanh":
+        c = math.sqrt(2 / math.pi)
+        t = g.tanh(c * (x + 0.044715 * x * x * x))
+        d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+        return (gy * d,)
+    cdf = 0.5 * (1 + g.erf(x * (1 / math.sqrt(2))))
+    pdf = g.exp(-0.5 * x * x) * (1 / _SQRT_2PI)
+    return (gy * (cdf + x * pdf),)
+
+
+@defop("softplus", same)
+def softplus(x, *, beta=1.0, threshold=20.0):
+    """log(1 + e ** (beta x)) / beta, linear where beta x > threshold (as torch)."""
+    z = x * beta
+    return np.where(z > threshold, x, np.logaddexp(0, z) / beta)
+
+
+@softplus.vjp
+def _(ctx, gy):
+    g = ctx.g
+    x = ctx.inputs[0]
+    beta, threshold = ctx.attrs["beta"], ctx.attrs["threshold"]
+    z = x * beta
+    return (gy * g.where(g.greater(z, threshold), 1.0, g.sigmoid(z)),)
+
+
+@defop("square", same)
+def square(x):
+    """x * x"""
+    return np.square(x)
+
+
+@square.vjp
+def _(ctx, gy):
+    return (gy * 2 * ctx.inputs[0],)
+
+
+@defop("stop_gradient", same, nondiff=(0,), aliases=("detach",))
+def stop_gradient(x):
+    """x's value with no gradient path (PyTorch .detach(), JAX stop_gradient): a permanent cut."""
+    return x

@@ -1,0 +1,202 @@
+"""Reductions (sum, mean, max, min, logsumexp, norm), softmax, and the internal ops that move
+gradients between a reduced shape and the full one (expand, sum_to, broadcast_like)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import ShapeRuleError, defop
+from .shapes import axes_tuple, broadcast, fmt, reduction
+
+
+def _np_axis(axis):
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _expand(ctx, v, *, mean: bool = False):
+    """v (the reduced shape of this op's output) broadcast back to the shape of input 0."""
+    return ctx.g.expand(v, ctx.inputs[0], axis=ctx.attrs["axis"], keepdims=ctx.attrs["keepdims"], mean=mean)
+
+
+@defop("sum", reduction)
+def sum_(x, *, axis=None, keepdims=False):
+    """Sum over axis (all axes when None)."""
+    return np.sum(x, axis=_np_axis(axis), keepdims=keepdims)
+
+
+@sum_.vjp
+def _(ctx, gy):
+    return (_expand(ctx, gy),)
+
+
+@defop("mean", reduction)
+def mean(x, *, axis=None, keepdims=False):
+    """Mean over axis (all axes when None)."""
+    return np.mean(x, axis=_np_axis(axis), keepdims=keepdims)
+
+
+@mean.vjp
+def _(ctx, gy):
+    return (_expand(ctx, gy, mean=True),)
+
+
+def _extreme_vjp(ctx, gy):
+    g = ctx.g
+    x = ctx.inputs[0]
+    hit = g.equal(x, _expand(ctx, ctx.out))
+    count = g.sum(hit, axis=ctx.attrs["axis"], keepdims=True)
+    # Ties share the gradient equally (torch's amax/amin and full max/min).
+    return (_expand(ctx, gy) * hit / count,)
+
+
+@defop("max", reduction)
+def max_(x, *, axis=None, keepdims=False):
+    """Maximum over axis (all axes when None)."""
+    return np.max(x, axis=_np_axis(axis), keepdims=keepdims)
+
+
+max_.vjp(_extreme_vjp)
+
+
+@defop("min", reduction)
+def min_(x, *, axis=None, keepdims=False):
+    """Minimum over axis (all axes when None)."""
+    return np.min(x, axis=_np_axis(axis), keepdims=keepdims)
+
+
+min_.vjp(_extreme_vjp)
+
+
+@defop("logsumexp", reduction)
+def logsumexp(x, *, axis=None, keepdims=False):
+    """log(sum(exp(x))) over axis, computed without overflow."""
+    ax = _np_axis(axis)
+    m = np.max(x, axis=ax, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    out = np.log(np.sum(np.exp(x - m), axis=ax, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=ax)
+
+
+@logsumexp.vjp
+def _(ctx, gy):
+    g = ctx.g
+    x = ctx.inputs[0]
+    return (_expand(ctx, gy) * g.exp(x - _expand(ctx, ctx.out)),)
+
+
+@defop("norm", reduction)
+def norm(x, *, axis=None, keepdims=False):
+    """Euclidean (2-) norm over axis (all axes when None); its gradient at 0 is 0."""
+    return np.sqrt(np.sum(x * x, axis=_np_axis(axis), keepdims=keepdims))
+
+
+@norm.vjp
+def _(ctx, gy):
+    g = ctx.g
+    x = ctx.inputs[0]
+    n = _expand(ctx, ctx.out)
+    zero = g.equal(n, 0)
+    return (_expand(ctx, gy) * g.where(zero, 0.0, x / g.where(zero, 1.0, n)),)
+
+
+def _softmax_shape(x, *, axis=-1):
+    axes_tuple(axis, len(x))
+    return x, "f"
+
+
+@defop("softmax", _softmax_shape)
+def softmax(x, *, axis=-1):
+    """exp(x) / sum(exp(x)) along axis, computed without overflow."""
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@softmax.vjp
+def _(ctx, gy):
+    y = ctx.out
+    return (y * (gy - ctx.g.sum(gy * y, axis=ctx.attrs["axis"], keepdims=True)),)
+
+
+@defop("log_softmax", _softmax_shape)
+def log_softmax(x, *, axis=-1):
+    """x - logsumexp(x) along axis."""
+    m = np.max(x, axis=axis, keepdims=True)
+    z = x - m
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+@log_softmax.vjp
+def _(ctx, gy):
+    g = ctx.g
+    return (gy - g.exp(ctx.out) * g.sum(gy, axis=ctx.attrs["axis"], keepdims=True),)
+
+
+# ---------------------------------------------------------------- gradient plumbing (internal)
+
+
+def _like_shape(x, like, **attrs):
+    return like, "f"
+
+
+@defop("expand", _like_shape, shape_only=(1,), public=False)
+def expand(v, like_shape, *, axis=None, keepdims=False, mean=False):
+    """v, reduced over axis of a tensor shaped like_shape, broadcast back to like_shape
+    (divided by the number of reduced elements when mean)."""
+    axes = axes_tuple(_np_axis(axis), len(like_shape))
+    if not keepdims:
+        v = np.expand_dims(v, axes) if axes else v
+    out = np.broadcast_to(v, like_shape)
+    if mean:
+        count = int(np.prod([like_shape[a] for a in axes])) if axes else 1
+        out = out / count
+    return out
+
+
+@expand.vjp
+def _(ctx, gy):
+    reduce = ctx.g.mean if ctx.attrs["mean"] else ctx.g.sum
+    return reduce(gy, axis=ctx.attrs["axis"], keepdims=ctx.attrs["keepdims"]), None
+
+
+def sum_to_shape(v: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a broadcast result back down to shape (the unbroadcast step)."""
+    if v.shape == shape:
+        return v
+    lead = v.ndim - len(shape)
+    if lead:
+        v = v.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and v.shape[i] != 1)
+    if axes:
+        v = v.sum(axis=axes, keepdims=True)
+    return v
+
+
+@defop("sum_to", _like_shape, shape_only=(1,), public=False)
+def sum_to(v, like_shape):
+    """v summed over the axes along which it was broadcast from like_shape."""
+    return sum_to_shape(v, tuple(like_shape))
+
+
+@sum_to.vjp
+def _(ctx, gy):
+    return ctx.g.broadcast_like(gy, ctx.inputs[0]), None
+
+
+def _broadcast_like_shape(x, like, **attrs):
+    try:
+        return broadcast(x, like), "f"
+    except ShapeRuleError:
+        raise ShapeRuleError(f"cannot broadcast {fmt(x)} to {fmt(like)}") from None
+
+
+@defop("broadcast_like", _broadcast_like_shape, shape_only=(1,), public=False)
+def broadcast_like(v, like_shape):
+    """v broadcast to like_shape."""
+    return np.broadcast_to(v, np.broadcast_shapes(v.shape, tuple(like_shape)))
+
+
+@broadcast_like.vjp
+def _(ctx, gy):
+    return ctx.g.sum_to(gy, ctx.inputs[0]), None
+
+

@@ -1,0 +1,163 @@
+"""The op registry: one entry per op, holding its forward (numpy), its static shape rule and its
+derivative rule (a vector-Jacobian product written with graph ops, so that the derivative of a
+derivative is just another backward through ordinary nodes).
+
+Graph methods (``g.tanh``) and the spec language's functions are generated from this registry.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..node import NodeId
+
+Shape = tuple[int | None, ...]
+# A dtype kind in shape inference: "f" = the graph's float dtype, "i" = int64, "b" = bool.
+Kind = str
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+class ShapeRuleError(Exception):
+    """Raised by shape rules; the graph turns it into a ShapeError that names the node."""
+
+
+@dataclass
+class VJPContext:
+    """What a derivative rule sees: the graph, the op's output node, its inputs and attributes,
+    and which inputs need a gradient (rules may skip building the others)."""
+
+    g: Any
+    out: NodeId
+    inputs: tuple[NodeId, ...]
+    attrs: dict[str, Any]
+    needs: tuple[bool, ...]
+    train: bool
+
+
+@dataclass
+class RunContext:
+    """What a forward that declares ``ctx`` sees: the graph's runtime RNG and mode, and the
+    node being computed (for side effects such as batch norm's running statistics)."""
+
+    rng: np.random.Generator
+    train: bool
+    graph: Any
+    node: Any
+
+
+VJP = Callable[[VJPContext, "NodeId"], Sequence["NodeId | None"]]
+ShapeRule = Callable[..., tuple[Shape, Kind]]
+
+
+@dataclass
+class OpDef:
+    name: str
+    forward: Callable[..., np.ndarray]
+    shape_rule: ShapeRule
+    input_names: tuple[str, ...]
+    variadic: bool
+    attr_defaults: dict[str, Any]
+    needs_ctx: bool = False
+    vjp_rule: VJP | None = None
+    nondiff: frozenset[int] = frozenset()
+    # Inputs whose runtime shape, not value, the forward needs ("rest" = all but the first).
+    shape_only: tuple[int, ...] | str = ()
+    random: bool = False
+    mode_dependent: bool = False
+    public: bool = True
+    doc: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def differentiable(self) -> bool:
+        return self.vjp_rule is not None
+
+    def vjp(self, rule: VJP) -> VJP:
+        """Decorator that attaches the derivative rule."""
+        self.vjp_rule = rule
+        return rule
+
+    def is_shape_only(self, i: int) -> bool:
+        if self.shape_only == "rest":
+            return i > 0
+        return i in self.shape_only  # type: ignore[operator]
+
+
+def defop(
+    name: str,
+    shape: ShapeRule,
+    *,
+    nondiff: Sequence[int] = (),
+    shape_only: tuple[int, ...] | str = (),
+    random: bool = False,
+    mode_dependent: bool = False,
+    public: bool = True,
+    aliases: Sequence[str] = (),
+) -> Callable[[Callable[..., np.ndarray]], OpDef]:
+    """Register an op. The forward's signature declares it: positional parameters are the input
+    nodes (``*xs`` for a variable number), keyword-only parameters are attributes with defaults,
+    and a first parameter named ``ctx`` asks for a RunContext."""
+
+    def register(fn: Callable[..., np.ndarray]) -> OpDef:
+        if name in REGISTRY:
+            raise ValueError(f"op {name!r} registered twice")
+        params = list(inspect.signature(fn).parameters.values())
+        needs_ctx = bool(params) and params[0].name == "ctx"
+        if needs_ctx:
+            params = params[1:]
+        inputs, attrs, variadic = [], {}, False
+        for p in params:
+            if p.kind is p.VAR_POSITIONAL:
+                variadic = True
+                inputs.append(p.name)
+            elif p.kind is p.KEYWORD_ONLY:
+                attrs[p.name] = p.default
+            else:
+                inputs.append(p.name)
+        op = OpDef(
+            name=name,
+            forward=fn,
+            shape_rule=shape,
+            input_names=tuple(inputs),
+            variadic=variadic,
+            attr_defaults=attrs,
+            needs_ctx=needs_ctx,
+            nondiff=frozenset(nondiff),
+            shape_only=shape_only,
+            random=random,
+            mode_dependent=mode_dependent,
+            public=public,
+            doc=(fn.__doc__ or "").strip(),
+            aliases=tuple(aliases),
+        )
+        REGISTRY[name] = op
+        for alias in aliases:
+            REGISTRY[alias] = op
+        return op
+
+    return register
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        import difflib
+
+        near = difflib.get_close_matches(name, REGISTRY, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        from ..errors import GraphError
+
+        raise GraphError(f"unknown op {name!r}{hint}") from None
+
+
+def public_ops() -> dict[str, OpDef]:
+    """The ops users may call (Graph methods and spec functions), by name and alias."""
+    return {k: v for k, v in REGISTRY.items() if v.public}

@@ -1,0 +1,299 @@
+"""Ops that move elements without arithmetic: reshape, transpose, concat, stack, index/slice,
+take_along (gather), one_hot, argmax, and their internal gradient twins."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import ShapeRuleError, defop
+from .shapes import fmt, norm_axis
+
+# ---------------------------------------------------------------- reshape / transpose
+
+
+def _reshape_shape(x, *, shape):
+    shape = tuple(shape)
+    if sum(1 for d in shape if d == -1) > 1:
+        raise ShapeRuleError(f"reshape to {shape}: at most one -1")
+    if any(d is None or (d < 0 and d != -1) for d in shape):
+        raise ShapeRuleError(f"reshape to {shape}: sizes must be positive or -1")
+    if None in x:
+        return tuple(None if d == -1 else d for d in shape), "f"
+    total = int(np.prod(x)) if x else 1
+    known = int(np.prod([d for d in shape if d != -1])) if shape else 1
+    if -1 in shape:
+        if known == 0 or total % known:
+            raise ShapeRuleError(f"cannot reshape {fmt(x)} to {shape}")
+        return tuple(total // known if d == -1 else d for d in shape), "f"
+    if known != total:
+        raise ShapeRuleError(f"cannot reshape {fmt(x)} ({total} elements) to {fmt(shape)} ({known})")
+    return shape, "f"
+
+
+@defop("reshape", _reshape_shape)
+def reshape(x, *, shape):
+    """x with a new shape (one size may be -1)."""
+    return np.reshape(x, shape)
+
+
+@reshape.vjp
+def _(ctx, gy):
+    return (ctx.g.reshape_like(gy, ctx.inputs[0]),)
+
+
+@defop("reshape_like", lambda x, like: (like, "f"), shape_only=(1,), public=False)
+def reshape_like(v, like_shape):
+    """v reshaped to like_shape."""
+    return np.reshape(v, like_shape)
+
+
+@reshape_like.vjp
+def _(ctx, gy):
+    return ctx.g.reshape_like(gy, ctx.inputs[0]), None
+
+
+def _perm(axes, ndim):
+    if axes is None:
+        return tuple(reversed(range(ndim)))
+    axes = tuple(norm_axis(a, ndim) for a in axes)
+    if sorted(axes) != list(range(ndim)):
+        raise ShapeRuleError(f"transpose axes {axes} are not a permutation of {ndim} dimensions")
+    return axes
+
+
+def _transpose_shape(x, *, axes=None):
+    return tuple(x[a] for a in _perm(axes, len(x))), "f"
+
+
+@defop("transpose", _transpose_shape)
+def transpose(x, *, axes=None):
+    """x with its axes permuted (reversed when axes is None)."""
+    return np.transpose(x, axes)
+
+
+@transpose.vjp
+def _(ctx, gy):
+    perm = _perm(ctx.attrs["axes"], len(ctx.inputs[0].shape))
+    return (ctx.g.transpose(gy, axes=tuple(int(i) for i in np.argsort(perm))),)
+
+
+# ---------------------------------------------------------------- concat / stack
+
+
+def _concat_shape(*shapes, axis=0):
+    if not shapes:
+        raise ShapeRuleError("concat needs at least one input")
+    first = shapes[0]
+    ax = norm_axis(axis, len(first))
+    for s in shapes[1:]:
+        if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != ax):
+            raise ShapeRuleError(f"concat along axis {axis}: shapes {', '.join(fmt(s) for s in shapes)} differ off that axis")
+    sizes = [s[ax] for s in shapes]
+    total = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+    return first[:ax] + (total,) + first[ax + 1 :], "f"
+
+
+@defop("concat", _concat_shape, aliases=("concatenate",))
+def concat(*xs, axis=0):
+    """The inputs joined along axis."""
+    return np.concatenate(xs, axis=axis)
+
+
+@concat.vjp
+def _(ctx, gy):
+    g = ctx.g
+    axis = ctx.attrs["axis"]
+    return tuple(
+        g.slice_like(gy, *ctx.inputs, part=i, axis=axis) if need else None for i, need in enumerate(ctx.needs)
+    )
+
+
+def _slice_like_shape(v, *likes, part, axis):
+    return likes[part], "f"
+
+
+@defop("slice_like", _slice_like_shape, shape_only="rest", public=False)
+def slice_like(v, *like_shapes, part, axis):
+    """The part-th block of v along axis, where v is the concatenation of blocks shaped like_shapes."""
+    ax = axis % v.ndim
+    start = sum(s[ax] for s in like_shapes[:part])
+    index = [slice(None)] * v.ndim
+    index[ax] = slice(start, start + like_shapes[part][ax])
+    return v[tuple(index)]
+
+
+@slice_like.vjp
+def _(ctx, gy):
+    g = ctx.g
+    axis, part = ctx.attrs["axis"], ctx.attrs["part"]
+    likes = ctx.inputs[1:]
+    blocks = [gy if i == part else g.zeros_like(like) for i, like in enumerate(likes)]
+    return (g.concat(*blocks, axis=axis),) + (None,) * len(likes)
+
+
+@defop("zeros_like", lambda like: (like, "f"), shape_only=(0,), public=False)
+def zeros_like(like_shape):
+    """Zeros shaped like the input."""
+    return np.zeros(like_shape)
+
+
+def _stack_shape(*shapes, axis=0):
+    if not shapes:
+        raise ShapeRuleError("stack needs at least one input")
+    for s in shapes[1:]:
+        if s != shapes[0]:
+            raise ShapeRuleError(f"stack: shapes {', '.join(fmt(s) for s in shapes)} differ")
+    ax = norm_axis(axis, len(shapes[0]) + 1)
+    return shapes[0][:ax] + (len(shapes),) + shapes[0][ax:], "f"
+
+
+@defop("stack", _stack_shape)
+def stack(*xs, axis=0):
+    """The inputs stacked along a new axis."""
+    return np.stack(xs, axis=axis)
+
+
+@stack.vjp
+def _(ctx, gy):
+    g = ctx.g
+    ndim = len(ctx.out.shape)
+    ax = norm_axis(ctx.attrs["axis"], ndim)
+    return tuple(
+        g.index(gy, key=(slice(None),) * ax + (i,)) if need else None for i, need in enumerate(ctx.needs)
+    )
+
+
+# ---------------------------------------------------------------- indexing
+
+
+def _key_tuple(key):
+    return key if isinstance(key, tuple) else (key,)
+
+
+def _is_advanced(k):
+    return isinstance(k, (list, np.ndarray))
+
+
+def index_shape(x, key):
+    key = _key_tuple(key)
+    n_real = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if n_real > len(x):
+        raise ShapeRuleError(f"index {key!r} has {n_real} entries for {len(x)} dimensions")
+    if sum(1 for k in key if k is Ellipsis) > 1:
+        raise ShapeRuleError("an index can have only one ...")
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (len(x) - n_real) + key[i + 1 :]
+    key = key + (slice(None),) * (len(x) - n_real - sum(1 for k in key if k is Ellipsis))
+    out: list[int | None] = []
+    dims = iter(x)
+    advanced_done = False
+    for k in key:
+        if k is None:
+            out.append(1)
+            continue
+        d = next(dims)
+        if isinstance(k, (int, np.integer)):
+            if d is not None and not -d <= k < d:
+                raise ShapeRuleError(f"index {k} is out of range for a dimension of size {d}")
+        elif isinstance(k, slice):
+            out.append(None if d is None else len(range(*k.indices(d))))
+        elif _is_advanced(k):
+            arr = np.asarray(k)
+            if arr.ndim != 1 or arr.dtype.kind not in "iu":
+                raise ShapeRuleError("an index list must be a flat list of integers")
+            if advanced_done:
+                raise ShapeRuleError("only one index list per index")
+            if d is not None and len(arr) and (arr.max() >= d or arr.min() < -d):
+                raise ShapeRuleError(f"index list {arr.tolist()} is out of range for a dimension of size {d}")
+            advanced_done = True
+            out.append(len(arr))
+        else:
+            raise ShapeRuleError(f"unsupported index {k!r}: use integers, slices, lists of integers, None or ...")
+    return tuple(out)
+
+
+@defop("index", lambda x, *, key: (index_shape(x, key), "f"), aliases=("slice",))
+def index(x, *, key):
+    """x[key] with numpy's basic indexing (integers, slices, None, ...) and one integer list."""
+    return x[_key_tuple(key)]
+
+
+@index.vjp
+def _(ctx, gy):
+    return (ctx.g.index_grad(gy, ctx.inputs[0], key=ctx.attrs["key"]),)
+
+
+@defop("index_grad", lambda v, like, *, key: (like, "f"), shape_only=(1,), public=False)
+def index_grad(v, like_shape, *, key):
+    """Zeros shaped like_shape with v added at key (the gradient of index)."""
+    key = _key_tuple(key)
+    out = np.zeros(like_shape, dtype=v.dtype)
+    if any(_is_advanced(k) for k in key):
+        np.add.at(out, key, v)
+    else:
+        out[key] = v
+    return out
+
+
+@index_grad.vjp
+def _(ctx, gy):
+    return ctx.g.index(gy, key=ctx.attrs["key"]), None
+
+
+def _take_along_shape(x, idx, *, axis=-1):
+    if len(x) != len(idx):
+        raise ShapeRuleError(f"take_along: indices {fmt(idx)} need as many dimensions as the values {fmt(x)}")
+    norm_axis(axis, len(x))
+    return idx, "f"
+
+
+@defop("take_along", _take_along_shape, nondiff=(1,), aliases=("gather",))
+def take_along(x, idx, *, axis=-1):
+    """Values of x at the integer positions idx along axis (numpy take_along_axis, torch gather)."""
+    return np.take_along_axis(x, idx.astype(np.intp, copy=False), axis=axis)
+
+
+@take_along.vjp
+def _(ctx, gy):
+    x, idx = ctx.inputs
+    return ctx.g.put_along(gy, x, idx, axis=ctx.attrs["axis"]), None
+
+
+@defop("put_along", lambda v, like, idx, *, axis: (like, "f"), shape_only=(1,), nondiff=(2,), public=False)
+def put_along(v, like_shape, idx, *, axis):
+    """Zeros shaped like_shape with v added at the positions idx along axis."""
+    out = np.zeros(like_shape, dtype=v.dtype)
+    full = list(np.indices(idx.shape, sparse=True))
+    full[axis] = idx.astype(np.intp, copy=False)
+    np.add.at(out, tuple(full), v)
+    return out
+
+
+@put_along.vjp
+def _(ctx, gy):
+    return ctx.g.take_along(gy, ctx.inputs[2], axis=ctx.attrs["axis"]), None, None
+
+
+@defop("one_hot", lambda idx, *, num_classes: (idx + (num_classes,), "f"), nondiff=(0,))
+def one_hot(idx, *, num_classes):
+    """1.0 at each integer label's position along a new last axis of size num_classes."""
+    idx = np.asarray(idx)
+    if idx.dtype.kind not in "iu":
+        if not np.all(np.mod(idx, 1) == 0):
+            raise ValueError("one_hot needs integer labels")
+        idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
+        raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), got {idx.min()}..{idx.max()}")
+    return np.eye(num_classes)[idx]
+
+
+def _argmax_shape(x, *, axis=-1):
+    ax = norm_axis(axis, len(x))
+    return x[:ax] + x[ax + 1 :], "i"
+
+
+@defop("argmax", _argmax_shape, nondiff=(0,))
+def argmax(x, *, axis=-1):
+    """Integer position of the largest value along axis (no gradient)."""
+    return np.argmax(x, axis=axis)

@@ -1,0 +1,160 @@
+"""Execution plans, computed once per key and cached by the Graph.
+
+- ForwardPlan: the ancestors of some target nodes in topological order (node index order is one,
+  since a node's inputs always exist before it), and for each position the intermediate values
+  that no later node of this plan reads: what a no_grad forward may drop right there.
+- Gradient subgraphs: ``build_gradients`` walks the nodes between a scalar y and targets xs in
+  reverse order and asks each op's derivative rule for graph nodes. Detached nodes and ops without
+  a derivative (stop_gradient, comparisons, integer inputs) are never walked through, so a cut
+  branch simply is not part of the subgraph. Contributions are summed with ``add`` and reduced
+  to the input's shape with ``sum_to`` where an op broadcast (the one unbroadcast step).
+- BackwardPlan: the gradient nodes to run, the forward values they read, the forward nodes the
+  backward went through (what retain_graph=False releases), and when each gradient buffer can
+  be freed during the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .node import Node, NodeId
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+
+def ancestors(targets: list[Node]) -> list[Node]:
+    """The targets and everything they depend on, in topological (index) order."""
+    seen: dict[int, Node] = {}
+    stack = list(targets)
+    while stack:
+        n = stack.pop()
+        if n.index in seen:
+            continue
+        seen[n.index] = n
+        stack.extend(p for p in n.inputs if p.index not in seen)
+    return [seen[i] for i in sorted(seen)]
+
+
+def _last_uses(nodes: list[Node], keep: set[int]) -> list[list[Node]]:
+    """drops[i]: the non-leaf nodes (not in keep) whose last reader in ``nodes`` is nodes[i]."""
+    last: dict[int, int] = {}
+    for pos, n in enumerate(nodes):
+        for p in n.inputs:
+            last[p.index] = pos
+    drops: list[list[Node]] = [[] for _ in nodes]
+    by_index = {n.index: n for n in nodes}
+    for idx, pos in last.items():
+        n = by_index.get(idx)
+        if n is not None and n.op is not None and idx not in keep:
+            drops[pos].append(n)
+    return drops
+
+
+class ForwardPlan:
+    __slots__ = ("targets", "nodes", "drops", "index_set")
+
+    def __init__(self, targets: list[Node]) -> None:
+        self.targets = targets
+        self.nodes = ancestors(targets)
+        self.index_set = frozenset(n.index for n in self.nodes)
+        self.drops = _last_uses(self.nodes, {t.index for t in targets})
+
+
+def _diff_inputs(n: Node) -> list[tuple[int, Node]]:
+    """The inputs a gradient can flow to from n: none when n is detached or its op has no
+    derivative; never an integer input or one the op reads only the shape of."""
+    if n.op is None or n.detached or n.op.vjp_rule is None:
+        return []
+    return [
+        (i, p)
+        for i, p in enumerate(n.inputs)
+        if i not in n.op.nondiff and p.is_float and not n.shape_mask[i]
+    ]
+
+
+@dataclass
+class Gradients:
+    grads: list[NodeId | None]  # d y / d x for each x (None: unreachable)
+    path: list[Node]  # forward nodes the gradient flows through, y included, in topological order
+    first_new: int  # nodes with index >= first_new were built by this call
+
+
+def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
+    first_new = len(g._nodes)
+    # Nodes whose value influences y along differentiable, non-detached edges.
+    reach: set[int] = {y.index}
+    stack = [y]
+    while stack:
+        n = stack.pop()
+        for _, p in _diff_inputs(n):
+            if p.index not in reach:
+                reach.add(p.index)
+                stack.append(p)
+    # Of those, the ones that depend on some x: the path the gradient flows along.
+    x_set = {x.index for x in xs}
+    on_path: set[int] = set()
+    for idx in sorted(reach):
+        n = g._nodes[idx]
+        if idx in x_set or any(p.index in on_path for _, p in _diff_inputs(n)):
+            on_path.add(idx)
+    path = [g._nodes[i] for i in sorted(on_path)]
+
+    totals: dict[int, NodeId] = {}
+    contributions: dict[int, list[NodeId]] = {}
+    if y.index in on_path:
+        contributions[y.index] = [g._const_like_ones(y)]
+    for n in reversed(path):
+        parts = contributions.pop(n.index, None)
+        if not parts:
+            continue
+        total = parts[0]
+        for part in parts[1:]:
+            total = g.add(total, part)
+        totals[n.index] = total
+        edges = [(i, p) for i, p in _diff_inputs(n) if p.index in on_path]
+        if not edges:
+            continue
+        needs = [False] * len(n.inputs)
+        for i, _ in edges:
+            needs[i] = True
+        ctx = g._vjp_context(n, tuple(needs))
+        in_grads = n.op.vjp_rule(ctx, total)  # type: ignore[union-attr]
+        for i, p in edges:
+            gi = in_grads[i]
+            if gi is None:
+                continue
+            if gi.shape != p.shape:
+                gi = g.sum_to(gi, NodeId(g, p.index))
+            contributions.setdefault(p.index, []).append(gi)
+    grads = [totals.get(x.index) for x in xs]
+    for node in g._nodes[first_new:]:
+        node.hidden = True
+    return Gradients(grads, path, first_new)
+
+
+class BackwardPlan:
+    """Everything a backward of y with respect to xs needs, computed once."""
+
+    __slots__ = ("y", "xs", "grads", "steps", "frees", "needed", "path", "check")
+
+    def __init__(self, g: Graph, y: Node, xs: list[Node]) -> None:
+        built = build_gradients(g, y, xs)
+        self.y = y
+        self.xs = xs
+        self.grads = [None if gid is None else g._nodes[gid.index] for gid in built.grads]
+        outputs = [n for n in self.grads if n is not None]
+        self.steps = [n for n in ancestors(outputs) if n.index >= built.first_new and n.op is not None]
+        out_set = {n.index for n in outputs}
+        step_set = {n.index for n in self.steps}
+        self.frees = _last_uses(self.steps, out_set)
+        # Forward values the gradient nodes read (never recomputed by a backward).
+        needed: dict[int, Node] = {}
+        for n in self.steps:
+            for i, p in enumerate(n.inputs):
+                if p.index not in step_set and p.op is not None and not n.shape_mask[i]:
+                    needed[p.index] = p
+        self.needed = [needed[i] for i in sorted(needed)]
+        self.path = [n for n in built.path if n.op is not None and n is not y]
+        self.check = ForwardPlan([y])
