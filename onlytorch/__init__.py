@@ -2,6 +2,7 @@
 
 from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
 from .graph import Graph
+from .gradcheck import gradcheck, gradgradcheck, numeric_grad
 from .node import NodeId
 
 __version__ = "0.1.0"
@@ -14,4 +15,7 @@ __all__ = [
     "ReleasedValueError",
     "ShapeError",
     "StaleValueError",
+    "gradcheck",
+    "gradgradcheck",
+    "numeric_grad",
 ]

@@ -198,19 +198,48 @@ class Graph:
             if isinstance(full.get(k), list):
                 full[k] = tuple(full[k])
         inputs = tuple(self._as_node(a, op.name) for a in args)
+        if op.build is not None:
+            return self._build_composite(op, inputs, full, name)
         label = name if name is not None else f"{op.name}_{len(self._nodes)}"
         try:
             shape, kind = op.shape_rule(*(p.shape for p in inputs), **full)
         except ShapeRuleError as e:
             shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs)
             raise ShapeError(f"cannot build node {label!r} ({op.name} of {shown}): {e}") from None
-        dt = self.dtype if kind == "f" else np.dtype(np.int64)
+        if op.keep_dtype:
+            dt = inputs[0].dtype
+        else:
+            dt = self.dtype if kind == "f" else np.dtype(np.int64)
         node = self._new_node(name, "op", tuple(shape), dt, op.name)
         node.op = op
         node.inputs = inputs
         node.attrs = full
         node.shape_mask = tuple(op.is_shape_only(i) for i in range(len(inputs)))
         return NodeId(self, node.index)
+
+    def _build_composite(self, op: OpDef, inputs: tuple[Node, ...], attrs: dict[str, Any], name: str | None) -> NodeId:
+        assert op.build is not None
+        args = [NodeId(self, p.index) for p in inputs]
+        try:
+            out = op.build(self, *args, **attrs)
+        except ShapeError as e:
+            shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs)
+            label = f"{name!r} " if name is not None else ""
+            raise ShapeError(f"cannot build {label}{op.name}({shown}): {e}") from None
+        if name is not None:
+            return NodeId(self, self._rename(self._nodes[out.index], name).index)
+        return out
+
+    def _rename(self, node: Node, name: str) -> Node:
+        if name in self._by_name:
+            raise GraphError(f"a node named {name!r} already exists ({self._by_name[name].describe()}); names must be unique")
+        if node.user_named or node.kind != "op":
+            # The composite returned an existing named node: give the name to an identity view.
+            node = self._nodes[self._build(REGISTRY["identity"], [NodeId(self, node.index)], {}, None).index]
+        node.name = name
+        node.user_named = True
+        self._by_name[name] = node
+        return node
 
     # ------------------------------------------------------------ lookup
 

@@ -401,7 +401,18 @@ def _(ctx, gy):
     return (gy * 2 * ctx.inputs[0],)
 
 
-@defop("stop_gradient", same, nondiff=(0,), aliases=("detach",))
+@defop("identity", same, keep_dtype=True)
+def identity(x):
+    """x itself (a named view of a node)."""
+    return x
+
+
+@identity.vjp
+def _(ctx, gy):
+    return (gy,)
+
+
+@defop("stop_gradient", same, nondiff=(0,), aliases=("detach",), keep_dtype=True)
 def stop_gradient(x):
     """x's value with no gradient path (PyTorch .detach(), JAX stop_gradient): a permanent cut."""
     return x

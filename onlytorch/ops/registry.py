@@ -74,6 +74,11 @@ class OpDef:
     public: bool = True
     doc: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # The output keeps input 0's dtype (integer labels stay integers through index/reshape).
+    keep_dtype: bool = False
+    # A composite op builds its result from other ops: build(g, *inputs, **attrs) -> NodeId.
+    # Its forward and derivative are those of the ops it is made of.
+    build: Callable[..., NodeId] | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -100,27 +105,14 @@ def defop(
     mode_dependent: bool = False,
     public: bool = True,
     aliases: Sequence[str] = (),
+    keep_dtype: bool = False,
 ) -> Callable[[Callable[..., np.ndarray]], OpDef]:
     """Register an op. The forward's signature declares it: positional parameters are the input
     nodes (``*xs`` for a variable number), keyword-only parameters are attributes with defaults,
     and a first parameter named ``ctx`` asks for a RunContext."""
 
     def register(fn: Callable[..., np.ndarray]) -> OpDef:
-        if name in REGISTRY:
-            raise ValueError(f"op {name!r} registered twice")
-        params = list(inspect.signature(fn).parameters.values())
-        needs_ctx = bool(params) and params[0].name == "ctx"
-        if needs_ctx:
-            params = params[1:]
-        inputs, attrs, variadic = [], {}, False
-        for p in params:
-            if p.kind is p.VAR_POSITIONAL:
-                variadic = True
-                inputs.append(p.name)
-            elif p.kind is p.KEYWORD_ONLY:
-                attrs[p.name] = p.default
-            else:
-                inputs.append(p.name)
+        needs_ctx, inputs, attrs, variadic = _signature(fn, "ctx")
         op = OpDef(
             name=name,
             forward=fn,
@@ -136,13 +128,69 @@ def defop(
             public=public,
             doc=(fn.__doc__ or "").strip(),
             aliases=tuple(aliases),
+            keep_dtype=keep_dtype,
         )
-        REGISTRY[name] = op
-        for alias in aliases:
-            REGISTRY[alias] = op
+        _add(op)
         return op
 
     return register
+
+
+def defcomposite(name: str, *, aliases: Sequence[str] = ()) -> Callable[[Callable[..., NodeId]], OpDef]:
+    """Register an op made of other ops: ``build(g, *inputs, **attrs)`` returns the result node.
+    The signature rules are those of ``defop`` (after the leading ``g``)."""
+
+    def register(fn: Callable[..., NodeId]) -> OpDef:
+        _, inputs, attrs, variadic = _signature(fn, "g")
+        op = OpDef(
+            name=name,
+            forward=_no_forward,
+            shape_rule=_no_shape_rule,
+            input_names=tuple(inputs),
+            variadic=variadic,
+            attr_defaults=attrs,
+            doc=(fn.__doc__ or "").strip(),
+            aliases=tuple(aliases),
+            build=fn,
+        )
+        _add(op)
+        return op
+
+    return register
+
+
+def _no_forward(*args: Any, **kwargs: Any) -> np.ndarray:
+    raise AssertionError("a composite op has no forward of its own")
+
+
+def _no_shape_rule(*args: Any, **kwargs: Any) -> tuple[Shape, Kind]:
+    raise AssertionError("a composite op has no shape rule of its own")
+
+
+def _signature(fn: Callable[..., Any], lead: str) -> tuple[bool, list[str], dict[str, Any], bool]:
+    params = list(inspect.signature(fn).parameters.values())
+    has_lead = bool(params) and params[0].name == lead
+    if has_lead:
+        params = params[1:]
+    inputs: list[str] = []
+    attrs: dict[str, Any] = {}
+    variadic = False
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            variadic = True
+            inputs.append(p.name)
+        elif p.kind is p.KEYWORD_ONLY:
+            attrs[p.name] = p.default
+        else:
+            inputs.append(p.name)
+    return has_lead, inputs, attrs, variadic
+
+
+def _add(op: OpDef) -> None:
+    for key in (op.name, *op.aliases):
+        if key in REGISTRY:
+            raise ValueError(f"op {key!r} registered twice")
+        REGISTRY[key] = op
 
 
 def get_op(name: str) -> OpDef:

@@ -30,7 +30,7 @@ def _reshape_shape(x, *, shape):
     return shape, "f"
 
 
-@defop("reshape", _reshape_shape)
+@defop("reshape", _reshape_shape, keep_dtype=True)
 def reshape(x, *, shape):
     """x with a new shape (one size may be -1)."""
     return np.reshape(x, shape)
@@ -65,7 +65,7 @@ def _transpose_shape(x, *, axes=None):
     return tuple(x[a] for a in _perm(axes, len(x))), "f"
 
 
-@defop("transpose", _transpose_shape)
+@defop("transpose", _transpose_shape, keep_dtype=True)
 def transpose(x, *, axes=None):
     """x with its axes permuted (reversed when axes is None)."""
     return np.transpose(x, axes)
@@ -181,10 +181,11 @@ def index_shape(x, key):
         raise ShapeRuleError(f"index {key!r} has {n_real} entries for {len(x)} dimensions")
     if sum(1 for k in key if k is Ellipsis) > 1:
         raise ShapeRuleError("an index can have only one ...")
-    if Ellipsis in key:
-        i = key.index(Ellipsis)
+    if any(k is Ellipsis for k in key):
+        i = next(j for j, k in enumerate(key) if k is Ellipsis)
         key = key[:i] + (slice(None),) * (len(x) - n_real) + key[i + 1 :]
-    key = key + (slice(None),) * (len(x) - n_real - sum(1 for k in key if k is Ellipsis))
+    else:
+        key = key + (slice(None),) * (len(x) - n_real)
     out: list[int | None] = []
     dims = iter(x)
     advanced_done = False
@@ -213,7 +214,7 @@ def index_shape(x, key):
     return tuple(out)
 
 
-@defop("index", lambda x, *, key: (index_shape(x, key), "f"), aliases=("slice",))
+@defop("index", lambda x, *, key: (index_shape(x, key), "f"), aliases=("slice",), keep_dtype=True)
 def index(x, *, key):
     """x[key] with numpy's basic indexing (integers, slices, None, ...) and one integer list."""
     return x[_key_tuple(key)]

@@ -1,5 +1,5 @@
 """Static shape rules. ``None`` is the symbolic batch size: it equals itself, broadcasts with 1,
-and never silently broadcasts against a fixed size larger than 1."""
+and merges with a fixed size (which the batch must then have at run time)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ def broadcast(*shapes: Shape) -> Shape:
     out: list[int | None] = []
     for axis in range(-ndim, 0):
         dims = {s[axis] for s in shapes if len(s) >= -axis} - {1}
+        if len(dims) > 1:
+            # The batch size merges with a fixed size (they must then agree at run time).
+            dims.discard(None)
         if not dims:
             out.append(1)
         elif len(dims) == 1:

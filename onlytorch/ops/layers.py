@@ -1,0 +1,151 @@
+"""Layer ops: dropout (train mode only), batch norm (batch statistics and running statistics in
+train mode, running statistics in eval mode, as torch), layer norm, and embedding lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GraphError
+from .registry import ShapeRuleError, defcomposite, defop
+from .shapes import axes_tuple, broadcast, fmt
+
+# ---------------------------------------------------------------- dropout
+
+
+@defop("dropout_mask", lambda x, *, p: (x, "f"), nondiff=(0,), random=True, mode_dependent=True, public=False)
+def dropout_mask(ctx, x, *, p):
+    """In train mode a fresh mask of 0 and 1/(1-p) shaped like x; in eval mode ones."""
+    if not ctx.train or p == 0:
+        return np.broadcast_to(np.ones((), dtype=x.dtype), x.shape)
+    if p >= 1:
+        return np.zeros(x.shape, dtype=x.dtype)
+    keep = ctx.rng.random(x.shape) >= p
+    return keep.astype(x.dtype) * (1.0 / (1.0 - p))
+
+
+@defcomposite("dropout")
+def dropout(g, x, *, p=0.5):
+    """Zero each element with probability p and scale the rest by 1/(1-p) in train mode; the
+    identity in eval mode. The mask is drawn again whenever x changes."""
+    if not 0.0 <= p <= 1.0:
+        raise GraphError(f"dropout probability must lie in [0, 1], got {p}")
+    return x * g.dropout_mask(x, p=p)
+
+
+# ---------------------------------------------------------------- batch norm
+
+
+def _batch_norm_shape(x, gamma, beta, running_mean, running_var, *, momentum, eps):
+    if len(x) != 2:
+        raise ShapeRuleError(f"batch_norm takes (batch, features) inputs, got {fmt(x)}")
+    features = (x[1],)
+    for what, s in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        if tuple(s) != features:
+            raise ShapeRuleError(f"batch_norm: {what} must have shape {fmt(features)}, got {fmt(s)}")
+    return x, "f"
+
+
+@defop("batch_norm", _batch_norm_shape, nondiff=(3, 4), mode_dependent=True)
+def batch_norm(ctx, x, gamma, beta, running_mean, running_var, *, momentum=0.1, eps=1e-5):
+    """Normalise features over the batch. Train mode: batch statistics, and the running
+    statistics (states) move towards them by momentum (unbiased variance, as torch). Eval mode:
+    the running statistics."""
+    if ctx.train:
+        n = x.shape[0]
+        if n < 2:
+            raise GraphError("batch_norm in train mode needs more than one sample per batch")
+        mean = x.mean(axis=0)
+        var = x.var(axis=0)
+        rm_node, rv_node = ctx.node.inputs[3], ctx.node.inputs[4]
+        running_mean *= 1.0 - momentum
+        running_mean += momentum * mean
+        running_var *= 1.0 - momentum
+        running_var += momentum * var * (n / (n - 1))
+        ctx.graph._mark_changed(rm_node)
+        ctx.graph._mark_changed(rv_node)
+    else:
+        mean, var = running_mean, running_var
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+@batch_norm.vjp
+def _(ctx, gy):
+    g = ctx.g
+    x, gamma, _beta, running_mean, running_var = ctx.inputs
+    eps = ctx.attrs["eps"]
+    if ctx.train:
+        mu = g.mean(x, axis=0, keepdims=True)
+        xc = x - mu
+        inv = 1.0 / g.sqrt(g.mean(xc * xc, axis=0, keepdims=True) + eps)
+        xhat = xc * inv
+        gxhat = gy * gamma
+        gx = None
+        if ctx.needs[0]:
+            gx = inv * (gxhat - g.mean(gxhat, axis=0, keepdims=True) - xhat * g.mean(gxhat * xhat, axis=0, keepdims=True))
+    else:
+        inv = 1.0 / g.sqrt(running_var + eps)
+        xhat = (x - running_mean) * inv
+        gx = gy * (gamma * inv) if ctx.needs[0] else None
+    ggamma = g.sum(gy * xhat, axis=0) if ctx.needs[1] else None
+    gbeta = g.sum(gy, axis=0) if ctx.needs[2] else None
+    return gx, ggamma, gbeta, None, None
+
+
+# ---------------------------------------------------------------- layer norm
+
+
+@defcomposite("layer_norm")
+def layer_norm(g, x, gamma, beta, *, axis=-1, eps=1e-5):
+    """Normalise over axis (the last by default; a tuple of trailing axes as torch's
+    normalized_shape), then scale by gamma and shift by beta."""
+    try:
+        axes = axes_tuple(axis, len(x.shape))
+        broadcast(x.shape, gamma.shape)
+        broadcast(x.shape, beta.shape)
+    except ShapeRuleError as e:
+        from ..errors import ShapeError
+
+        raise ShapeError(str(e)) from None
+    mu = g.mean(x, axis=axes, keepdims=True)
+    xc = x - mu
+    var = g.mean(xc * xc, axis=axes, keepdims=True)
+    return xc / g.sqrt(var + eps) * gamma + beta
+
+
+# ---------------------------------------------------------------- embedding
+
+
+def _embedding_shape(idx, weight):
+    if len(weight) != 2:
+        raise ShapeRuleError(f"embedding weight must be (num_embeddings, dim), got {fmt(weight)}")
+    return tuple(idx) + (weight[1],), "f"
+
+
+@defop("embedding", _embedding_shape, nondiff=(0,))
+def embedding(idx, weight):
+    """Rows of weight at the integer positions idx (a lookup table)."""
+    idx = np.asarray(idx)
+    if idx.dtype.kind not in "iu":
+        raise ValueError("embedding needs integer indices")
+    if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
+        raise ValueError(f"embedding indices must lie in [0, {weight.shape[0]}), got {idx.min()}..{idx.max()}")
+    return weight[idx]
+
+
+@embedding.vjp
+def _(ctx, gy):
+    idx, weight = ctx.inputs
+    return None, ctx.g.scatter_rows(gy, weight, idx)
+
+
+@defop("scatter_rows", lambda v, like, idx: (like, "f"), shape_only=(1,), nondiff=(2,), public=False)
+def scatter_rows(v, like_shape, idx):
+    """Zeros shaped like_shape with the rows of v added at the integer positions idx."""
+    out = np.zeros(like_shape, dtype=v.dtype)
+    np.add.at(out, np.asarray(idx).reshape(-1), v.reshape(-1, like_shape[-1]))
+    return out
+
+
+@scatter_rows.vjp
+def _(ctx, gy):
+    return ctx.g.embedding(ctx.inputs[2], gy), None, None
