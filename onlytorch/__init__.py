@@ -1,8 +1,8 @@
 """onlytorch: a numpy deep-learning engine built around control of gradient flow."""
 
 from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
-from .graph import Graph
 from .gradcheck import gradcheck, gradgradcheck, numeric_grad
+from .graph import Graph
 from .node import NodeId
 
 __version__ = "0.1.0"

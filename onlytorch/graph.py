@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -57,6 +57,10 @@ class Graph:
         self._fwd_plans: dict[tuple[int, ...], ForwardPlan] = {}
         self._bwd_plans: dict[tuple, BackwardPlan] = {}
         self._grad_nodes: dict[tuple, list[NodeId | None]] = {}
+
+    if TYPE_CHECKING:  # the op methods (g.tanh, g.matmul, ...) are generated from the registry
+
+        def __getattr__(self, name: str) -> Callable[..., NodeId]: ...
 
     # ------------------------------------------------------------ building
 
@@ -279,9 +283,8 @@ class Graph:
             raise GraphError(f"value for {name!r} is not an array: {e}") from None
         if arr.dtype.kind not in "biuf":
             raise GraphError(f"value for {name!r} has dtype {arr.dtype}; expected numbers ({dtype})")
-        if dtype.kind == "i" and arr.dtype.kind == "f":
-            if not np.all(np.isfinite(arr)) or not np.all(np.mod(arr, 1) == 0):
-                raise GraphError(f"value for {name!r} must hold integers (its dtype is {dtype}), got non-integer floats")
+        if dtype.kind == "i" and arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(np.mod(arr, 1) == 0)):
+            raise GraphError(f"value for {name!r} must hold integers (its dtype is {dtype}), got non-integer floats")
         return np.array(arr, dtype=dtype, copy=True) if arr.dtype != dtype or arr is value else arr
 
     def _store_leaf(self, node: Node, arr: np.ndarray) -> None:
@@ -307,8 +310,6 @@ class Graph:
         arr = self._coerce(n.name, value, n.dtype)
         if arr.ndim != len(n.shape) or any(d is not None and d != a for d, a in zip(n.shape, arr.shape)):
             raise ShapeError(f"value for {n.describe()} has shape {arr.shape}, expected {fmt(n.shape)} (N = any batch size)")
-        if n.kind != "input" and arr is value:
-            arr = arr.copy()
         self._store_leaf(n, arr)
 
     def get_node_value(self, node: NodeId | str) -> np.ndarray | None:
@@ -389,7 +390,8 @@ class Graph:
         """Compute node (or a list of nodes), recomputing only what is missing or stale; returns
         the value(s)."""
         many = isinstance(node, (list, tuple))
-        targets = [self._node(n) for n in (node if many else [node])]  # type: ignore[union-attr]
+        items: Sequence[Any] = node if isinstance(node, (list, tuple)) else [node]
+        targets = [self._node(n) for n in items]
         plan = self._forward_plan(targets)
         grad_on, train = self._grad_enabled, self._train
         self._pass += 1

@@ -19,26 +19,26 @@ class Node:
     train/eval mode differs from the one it was computed in)."""
 
     __slots__ = (
-        "index",
-        "name",
-        "kind",
-        "op",
-        "inputs",
         "attrs",
-        "shape",
-        "dtype",
-        "value",
-        "ver",
-        "mode",
-        "grad",
         "detached",
-        "tracked",
+        "dtype",
+        "grad",
+        "hidden",
+        "index",
+        "inputs",
+        "kind",
+        "mode",
+        "name",
+        "op",
+        "pass_id",
         "released_by",
         "rshape",
-        "pass_id",
-        "hidden",
-        "user_named",
+        "shape",
         "shape_mask",
+        "tracked",
+        "user_named",
+        "value",
+        "ver",
     )
 
     def __init__(self, index: int, name: str, kind: str, shape: tuple, dtype: np.dtype) -> None:
@@ -50,10 +50,10 @@ class Node:
         self.attrs: dict[str, Any] = {}
         self.shape = shape
         self.dtype = dtype
-        self.value: np.ndarray | None = None
+        self.value: Any = None  # np.ndarray or None
         self.ver = 0
         self.mode = True
-        self.grad: np.ndarray | None = None
+        self.grad: Any = None  # np.ndarray or None
         self.detached = False
         self.tracked = False
         self.released_by: str | None = None

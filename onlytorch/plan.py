@@ -46,14 +46,14 @@ def _last_uses(nodes: list[Node], keep: set[int]) -> list[list[Node]]:
     drops: list[list[Node]] = [[] for _ in nodes]
     by_index = {n.index: n for n in nodes}
     for idx, pos in last.items():
-        n = by_index.get(idx)
-        if n is not None and n.op is not None and idx not in keep:
-            drops[pos].append(n)
+        reader = by_index.get(idx)
+        if reader is not None and reader.op is not None and idx not in keep:
+            drops[pos].append(reader)
     return drops
 
 
 class ForwardPlan:
-    __slots__ = ("targets", "nodes", "drops", "index_set")
+    __slots__ = ("drops", "index_set", "nodes", "targets")
 
     def __init__(self, targets: list[Node]) -> None:
         self.targets = targets
@@ -119,8 +119,9 @@ def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
         needs = [False] * len(n.inputs)
         for i, _ in edges:
             needs[i] = True
-        ctx = g._vjp_context(n, tuple(needs))
-        in_grads = n.op.vjp_rule(ctx, total)  # type: ignore[union-attr]
+        rule = n.op.vjp_rule if n.op is not None else None
+        assert rule is not None  # _diff_inputs returned edges, so n has a derivative rule
+        in_grads = rule(g._vjp_context(n, tuple(needs)), total)
         for i, p in edges:
             gi = in_grads[i]
             if gi is None:
@@ -137,7 +138,7 @@ def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
 class BackwardPlan:
     """Everything a backward of y with respect to xs needs, computed once."""
 
-    __slots__ = ("y", "xs", "grads", "steps", "frees", "needed", "path", "check")
+    __slots__ = ("check", "frees", "grads", "needed", "path", "steps", "xs", "y")
 
     def __init__(self, g: Graph, y: Node, xs: list[Node]) -> None:
         built = build_gradients(g, y, xs)

@@ -1,0 +1,1 @@
+"""The onlytorch command line (installed as the module ``onlytorch_cli``)."""
