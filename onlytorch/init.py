@@ -36,7 +36,7 @@ def _kaiming_std(shape, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
 INITIALISERS: dict[str, Callable[..., np.ndarray]] = {
     "zeros": lambda rng, shape: np.zeros(shape),
     "ones": lambda rng, shape: np.ones(shape),
-    "constant": lambda rng, shape, value=0.0: np.full(shape, value),
+    "constant": lambda rng, shape, fill=0.0: np.full(shape, fill),
     "normal": lambda rng, shape, mean=0.0, std=1.0: rng.normal(mean, std, shape),
     "uniform": lambda rng, shape, low=0.0, high=1.0: rng.uniform(low, high, shape),
     "xavier_uniform": lambda rng, shape, gain=1.0: rng.uniform(-1, 1, shape)

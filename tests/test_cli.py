@@ -1,0 +1,34 @@
+"""The command line's op listing (the registry as users see it)."""
+
+from click.testing import CliRunner
+
+from onlytorch_cli.main import cli
+
+
+def test_ops_lists_the_registry():
+    result = CliRunner().invoke(cli, ["ops"])
+    assert result.exit_code == 0
+    names = {line.split()[0] for line in result.output.splitlines() if line.strip()}
+    for op in ("tanh", "matmul", "cross_entropy", "stop_gradient", "dropout", "logsumexp"):
+        assert op in names
+    assert "sum_to" not in names  # internal gradient plumbing is not listed
+
+
+def test_ops_shows_one_op():
+    result = CliRunner().invoke(cli, ["ops", "sum"])
+    assert result.exit_code == 0
+    assert "sum(x, axis=None, keepdims=False)" in result.output
+    assert "derivative: yes" in result.output
+    result = CliRunner().invoke(cli, ["ops", "stop_gradient"])
+    assert "aliases: detach" in result.output and "derivative: none" in result.output
+
+
+def test_unknown_op_is_a_usage_error_with_a_suggestion():
+    result = CliRunner().invoke(cli, ["ops", "tahn"])
+    assert result.exit_code == 2
+    assert "did you mean 'tanh'" in result.output
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and "onlytorch" in result.output
