@@ -1,6 +1,7 @@
 """onlytorch: a numpy deep-learning engine built around control of gradient flow."""
 
 from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
+from . import nn, optim
 from .gradcheck import gradcheck, gradgradcheck, numeric_grad
 from .graph import Graph
 from .node import NodeId
@@ -17,5 +18,7 @@ __all__ = [
     "StaleValueError",
     "gradcheck",
     "gradgradcheck",
+    "nn",
     "numeric_grad",
+    "optim",
 ]

@@ -1,0 +1,625 @@
+"""Optimizers: SGD, Adam, AdamW and RMSprop with torch.optim's update rules and defaults.
+
+Each is built as ``Cls(graph, params, **hyper)``. ``step()`` updates every parameter that has a
+gradient, in place, and skips (without advancing its state) every parameter that has none.
+``lr`` is a plain attribute that schedules change; the other hyper-parameters are fixed at
+construction (they decide which state buffers exist) and read through ``opt.hyper``.
+
+State is numpy arrays only. ``state_dict()`` is a flat ``dict[str, np.ndarray]`` that
+``np.savez`` writes and ``np.load(..., allow_pickle=False)`` reads back:
+
+- ``"optimizer"``: the registry name (``"adam"``), a 0-d string array;
+- ``"hyper/<name>"``: each hyper-parameter, 0-d (``betas`` has shape (2,); a ``max_grad_norm``
+  of None is stored as NaN);
+- ``"step/<param>"``: how many steps updated that parameter (0-d int64);
+- ``"<param>/<buffer>"``: the per-parameter buffers, with torch's names (``exp_avg``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import GraphError
+from ..graph import Graph
+from ..node import Node, NodeId
+from .clip import _clip_norm
+
+_PAIR = "pair"
+_OPT_FLOAT = "optional float"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+class Optimizer:
+    """The shared machinery: parameter checks, the step loop, state and its (de)serialisation.
+
+    A subclass declares ``name`` (its registry name), ``_kinds`` (hyper-parameter name -> "float",
+    "bool", "pair" or "optional float"), ``_check`` (validation, torch's rules), ``_buffer_names``
+    (which per-parameter buffers its hyper-parameters need) and ``_update`` (the math)."""
+
+    name = "optimizer"
+    _kinds: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, graph: Graph, params: Iterable[NodeId], **hyper: Any) -> None:
+        owner = type(self).__name__
+        if not isinstance(graph, Graph):
+            raise GraphError(
+                f"{owner}: the first argument must be the Graph that holds the parameters, got {type(graph).__name__}"
+            )
+        nodes = _parameter_nodes(graph, params, owner)
+        checked = self._check(dict(hyper))
+        object.__setattr__(self, "graph", graph)
+        object.__setattr__(self, "params", tuple(NodeId(graph, n.index) for n in nodes))
+        object.__setattr__(self, "_nodes", nodes)
+        object.__setattr__(self, "last_grad_norm", None)
+        self._install(checked)
+        self._check_keys()
+
+    # ------------------------------------------------------------ hyper-parameters
+
+    @property
+    def hyper(self) -> dict[str, Any]:
+        """All hyper-parameters, lr included (a copy)."""
+        return {"lr": self.lr, **self._hyper}
+
+    def __getattr__(self, name: str) -> Any:
+        hyper = self.__dict__.get("_hyper", {})
+        if name in hyper:
+            return hyper[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "lr":
+            object.__setattr__(self, "lr", _check_lr(type(self).__name__, value))
+            return
+        if name in self._kinds:
+            raise GraphError(
+                f"{type(self).__name__}: {name} is fixed when the optimizer is built (it decides the state it keeps); "
+                "only lr can change. Build a new optimizer to change it"
+            )
+        object.__setattr__(self, name, value)
+
+    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
+        """Validate and normalise the hyper-parameters (raise GraphError); returns them, lr included."""
+        raise NotImplementedError
+
+    def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
+        """The per-parameter buffers that hyper-parameters h need, in a fixed order."""
+        raise NotImplementedError
+
+    def _install(self, checked: dict[str, Any]) -> None:
+        """Take validated hyper-parameters and allocate fresh (zero) state for them."""
+        hyper = dict(checked)
+        object.__setattr__(self, "lr", hyper.pop("lr"))
+        object.__setattr__(self, "_hyper", hyper)
+        names = self._buffer_names(hyper)
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_steps", [0] * len(self._nodes))
+        object.__setattr__(self, "_bufs", [[np.zeros(n.shape, dtype=n.dtype) for _ in names] for n in self._nodes])
+
+    def _common(self, h: dict[str, Any]) -> None:
+        """Checks shared by every optimizer: lr, max_grad_norm and the flags."""
+        owner = type(self).__name__
+        h["lr"] = _check_lr(owner, h["lr"])
+        mgn = h["max_grad_norm"]
+        if mgn is not None:
+            if not _is_number(mgn) or not math.isfinite(mgn) or mgn <= 0:
+                raise GraphError(f"{owner}: invalid max_grad_norm={mgn!r} (must be None or a finite number > 0)")
+            h["max_grad_norm"] = float(mgn)
+        for key, kind in self._kinds.items():
+            if kind == "bool" and not isinstance(h[key], (bool, np.bool_)):
+                raise GraphError(f"{owner}: {key} must be True or False, got {h[key]!r}")
+            if kind == "bool":
+                h[key] = bool(h[key])
+
+    # ------------------------------------------------------------ stepping
+
+    def zero_grad(self) -> None:
+        """Clear the gradients of this optimizer's parameters (the graph's other gradients stay)."""
+        self.graph.clear_jacobi(self.params)
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient; parameters without one are skipped, and
+        their state (step count, buffers) does not advance. With ``max_grad_norm`` set, the
+        gradients are first clipped in place to that global 2-norm (``last_grad_norm`` keeps
+        the norm before clipping)."""
+        nodes = self._nodes
+        if self._hyper["max_grad_norm"] is not None:
+            object.__setattr__(self, "last_grad_norm", _clip_norm(nodes, self._hyper["max_grad_norm"], 2.0))
+        steps = self._steps
+        live = []
+        for i, node in enumerate(nodes):
+            if node.grad is not None:
+                steps[i] += 1
+                live.append((node, node.grad, self._bufs[i], steps[i]))
+        if not live:
+            return
+        with np.errstate(all="ignore"):
+            self._update(live)
+        mark = self.graph._mark_changed
+        for node, *_ in live:
+            mark(node)
+
+    def _update(self, live: list[tuple[Node, np.ndarray, list[np.ndarray], int]]) -> None:
+        """Update each (node, grad, buffers, step) in place; step already counts this one."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ state
+
+    def _keys(self) -> list[str]:
+        keys = ["optimizer"] + [f"hyper/{k}" for k in ("lr", *self._hyper)]
+        for n in self._nodes:
+            keys.append(f"step/{n.name}")
+            keys.extend(f"{n.name}/{b}" for b in self._names)
+        return keys
+
+    def _check_keys(self) -> None:
+        dups = [k for k, n in Counter(self._keys()).items() if n > 1]
+        if dups:
+            dup = dups[0]
+            raise GraphError(
+                f"{type(self).__name__}: parameter names make the state key {dup!r} ambiguous; rename the parameter"
+            )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A flat dict of numpy arrays (copies): see the module docstring for the keys."""
+        out: dict[str, np.ndarray] = {"optimizer": np.array(self.name)}
+        for key, value in self.hyper.items():
+            if self._kinds[key] == _OPT_FLOAT:
+                value = np.nan if value is None else value
+            out[f"hyper/{key}"] = np.array(value, dtype=bool if self._kinds[key] == "bool" else np.float64)
+        for node, step, bufs in zip(self._nodes, self._steps, self._bufs):
+            out[f"step/{node.name}"] = np.array(step, dtype=np.int64)
+            for bname, buf in zip(self._names, bufs):
+                out[f"{node.name}/{bname}"] = buf.copy()
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore hyper-parameters, step counts and buffers from ``state_dict()`` output (also
+        an ``np.load`` result). Everything is checked before anything changes; continuing
+        afterwards gives the same parameters, bit for bit, as the run that saved it."""
+        owner = type(self).__name__
+        try:
+            d = {k: np.asarray(state[k]) for k in state}
+        except Exception as e:
+            raise GraphError(f"{owner}.load_state_dict needs a mapping of names to arrays: {e}") from None
+        saved = str(d["optimizer"]) if "optimizer" in d else None
+        if saved != self.name:
+            raise GraphError(f"{owner}.load_state_dict: the state was saved by optimizer {saved!r}, not {self.name!r}")
+        hyper: dict[str, Any] = {}
+        for key, kind in self._kinds.items():
+            arr = d.get(f"hyper/{key}")
+            if arr is None:
+                raise GraphError(f"{owner}.load_state_dict: the state has no 'hyper/{key}'")
+            try:
+                if kind == _PAIR:
+                    hyper[key] = tuple(float(v) for v in arr.reshape(-1))
+                elif kind == "bool":
+                    hyper[key] = bool(arr)
+                else:
+                    value = float(arr)
+                    hyper[key] = None if kind == _OPT_FLOAT and math.isnan(value) else value
+            except (TypeError, ValueError):
+                raise GraphError(f"{owner}.load_state_dict: 'hyper/{key}' holds {arr!r}, not a {kind}") from None
+        checked = self._check(hyper)
+        names = self._buffer_names(checked)
+        expected = {"optimizer"} | {f"hyper/{k}" for k in self._kinds}
+        steps, bufs = [], []
+        for n in self._nodes:
+            skey = f"step/{n.name}"
+            if skey not in d:
+                raise GraphError(f"{owner}.load_state_dict: the state has no entry for parameter {n.name!r} ({skey!r})")
+            s = d[skey]
+            if s.shape != () or s.dtype.kind not in "iu" or int(s) < 0:
+                raise GraphError(f"{owner}.load_state_dict: {skey!r} must be a non-negative integer, got {s!r}")
+            steps.append(int(s))
+            expected.add(skey)
+            row = []
+            for b in names:
+                key = f"{n.name}/{b}"
+                if key not in d:
+                    raise GraphError(f"{owner}.load_state_dict: the state has no {key!r} for parameter {n.name!r}")
+                arr = d[key]
+                if arr.shape != n.shape or arr.dtype.kind not in "fiu":
+                    raise GraphError(
+                        f"{owner}.load_state_dict: {key!r} has shape {arr.shape} and dtype {arr.dtype}; "
+                        f"parameter {n.name!r} needs a float array of shape {n.shape}"
+                    )
+                row.append(np.array(arr, dtype=n.dtype, copy=True))
+                expected.add(key)
+            bufs.append(row)
+        extra = sorted(set(d) - expected)
+        if extra:
+            raise GraphError(
+                f"{owner}.load_state_dict: unexpected entries {extra[:5]} (saved for other parameters or options?)"
+            )
+        self._install(checked)
+        object.__setattr__(self, "_steps", steps)
+        object.__setattr__(self, "_bufs", bufs)
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
+        return f"{type(self).__name__}([{', '.join(n.name for n in self._nodes)}], {hyper})"
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _parameter_nodes(graph: Graph, params: Any, owner: str) -> list[Node]:
+    if isinstance(params, (NodeId, str)):
+        raise GraphError(f"{owner}: params must be a list of parameters; wrap the single node {params!r} in a list")
+    try:
+        items = list(params)
+    except TypeError:
+        raise GraphError(f"{owner}: params must be a list of parameter nodes, got {type(params).__name__}") from None
+    if not items:
+        raise GraphError(f"{owner} got an empty parameter list")
+    nodes: list[Node] = []
+    seen: set[int] = set()
+    for p in items:
+        if isinstance(p, str):
+            p = graph.node(p)
+        if not isinstance(p, NodeId):
+            raise GraphError(f"{owner}: params must hold parameter nodes, got {type(p).__name__} {p!r}")
+        if p.graph is not graph:
+            raise GraphError(f"{owner}: parameter {p.name!r} belongs to another graph than the one given")
+        n = graph._nodes[p.index]
+        if n.kind != "parameter":
+            raise GraphError(f"{owner}: {n.describe()} is not a parameter; only parameters can be optimized")
+        if n.index in seen:
+            raise GraphError(f"{owner}: parameter {n.name!r} appears more than once in params")
+        seen.add(n.index)
+        nodes.append(n)
+    return nodes
+
+
+def _check_lr(owner: str, lr: Any) -> float:
+    if not _is_number(lr) or not (0.0 <= lr < math.inf):
+        raise GraphError(f"{owner}: invalid learning rate lr={lr!r} (must be a finite number >= 0)")
+    return float(lr)
+
+
+def _non_negative(owner: str, h: dict[str, Any], key: str, what: str) -> None:
+    v = h[key]
+    if not _is_number(v) or not (0.0 <= v < math.inf):
+        raise GraphError(f"{owner}: invalid {what} {key}={v!r} (must be a finite number >= 0)")
+    h[key] = float(v)
+
+
+def _betas(owner: str, h: dict[str, Any]) -> None:
+    betas = h["betas"]
+    if isinstance(betas, np.ndarray):
+        betas = tuple(betas.tolist())
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise GraphError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, b in enumerate(betas):
+        if not _is_number(b) or not (0.0 <= b < 1.0):
+            raise GraphError(f"{owner}: invalid beta parameter at index {i}: betas[{i}]={b!r} (must be in [0, 1))")
+    h["betas"] = (float(betas[0]), float(betas[1]))
+
+
+def _lerp_(a: np.ndarray, b: np.ndarray, w: float, tmp: np.ndarray) -> None:
+    """a += w * (b - a) in place, with torch's two formulas (for |w| < 0.5 and otherwise)."""
+    np.subtract(b, a, out=tmp)
+    if abs(w) < 0.5:
+        tmp *= w
+        a += tmp
+    else:
+        tmp *= 1.0 - w
+        np.subtract(b, tmp, out=a)
+
+
+def _direction(g: np.ndarray, p: np.ndarray, maximize: bool, weight_decay: float) -> np.ndarray:
+    """The gradient with maximize and (coupled) weight decay applied; never the graph's own array
+    modified: a new array when anything changes."""
+    if maximize:
+        g = np.negative(g)
+        if weight_decay != 0:
+            g += weight_decay * p
+    elif weight_decay != 0:
+        g = g + weight_decay * p
+    return g
+
+
+# ---------------------------------------------------------------------------- optimizers
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, torch.optim.SGD's rule: the momentum buffer starts as the
+    first gradient (no dampening on that step); nesterov needs momentum > 0 and dampening 0."""
+
+    name = "sgd"
+    _kinds: ClassVar[dict[str, str]] = {
+        "lr": "float",
+        "momentum": "float",
+        "dampening": "float",
+        "weight_decay": "float",
+        "nesterov": "bool",
+        "maximize": "bool",
+        "max_grad_norm": _OPT_FLOAT,
+    }
+
+    def __init__(
+        self,
+        graph: Graph,
+        params: Iterable[NodeId],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        max_grad_norm: float | None = None,
+    ) -> None:
+        super().__init__(
+            graph,
+            params,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            max_grad_norm=max_grad_norm,
+        )
+
+    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
+        self._common(h)
+        _non_negative("SGD", h, "momentum", "momentum value")
+        _non_negative("SGD", h, "weight_decay", "weight_decay value")
+        if not _is_number(h["dampening"]) or not math.isfinite(h["dampening"]):
+            raise GraphError(f"SGD: invalid dampening={h['dampening']!r} (must be a finite number)")
+        h["dampening"] = float(h["dampening"])
+        if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
+            raise GraphError(
+                "SGD: Nesterov momentum requires a momentum and zero dampening "
+                f"(got momentum={h['momentum']}, dampening={h['dampening']})"
+            )
+        return h
+
+    def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if h["momentum"] != 0 else ()
+
+    def _update(self, live: list) -> None:
+        h = self._hyper
+        lr, momentum, dampening, wd = self.lr, h["momentum"], h["dampening"], h["weight_decay"]
+        nesterov, maximize = h["nesterov"], h["maximize"]
+        for node, g, bufs, step in live:
+            p = node.value
+            d = _direction(g, p, maximize, wd)
+            if momentum != 0:
+                buf = bufs[0]
+                if step == 1:
+                    np.copyto(buf, d)
+                else:
+                    buf *= momentum
+                    buf += (1.0 - dampening) * d
+                d = d + momentum * buf if nesterov else buf
+            p -= lr * d
+
+
+class Adam(Optimizer):
+    """Adam (torch.optim.Adam): bias-corrected moments, optional amsgrad, L2 weight decay added
+    to the gradient (or, with ``decoupled_weight_decay=True``, AdamW's decay of the weights)."""
+
+    name = "adam"
+    _kinds: ClassVar[dict[str, str]] = {
+        "lr": "float",
+        "betas": _PAIR,
+        "eps": "float",
+        "weight_decay": "float",
+        "amsgrad": "bool",
+        "maximize": "bool",
+        "decoupled_weight_decay": "bool",
+        "max_grad_norm": _OPT_FLOAT,
+    }
+
+    def __init__(
+        self,
+        graph: Graph,
+        params: Iterable[NodeId],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        max_grad_norm: float | None = None,
+    ) -> None:
+        super().__init__(
+            graph,
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+            max_grad_norm=max_grad_norm,
+        )
+
+    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
+        owner = type(self).__name__
+        self._common(h)
+        _non_negative(owner, h, "eps", "epsilon value")
+        _betas(owner, h)
+        _non_negative(owner, h, "weight_decay", "weight_decay value")
+        return h
+
+    def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if h["amsgrad"] else ("exp_avg", "exp_avg_sq")
+
+    def _update(self, live: list) -> None:
+        h = self._hyper
+        lr, (beta1, beta2), eps, wd = self.lr, h["betas"], h["eps"], h["weight_decay"]
+        amsgrad, maximize, decoupled = h["amsgrad"], h["maximize"], h["decoupled_weight_decay"]
+        w1, w2 = 1.0 - beta1, 1.0 - beta2
+        for node, g, bufs, step in live:
+            p = node.value
+            if decoupled:
+                if wd != 0:
+                    p *= 1.0 - lr * wd
+                d = np.negative(g) if maximize else g
+            else:
+                d = _direction(g, p, maximize, wd)
+            exp_avg, exp_avg_sq = bufs[0], bufs[1]
+            tmp = np.empty_like(p)
+            _lerp_(exp_avg, d, w1, tmp)
+            exp_avg_sq *= beta2
+            np.multiply(d, d, out=tmp)
+            tmp *= w2
+            exp_avg_sq += tmp
+            step_size = lr / (1.0 - beta1**step)
+            bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
+            if amsgrad:
+                np.maximum(bufs[2], exp_avg_sq, out=bufs[2])
+                np.sqrt(bufs[2], out=tmp)
+            else:
+                np.sqrt(exp_avg_sq, out=tmp)
+            tmp /= bias_correction2_sqrt
+            tmp += eps
+            np.divide(exp_avg, tmp, out=tmp)
+            tmp *= -step_size
+            p += tmp
+
+
+class AdamW(Adam):
+    """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, weight_decay 1e-2 by default."""
+
+    name = "adamw"
+
+    def __init__(
+        self,
+        graph: Graph,
+        params: Iterable[NodeId],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        max_grad_norm: float | None = None,
+    ) -> None:
+        super().__init__(
+            graph,
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=True,
+            max_grad_norm=max_grad_norm,
+        )
+
+    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
+        if h.get("decoupled_weight_decay") is not True:
+            raise GraphError("AdamW: decoupled_weight_decay is always True (use Adam for L2 weight decay)")
+        return super()._check(h)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (torch.optim.RMSprop): optional centering (subtracts the squared mean gradient)
+    and momentum (a zero-initialised buffer of gradient / root-mean-square)."""
+
+    name = "rmsprop"
+    _kinds: ClassVar[dict[str, str]] = {
+        "lr": "float",
+        "alpha": "float",
+        "eps": "float",
+        "weight_decay": "float",
+        "momentum": "float",
+        "centered": "bool",
+        "maximize": "bool",
+        "max_grad_norm": _OPT_FLOAT,
+    }
+
+    def __init__(
+        self,
+        graph: Graph,
+        params: Iterable[NodeId],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        max_grad_norm: float | None = None,
+    ) -> None:
+        super().__init__(
+            graph,
+            params,
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+            max_grad_norm=max_grad_norm,
+        )
+
+    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
+        self._common(h)
+        _non_negative("RMSprop", h, "eps", "epsilon value")
+        _non_negative("RMSprop", h, "momentum", "momentum value")
+        _non_negative("RMSprop", h, "weight_decay", "weight_decay value")
+        _non_negative("RMSprop", h, "alpha", "alpha value")
+        return h
+
+    def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
+        names = ("square_avg",)
+        if h["momentum"] > 0:
+            names += ("momentum_buffer",)
+        if h["centered"]:
+            names += ("grad_avg",)
+        return names
+
+    def _update(self, live: list) -> None:
+        h = self._hyper
+        lr, alpha, eps, wd, momentum = self.lr, h["alpha"], h["eps"], h["weight_decay"], h["momentum"]
+        centered, maximize = h["centered"], h["maximize"]
+        w = 1.0 - alpha
+        for node, g, bufs, _ in live:
+            p = node.value
+            d = _direction(g, p, maximize, wd)
+            square_avg = bufs[0]
+            tmp = np.empty_like(p)
+            square_avg *= alpha
+            np.multiply(d, d, out=tmp)
+            tmp *= w
+            square_avg += tmp
+            if centered:
+                grad_avg = bufs[-1]
+                _lerp_(grad_avg, d, w, tmp)
+                np.multiply(grad_avg, grad_avg, out=tmp)
+                np.subtract(square_avg, tmp, out=tmp)
+                np.sqrt(tmp, out=tmp)
+            else:
+                np.sqrt(square_avg, out=tmp)
+            tmp += eps
+            if momentum > 0:
+                buf = bufs[1]
+                buf *= momentum
+                np.divide(d, tmp, out=tmp)
+                buf += tmp
+                np.multiply(buf, -lr, out=tmp)
+            else:
+                np.divide(d, tmp, out=tmp)
+                tmp *= -lr
+            p += tmp
