@@ -40,11 +40,12 @@ class Module:
         return m
 
     def parameters(self) -> list[NodeId]:
-        """This module's trainable parameters, its children's included."""
-        return self._params + [p for c in self._children for p in c.parameters()]
+        """This module's trainable parameters, its children's included; each once, also when a
+        child is used twice (as torch)."""
+        return _unique(self._params + [p for c in self._children for p in c.parameters()])
 
     def states(self) -> list[NodeId]:
-        return self._states + [s for c in self._children for s in c.states()]
+        return _unique(self._states + [s for c in self._children for s in c.states()])
 
     def num_parameters(self) -> int:
         return int(sum(np.prod(p.shape) for p in self.parameters()))
@@ -53,8 +54,17 @@ class Module:
         raise NotImplementedError
 
 
+def _unique(nodes: list[NodeId]) -> list[NodeId]:
+    return list(dict.fromkeys(nodes))
+
+
 def _unique_prefix(g: Graph, base: str) -> str:
-    taken = {n.name.split(".", 1)[0] for n in g._nodes if n.user_named}
+    # A module path "mlp/0" (of parameter "mlp/0.weight") takes "mlp" as well as "mlp/0".
+    taken: set[str] = set()
+    for n in g._nodes:
+        if n.user_named:
+            parts = n.name.split(".", 1)[0].split("/")
+            taken.update("/".join(parts[: i + 1]) for i in range(len(parts)))
     if base not in taken:
         return base
     i = 1
@@ -176,7 +186,8 @@ class MLP(Sequential):
             raise GraphError(f"an MLP needs at least an input and an output size, got {list(sizes)}")
         if norm not in (None, "batch", "layer"):
             raise GraphError(f"MLP norm must be None, 'batch' or 'layer', got {norm!r}")
-        prefix = _unique_prefix(g, name or "mlp")
+        super().__init__(g, [], name=name or "mlp")
+        prefix = self.name
         layers: list[Module | Callable[[NodeId], NodeId]] = []
         last = len(sizes) - 2
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -191,7 +202,10 @@ class MLP(Sequential):
                     layers.append(Dropout(g, dropout))
             elif out_activation:
                 layers.append(activation(g, out_activation))
-        super().__init__(g, layers, name=prefix)
+        self.layers = layers
+        for layer in layers:
+            if isinstance(layer, Module):
+                self._child(layer)
 
 
 class RNNCell(Module):
@@ -248,10 +262,15 @@ def copy_parameters(g: Graph, src: Sequence[NodeId], dst: Sequence[NodeId], tau:
         raise GraphError(f"copy_parameters: {len(src)} source and {len(dst)} destination parameters")
     if not 0.0 < tau <= 1.0:
         raise GraphError(f"copy_parameters: tau must lie in (0, 1], got {tau}")
-    for s, d in zip(src, dst):
-        sn, dn = g._node(s), g._node(d)
+    pairs = [(g._node(s), g._node(d)) for s, d in zip(src, dst)]
+    for sn, dn in pairs:  # check every pair before changing any
         if sn.shape != dn.shape:
             raise GraphError(f"copy_parameters: {sn.name!r} {sn.shape} and {dn.name!r} {dn.shape} differ in shape")
+        if dn.kind not in ("parameter", "state"):
+            raise GraphError(f"copy_parameters: the destination {dn.describe()} is not a parameter or state")
+        if sn.value is None:
+            raise GraphError(f"copy_parameters: the source {sn.describe()} holds no value")
+    for sn, dn in pairs:
         if tau == 1.0:
             np.copyto(dn.value, sn.value)
         else:

@@ -53,7 +53,10 @@ def batch_norm(ctx, x, gamma, beta, running_mean, running_var, *, momentum=0.1, 
     if ctx.train:
         n = x.shape[0]
         if n < 2:
-            raise GraphError("batch_norm in train mode needs more than one sample per batch")
+            raise GraphError(
+                f"{ctx.node.describe()} in train mode needs more than one sample per batch, got {n}; "
+                "use larger batches, or eval mode (running statistics)"
+            )
         mean = x.mean(axis=0)
         var = x.var(axis=0)
         rm_node, rv_node = ctx.node.inputs[3], ctx.node.inputs[4]

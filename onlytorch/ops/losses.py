@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import GraphError, ShapeError
 from .registry import defcomposite, defop
-from .shapes import elementwise
+from .shapes import elementwise, fmt
 
 REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
@@ -25,7 +25,8 @@ def reduce_loss(g, pointwise, reduction: str, op: str):
         nd = len(pointwise.shape)
         per_sample = g.sum(pointwise, axis=tuple(range(1, nd))) if nd > 1 else pointwise
         return g.mean(per_sample, axis=0)
-    raise GraphError(f"{op}: reduction must be one of 'mean', 'sum', 'none'{', batchmean' if op == 'kl_div' else ''}; got {reduction!r}")
+    choices = "'mean', 'sum', 'none'" + (", 'batchmean'" if op == "kl_div" else "")
+    raise GraphError(f"{op}: reduction must be one of {choices}; got {reduction!r}")
 
 
 def _check_reduction(op: str, reduction: str) -> None:
@@ -59,13 +60,38 @@ def huber(g, pred, target, *, delta=1.0, reduction="mean"):
     return reduce_loss(g, pointwise, reduction, "huber")
 
 
+@defop("bce_pointwise", elementwise, public=False)
+def bce_pointwise(ctx, p, t):
+    """-(t log p + (1 - t) log(1 - p)), each log clamped at -100 (as torch)."""
+    outside = (p < 0) | (p > 1)
+    if outside.any():
+        raise GraphError(
+            f"bce: the probabilities {ctx.node.inputs[0].name!r} must lie in [0, 1], got {p[outside].flat[0]}; "
+            "for logits use bce_with_logits"
+        )
+    log_p = np.maximum(np.log(p), -100.0)
+    log_q = np.maximum(np.log1p(-p), -100.0)
+    return -(t * log_p + (1.0 - t) * log_q)
+
+
+@bce_pointwise.vjp
+def _(ctx, gy):
+    # torch's rule: (p - t) / max(p (1 - p), 1e-12), finite also at p = 0 and p = 1.
+    g = ctx.g
+    p, t = ctx.inputs
+    gp = gy * (p - t) / g.maximum(p * (1.0 - p), 1e-12) if ctx.needs[0] else None
+    gt = None
+    if ctx.needs[1]:
+        gt = gy * (g.maximum(g.log(1.0 - p), -100.0) - g.maximum(g.log(p), -100.0))
+    return gp, gt
+
+
 @defcomposite("bce")
 def bce(g, prob, target, *, reduction="mean"):
-    """Binary cross-entropy on probabilities; each log is clamped at -100 (as torch)."""
+    """Binary cross-entropy on probabilities; each log is clamped at -100 and the gradient is
+    finite at 0 and 1 (as torch)."""
     _check_reduction("bce", reduction)
-    log_p = g.maximum(g.log(prob), -100.0)
-    log_q = g.maximum(g.log(1.0 - prob), -100.0)
-    return reduce_loss(g, -(target * log_p + (1.0 - target) * log_q), reduction, "bce")
+    return reduce_loss(g, g.bce_pointwise(prob, target), reduction, "bce")
 
 
 @defop("bce_logits_pointwise", elementwise, public=False)
@@ -88,8 +114,40 @@ def bce_with_logits(g, logits, target, *, reduction="mean"):
     return reduce_loss(g, g.bce_logits_pointwise(logits, target), reduction, "bce_with_logits")
 
 
-def _labels_column(g, labels):
-    return g.index(labels, key=(Ellipsis, None))
+def _n_classes(op: str, scores) -> int:
+    n = scores.shape[-1] if scores.shape else None
+    if n is None:
+        raise GraphError(
+            f"{op}: {scores.name!r} needs a fixed number of classes on its last axis, got shape {fmt(scores.shape)}"
+        )
+    return n
+
+
+def _same_shape(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x == y or None in (x, y) for x, y in zip(a, b))
+
+
+@defop("class_labels", lambda labels, *, num_classes, loss: (labels, "i"), public=False, keep_dtype=True)
+def class_labels(ctx, labels, *, num_classes, loss):
+    """The integer labels themselves, after checking that they lie in [0, num_classes)."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise GraphError(
+            f"{loss}: labels {ctx.node.inputs[0].name!r} must lie in [0, {num_classes}), got {labels[bad].flat[0]}"
+        )
+    return labels
+
+
+def _pick(g, op: str, scores, labels):
+    """scores[..., labels] for integer labels shaped like scores without the class axis."""
+    if not _same_shape(tuple(labels.shape), tuple(scores.shape[:-1])):
+        raise ShapeError(
+            f"{op}: integer labels must have the logits' shape without the class axis, "
+            f"{fmt(scores.shape[:-1])}, got {fmt(labels.shape)}"
+        )
+    checked = g.class_labels(labels, num_classes=_n_classes(op, scores), loss=op)
+    column = g.index(checked, key=(Ellipsis, None))
+    return g.index(g.take_along(scores, column, axis=-1), key=(Ellipsis, 0))
 
 
 @defcomposite("cross_entropy")
@@ -100,23 +158,18 @@ def cross_entropy(g, logits, target, *, label_smoothing=0.0, reduction="mean"):
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise GraphError(f"cross_entropy: label_smoothing must lie in [0, 1], got {label_smoothing}")
-    n_classes = logits.shape[-1] if logits.shape else None
-    if n_classes is None:
-        raise GraphError("cross_entropy: logits need a fixed number of classes on their last axis")
+    n_classes = _n_classes("cross_entropy", logits)
     logp = g.log_softmax(logits, axis=-1)
     if target.dtype.kind in "iu":
-        want = tuple(logits.shape[:-1])
-        if len(target.shape) != len(want) or any(a != b and None not in (a, b) for a, b in zip(target.shape, want)):
-            from ..errors import ShapeError
-
-            raise ShapeError(
-                f"integer labels must have the logits' shape without the class axis, {logits.shape[:-1]}, got {target.shape}"
-            )
-        picked = g.index(g.take_along(logp, _labels_column(g, target), axis=-1), key=(Ellipsis, 0))
-        pointwise = -picked
+        pointwise = -_pick(g, "cross_entropy", logp, target)
         if label_smoothing:
             pointwise = (1.0 - label_smoothing) * pointwise - (label_smoothing / n_classes) * g.sum(logp, axis=-1)
     else:
+        if not _same_shape(tuple(target.shape), tuple(logits.shape)):
+            raise ShapeError(
+                f"cross_entropy: class probabilities must have the logits' shape {fmt(logits.shape)}, got "
+                f"{fmt(target.shape)} (for class labels, declare the input with dtype='int64')"
+            )
         q = target
         if label_smoothing:
             q = (1.0 - label_smoothing) * target + label_smoothing / n_classes
@@ -130,8 +183,7 @@ def nll(g, log_probs, labels, *, reduction="mean"):
     _check_reduction("nll", reduction)
     if labels.dtype.kind not in "iu":
         raise GraphError(f"nll needs integer labels; {labels.name!r} holds floats (declare the input with dtype='int64')")
-    picked = g.index(g.take_along(log_probs, _labels_column(g, labels), axis=-1), key=(Ellipsis, 0))
-    return reduce_loss(g, -picked, reduction, "nll")
+    return reduce_loss(g, -_pick(g, "nll", log_probs, labels), reduction, "nll")
 
 
 @defcomposite("kl_div")
