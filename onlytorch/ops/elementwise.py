@@ -57,7 +57,7 @@ def div(a, b):
 
 @div.vjp
 def _(ctx, gy):
-    a, b = ctx.inputs
+    b = ctx.inputs[1]
     ga = gy / b if ctx.needs[0] else None
     gb = -(gy * ctx.out) / b if ctx.needs[1] else None
     return ga, gb
@@ -73,7 +73,16 @@ def pow_(a, b):
 def _(ctx, gy):
     g = ctx.g
     a, b = ctx.inputs
-    ga = gy * b * a ** (b - 1) if ctx.needs[0] else None
+    ga = None
+    if ctx.needs[0]:
+        bn = b.node
+        if bn.kind == "constant" and np.all(bn.value != 0):
+            ga = gy * b * a ** (b - 1)
+        else:
+            # torch defines d/da a**0 as 0 (b * a**(b-1) is 0 * inf = nan at a == 0); the inner
+            # where keeps the derivatives of this derivative finite there too.
+            zero = g.equal(b, 0)
+            ga = gy * g.where(zero, 0.0, b * g.where(zero, 1.0, a) ** (b - 1))
     # d/db a**b = a**b * log(a); torch defines it as 0 where a == 0 and b >= 0.
     gb = None
     if ctx.needs[1]:
@@ -136,10 +145,11 @@ def _(ctx, gy):
     g = ctx.g
     x, lo, hi = ctx.inputs
     inside = g.greater_equal(x, lo) * g.less_equal(x, hi)
+    # When lo > hi the result is hi everywhere, so hi gets all of the gradient (as torch).
     return (
         gy * inside if ctx.needs[0] else None,
-        gy * g.less(x, lo) if ctx.needs[1] else None,
-        gy * g.greater(x, hi) if ctx.needs[2] else None,
+        gy * (g.less(x, lo) * g.less(lo, hi)) if ctx.needs[1] else None,
+        gy * g.maximum(g.greater(x, hi), g.less(hi, lo)) if ctx.needs[2] else None,
     )
 
 

@@ -216,8 +216,32 @@ def index_shape(x, key):
 
 @defop("index", lambda x, *, key: (index_shape(x, key), "f"), aliases=("slice",), keep_dtype=True)
 def index(x, *, key):
-    """x[key] with numpy's basic indexing (integers, slices, None, ...) and one integer list."""
-    return x[_key_tuple(key)]
+    """x[key] with numpy's basic indexing (integers, slices, None, ...) and one integer list
+    (whose axis stays in place, as in torch)."""
+    split = _list_split(key, x.ndim)
+    if split is None:
+        return x[_key_tuple(key)]
+    basic, arr, axis = split
+    return np.take(x[basic], arr, axis=axis)
+
+
+def _list_split(key, ndim):
+    """A key holding an index list as (the key with the list replaced by ``:``, the list, the axis
+    of x[that key] the list then indexes), or None without a list. Indexing in these two steps
+    keeps the list's axis in place, as the shape rule and torch do; numpy moves it to the front
+    when an integer index stands apart from it (x[0, :, [1, 2]])."""
+    key = _key_tuple(key)
+    at = next((i for i, k in enumerate(key) if _is_advanced(k)), None)
+    if at is None:
+        return None
+    n_real = sum(1 for k in key if k is not None and k is not Ellipsis)
+    axis = 0
+    for k in key[:at]:
+        if k is Ellipsis:
+            axis += ndim - n_real
+        elif k is None or isinstance(k, slice):
+            axis += 1
+    return key[:at] + (slice(None),) + key[at + 1 :], np.asarray(key[at]), axis
 
 
 @index.vjp
@@ -228,12 +252,13 @@ def _(ctx, gy):
 @defop("index_grad", lambda v, like, *, key: (like, "f"), shape_only=(1,), public=False)
 def index_grad(v, like_shape, *, key):
     """Zeros shaped like_shape with v added at key (the gradient of index)."""
-    key = _key_tuple(key)
     out = np.zeros(like_shape, dtype=v.dtype)
-    if any(_is_advanced(k) for k in key):
-        np.add.at(out, key, v)
+    split = _list_split(key, len(like_shape))
+    if split is None:
+        out[_key_tuple(key)] = v
     else:
-        out[key] = v
+        basic, arr, axis = split
+        np.add.at(out[basic], (slice(None),) * axis + (arr,), v)  # out[basic] is a view of out
     return out
 
 
@@ -245,13 +270,20 @@ def _(ctx, gy):
 def _take_along_shape(x, idx, *, axis=-1):
     if len(x) != len(idx):
         raise ShapeRuleError(f"take_along: indices {fmt(idx)} need as many dimensions as the values {fmt(x)}")
-    norm_axis(axis, len(x))
+    ax = norm_axis(axis, len(x))
+    for d, (n_x, n_idx) in enumerate(zip(x, idx)):
+        if d != ax and n_x is not None and n_idx is not None and n_idx > n_x:
+            raise ShapeRuleError(f"take_along: indices {fmt(idx)} are larger than the values {fmt(x)} off axis {axis}")
     return idx, "f"
 
 
 @defop("take_along", _take_along_shape, nondiff=(1,), aliases=("gather",))
 def take_along(x, idx, *, axis=-1):
     """Values of x at the integer positions idx along axis (numpy take_along_axis, torch gather)."""
+    # As torch.gather (and the shape rule): off the axis, idx may be shorter than x and reads its
+    # leading part; numpy would broadcast a size-1 idx dimension instead.
+    ax = axis % x.ndim
+    x = x[tuple(slice(None) if d == ax else slice(0, n) for d, n in enumerate(idx.shape))]
     return np.take_along_axis(x, idx.astype(np.intp, copy=False), axis=axis)
 
 

@@ -1,0 +1,1 @@
+"""Op tests against PyTorch: the harness, the case tables and the tests that run them."""
