@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
 from onlytorch import __version__
@@ -11,6 +14,66 @@ from onlytorch import __version__
 @click.version_option(__version__, prog_name="onlytorch")
 def cli() -> None:
     """onlytorch: a numpy deep-learning engine built around control of gradient flow."""
+
+
+@cli.command("validate")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the diagnostics, not the compile report.")
+def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> None:
+    """Check SPEC and report every problem at once (exit 0 valid, 2 invalid); on success print
+    the compile report: modules, shapes, and what each backward of each phase reaches."""
+    from onlytorch.compile import compile_file
+    from onlytorch.spec.summary import summarize
+
+    compiled, report = compile_file(spec)
+    failed = bool(report.errors) or (strict and bool(report.warnings))
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        if report.items:
+            click.echo(report.render(), err=True)
+        if compiled is not None and not failed and not quiet:
+            click.echo(summarize(compiled))
+        n_err, n_warn = len(report.errors), len(report.warnings)
+        verdict = "invalid" if failed else "valid"
+        click.echo(f"{spec}: {verdict} ({n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)})", err=failed)
+    sys.exit(2 if failed else 0)
+
+
+@cli.command("graph")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True, help="Mermaid (renders on GitHub) or Graphviz DOT.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of standard output.")
+def graph_command(spec: str, fmt: str, output: str | None) -> None:
+    """Draw SPEC's graph: modules as clusters with their parameters, losses, stop_gradient edges,
+    and the nodes each phase detaches."""
+    from onlytorch.compile import compile_file
+    from onlytorch.spec import drawing
+
+    compiled, report = compile_file(spec)
+    if compiled is None:
+        click.echo(report.render(), err=True)
+        click.echo(f"{spec}: invalid; fix it before drawing (onlytorch validate {spec})", err=True)
+        sys.exit(2)
+    text = drawing.mermaid(compiled) if fmt == "mermaid" else drawing.dot(compiled)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:
+            raise click.ClickException(f"cannot write {output}: {e}") from None
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of the spec language (for editors' YAML support)."""
+    from onlytorch.spec.schema import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 @cli.command("ops")

@@ -1,0 +1,138 @@
+"""Diagnostics: what validate reports, the way a compiler does: ``file:line:column: CODE message``,
+the offending line, a caret under the spot, and a hint.
+
+Codes are stable (tests and users match on them):
+
+| code | meaning |
+|---|---|
+| E-YAML | the file is not valid YAML |
+| E-YAML-TAG | a YAML tag other than the standard ones (``!!python/...`` and the like) |
+| E-YAML-DUP | a mapping repeats a key |
+| E-KEY | a key the spec language does not have |
+| E-MISSING | a required key is missing |
+| E-TYPE | a value of the wrong type or out of range |
+| E-NAME | a name that is not defined (with a did-you-mean) |
+| E-DUP | a name defined twice (across inputs, nodes, losses, metrics, modules) |
+| E-EXPR | an expression that is not allowed or does not parse |
+| E-ARG | wrong arguments to a function or module |
+| E-SHAPE | shapes that do not fit together |
+| E-CYCLE | nodes that depend on each other in a circle |
+| E-LOSS | a loss that is not a scalar |
+| E-MODULE | a module or layer that cannot be built |
+| E-DATA | a data source, file or field problem |
+| E-PHASE | a phase that cannot work (an optimizer no backward of the phase reaches, ...) |
+| E-RELEASED | a backward needs values an earlier ``retain_graph: false`` backward of the phase released |
+| W-RETAIN | ``retain_graph: true`` that no later backward of the phase needs |
+| W-UNUSED | a parameter that no phase updates, or a defined node nothing uses |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Path = tuple[Any, ...]
+
+
+@dataclass
+class Diagnostic:
+    code: str
+    message: str
+    path: Path = ()
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+    hint: str | None = None
+    width: int = 1
+
+    @property
+    def severity(self) -> str:
+        return "warning" if self.code.startswith("W-") else "error"
+
+    def where(self, filename: str) -> str:
+        if self.line is None:
+            return filename
+        return f"{filename}:{self.line}:{self.column or 1}"
+
+    def render(self, filename: str, lines: list[str]) -> str:
+        out = [f"{self.where(filename)}: {self.code} {self.message}"]
+        if self.line is not None and 0 < self.line <= len(lines):
+            text = lines[self.line - 1].rstrip("\n")
+            col = max(1, self.column or 1)
+            out.append(f"    {text}")
+            out.append("    " + " " * (col - 1) + "^" + "~" * max(0, min(self.width, len(text) - col + 1) - 1))
+        if self.hint:
+            out.append(f"    hint: {self.hint}")
+        return "\n".join(out)
+
+    def to_json(self, filename: str) -> dict[str, Any]:
+        return {
+            "file": filename,
+            "line": self.line,
+            "column": self.column,
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "hint": self.hint,
+            "path": [str(p) for p in self.path],
+        }
+
+
+@dataclass
+class Report:
+    """All diagnostics of one spec, in file order."""
+
+    filename: str
+    text: str
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def add(self, d: Diagnostic) -> None:
+        key = (d.code, d.line, d.column, d.message)
+        if all((x.code, x.line, x.column, x.message) != key for x in self.items):
+            self.items.append(d)
+
+    def extend(self, ds: Iterable[Diagnostic]) -> None:
+        for d in ds:
+            self.add(d)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity == "warning"]
+
+    def sorted(self) -> list[Diagnostic]:
+        return sorted(self.items, key=lambda d: (d.line or 0, d.column or 0, d.code))
+
+    def render(self) -> str:
+        lines = self.text.splitlines()
+        return "\n".join(d.render(self.filename, lines) for d in self.sorted())
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "file": self.filename,
+                "errors": len(self.errors),
+                "warnings": len(self.warnings),
+                "diagnostics": [d.to_json(self.filename) for d in self.sorted()],
+            },
+            indent=2,
+        )
+
+
+class SpecError(Exception):
+    """A spec that does not validate; carries the full report."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__(report.render())
+        self.report = report
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str | None:
+    import difflib
+
+    near = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"did you mean {near[0]!r}?" if near else None

@@ -1,0 +1,152 @@
+"""A drawing of a spec's graph (Mermaid or Graphviz DOT): inputs, named nodes, losses and
+metrics; modules as clusters with their parameters (a module called twice is one cluster with
+two edges in: shared weights); stop_gradient edges dashed; nodes a phase detaches marked with
+the phase's name; target copies linked to their source."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..ops.shapes import fmt
+from . import expr as X
+
+if TYPE_CHECKING:
+    from ..compile import Compiled
+
+
+@dataclass
+class Drawing:
+    nodes: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (kind, label)
+    edges: list[tuple[str, str, str]] = field(default_factory=list)  # (from, to, style: plain|stop|grad|sync)
+    clusters: dict[str, list[str]] = field(default_factory=dict)  # module -> its parameter labels
+
+
+def _references(tree: ast.expr, modules: set[str]) -> list[tuple[str, str]]:
+    """(name, style) for each name an expression reads; style 'stop' inside stop_gradient, 'grad'
+    inside grad, and ('module', name) entries as ('@M', style) for module calls."""
+    out: list[tuple[str, str]] = []
+
+    def walk(node: ast.AST, style: str) -> None:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            f = node.func.id
+            inner = "stop" if f in ("stop_gradient", "detach") else "grad" if f == "grad" else style
+            if f in modules:
+                out.append(("@" + f, style))
+            if f == "scan" and node.args and isinstance(node.args[0], ast.Name):
+                out.append(("@" + node.args[0].id, style))
+                args = node.args[1:]
+            else:
+                args = node.args
+            for a in args:
+                walk(a, inner)
+            return
+        if isinstance(node, ast.Name):
+            out.append((node.id, style))
+            return
+        for child in ast.iter_child_nodes(node):
+            walk(child, style)
+
+    walk(tree, "plain")
+    return out
+
+
+def build(compiled: Compiled) -> Drawing:
+    spec = compiled.spec
+    d = Drawing()
+    for name, node in compiled.inputs.items():
+        d.nodes[name] = ("input", f"{name} {fmt(node.shape)}")
+    detached: dict[str, list[str]] = {}
+    for ph in compiled.phases:
+        for n in ph.detach:
+            detached.setdefault(n.name, []).append(ph.name)
+    modules = set(spec.modules)
+    for name, m in compiled.modules.items():
+        d.nodes["@" + name] = ("module", name)
+        d.clusters[name] = [f"{p.name.removeprefix(name + '.')} {fmt(p.shape)}" for p in m.params]
+        if m.kind == "copy" and m.spec.copy_of:
+            d.edges.append(("@" + m.spec.copy_of, "@" + name, "sync"))
+    for kind, table in (("node", spec.nodes), ("loss", spec.losses), ("metric", spec.metrics)):
+        for name, text in table.items():
+            node = compiled.names.get(name)
+            shape = fmt(node.shape) if node is not None else ""
+            label = f"{name} {shape}"
+            if name in detached:
+                label += " | detached in " + ", ".join(detached[name])
+            d.nodes[name] = (kind, label)
+            try:
+                refs = _references(X.parse(text), modules)
+            except X.ExprError:
+                continue
+            # A module call feeds the node: arguments go into the module, the module into the node.
+            module_refs = [r for r, _ in refs if r.startswith("@")]
+            for ref, style in refs:
+                if ref.startswith("@"):
+                    d.edges.append((ref, name, style))
+                elif module_refs:
+                    for mod in module_refs:
+                        d.edges.append((ref, mod, style))
+                else:
+                    d.edges.append((ref, name, style))
+    for name, spec_in in spec.inputs.items():
+        if spec_in.carry:
+            d.edges.append((spec_in.carry, name, "carry"))
+    seen = set()
+    d.edges = [e for e in d.edges if e[0] in d.nodes and e[1] in d.nodes and not (e in seen or seen.add(e))]  # type: ignore[func-returns-value]
+    return d
+
+
+def _id(name: str) -> str:
+    return "m_" + name[1:] if name.startswith("@") else "n_" + name
+
+
+def mermaid(compiled: Compiled) -> str:
+    d = build(compiled)
+    shapes = {"input": ("([", "])"), "node": ("[", "]"), "loss": ("[[", "]]"), "metric": ("{{", "}}"), "module": ("[/", "/]")}
+    lines = ["flowchart LR"]
+    for name, params in d.clusters.items():
+        lines.append(f'  subgraph cluster_{name}["module {name}"]')
+        a, b = shapes["module"]
+        lines.append(f'    {_id("@" + name)}{a}"{name}"{b}')
+        if params:
+            lines.append(f'    {_id("@" + name)}_params["{"<br/>".join(params)}"]')
+        lines.append("  end")
+    for name, (kind, label) in d.nodes.items():
+        if kind == "module":
+            continue
+        a, b = shapes[kind]
+        lines.append(f'  {_id(name)}{a}"{label}"{b}')
+    arrows = {"plain": "-->", "stop": "-. stop_gradient .->", "grad": "== grad ==>", "sync": "-. sync .->", "carry": "-. carry .->"}
+    for src, dst, style in d.edges:
+        lines.append(f"  {_id(src)} {arrows[style]} {_id(dst)}")
+    for name, (kind, label) in d.nodes.items():
+        if kind == "loss":
+            lines.append(f"  style {_id(name)} stroke:#c00,stroke-width:2px")
+        if "detached in" in label:
+            lines.append(f"  style {_id(name)} stroke:#c60,stroke-dasharray:5 5")
+    return "\n".join(lines) + "\n"
+
+
+def dot(compiled: Compiled) -> str:
+    d = build(compiled)
+    shapes = {"input": "ellipse", "node": "box", "loss": "doubleoctagon", "metric": "note", "module": "component"}
+    lines = ["digraph spec {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
+    for name, params in d.clusters.items():
+        lines.append(f"  subgraph cluster_{name} {{")
+        lines.append(f'    label="module {name}"; style=rounded;')
+        lines.append(f'    {_id("@" + name)} [label="{name}", shape=component];')
+        if params:
+            joined = "\\n".join(params)
+            lines.append(f'    {_id("@" + name)}_params [label="{joined}", shape=plaintext];')
+        lines.append("  }")
+    for name, (kind, label) in d.nodes.items():
+        if kind == "module":
+            continue
+        extra = ', color="#c60", style=dashed' if "detached in" in label else (', color="#c00"' if kind == "loss" else "")
+        lines.append(f'  {_id(name)} [label="{label}", shape={shapes[kind]}{extra}];')
+    styles = {"plain": "", "stop": ' [style=dashed, label="stop_gradient"]', "grad": ' [style=bold, label="grad"]', "sync": ' [style=dotted, label="sync"]', "carry": ' [style=dotted, label="carry"]'}
+    for src, dst, style in d.edges:
+        lines.append(f"  {_id(src)} -> {_id(dst)}{styles[style]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,250 @@
+"""Spec expressions: Python's expression syntax, parsed with ``ast`` and walked under a
+whitelist (never ``eval``). Names are the spec's inputs, nodes, losses and metrics; functions are
+the op registry's ops, the spec's modules, and ``grad(y, x)``. Anything else is refused with a
+message that names the construct and the column where it starts."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import GraphError, ShapeError
+from ..node import NodeId
+
+_BINOPS: dict[type, str] = {
+    ast.Add: "add",
+    ast.Sub: "sub",
+    ast.Mult: "mul",
+    ast.Div: "div",
+    ast.Pow: "pow",
+    ast.MatMult: "matmul",
+}
+_COMPARE: dict[type, str] = {
+    ast.Lt: "less",
+    ast.LtE: "less_equal",
+    ast.Gt: "greater",
+    ast.GtE: "greater_equal",
+    ast.Eq: "equal",
+    ast.NotEq: "not_equal",
+}
+_REFUSED: dict[type, str] = {
+    ast.Attribute: "attribute access (a.b) is not allowed: call a function instead, e.g. mean(x) rather than x.mean()",
+    ast.Lambda: "lambdas are not allowed in specs",
+    ast.ListComp: "comprehensions are not allowed in specs",
+    ast.SetComp: "comprehensions are not allowed in specs",
+    ast.DictComp: "comprehensions are not allowed in specs",
+    ast.GeneratorExp: "comprehensions are not allowed in specs",
+    ast.IfExp: "'a if c else b' is not allowed: use where(c, a, b)",
+    ast.BoolOp: "'and'/'or' are not allowed: combine 0/1 masks with * and maximum",
+    ast.Dict: "dict literals are not allowed in expressions",
+    ast.Set: "set literals are not allowed in expressions",
+    ast.JoinedStr: "f-strings are not allowed in expressions",
+    ast.Starred: "*args is not allowed in expressions",
+    ast.NamedExpr: "':=' is not allowed in expressions",
+    ast.Await: "'await' is not allowed in expressions",
+    ast.Yield: "'yield' is not allowed in expressions",
+    ast.YieldFrom: "'yield' is not allowed in expressions",
+}
+
+
+class ExprError(Exception):
+    """A problem at a spot of an expression: ``offset`` is the 0-based column in its text."""
+
+    def __init__(self, code: str, message: str, offset: int = 0, width: int = 1, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.offset = offset
+        self.width = max(1, width)
+        self.hint = hint
+
+
+def _span(node: ast.AST) -> tuple[int, int]:
+    start = getattr(node, "col_offset", 0)
+    end = getattr(node, "end_col_offset", None) or start + 1
+    return start, end - start
+
+
+def parse(text: str) -> ast.expr:
+    """Parse and check one expression; raises ExprError (E-EXPR) for syntax or refused constructs."""
+    if not isinstance(text, str):
+        raise ExprError("E-EXPR", f"an expression must be a string, got {type(text).__name__} {text!r}")
+    if "\n" in text.strip():
+        raise ExprError("E-EXPR", "an expression must fit on one line")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as e:
+        raise ExprError("E-EXPR", f"invalid expression: {e.msg}", max(0, (e.offset or 1) - 1)) from None
+    lead = len(text) - len(text.lstrip())
+    for node in ast.walk(tree):
+        for attr in ("col_offset", "end_col_offset"):
+            if hasattr(node, attr) and getattr(node, attr) is not None:
+                setattr(node, attr, getattr(node, attr) + lead)
+    for node in ast.walk(tree.body):
+        refused = _REFUSED.get(type(node))
+        if refused:
+            start, width = _span(node)
+            raise ExprError("E-EXPR", refused, start, width)
+        if isinstance(node, ast.Call) and not isinstance(node.func, ast.Name):
+            start, width = _span(node.func)
+            raise ExprError("E-EXPR", "only named functions can be called, e.g. tanh(x)", start, width)
+        if isinstance(node, ast.Compare) and len(node.ops) > 1:
+            start, width = _span(node)
+            raise ExprError("E-EXPR", "chained comparisons (a < b < c) are not allowed", start, width)
+        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, type(None), type(Ellipsis))):
+            start, width = _span(node)
+            raise ExprError("E-EXPR", f"the constant {node.value!r} is not allowed", start, width)
+    return tree.body
+
+
+@dataclass
+class Scope:
+    """What names and calls mean while evaluating: supplied by the compiler. ``call`` gets the
+    function's name, the call's AST node and an evaluator for its arguments (so that functions
+    such as scan can take a module name as an argument)."""
+
+    graph: Any
+    value: Callable[[str, int, int], NodeId]  # (name, offset, width) -> node; raises ExprError
+    call: Callable[[str, ast.Call, Callable[[ast.expr], Any]], Any]
+
+
+def evaluate(tree: ast.expr, scope: Scope) -> NodeId:
+    """Build the nodes of an expression in scope.graph; returns the result node."""
+    out = _eval(tree, scope)
+    if not isinstance(out, NodeId):
+        return scope.graph.constant(float(out)) if isinstance(out, (int, float)) else _not_a_node(tree, out)
+    return out
+
+
+def _not_a_node(tree: ast.expr, out: Any) -> NodeId:
+    start, width = _span(tree)
+    raise ExprError("E-EXPR", f"the expression must compute a value, not {out!r}", start, width)
+
+
+def _eval(node: ast.expr, scope: Scope) -> Any:
+    g = scope.graph
+    try:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str):
+                start, width = _span(node)
+                raise ExprError("E-EXPR", "strings are only allowed as keyword arguments, e.g. reduction='sum'", start, width)
+            return node.value
+        if isinstance(node, ast.Name):
+            start, width = _span(node)
+            return scope.value(node.id, start, width)
+        if isinstance(node, ast.BinOp):
+            op = _BINOPS.get(type(node.op))
+            if op is None:
+                start, width = _span(node)
+                raise ExprError("E-EXPR", f"the operator {type(node.op).__name__} is not allowed", start, width)
+            left, right = _eval(node.left, scope), _eval(node.right, scope)
+            if not isinstance(left, NodeId) and not isinstance(right, NodeId):
+                return _fold(node, left, right)
+            return g._apply(op, (left, right), {})
+        if isinstance(node, ast.UnaryOp):
+            operand = _eval(node.operand, scope)
+            if isinstance(node.op, ast.USub):
+                return -operand
+            if isinstance(node.op, ast.UAdd):
+                return operand
+            start, width = _span(node)
+            raise ExprError("E-EXPR", f"the operator {type(node.op).__name__} is not allowed", start, width)
+        if isinstance(node, ast.Compare):
+            op = _COMPARE[type(node.ops[0])]
+            return g._apply(op, (_eval(node.left, scope), _eval(node.comparators[0], scope)), {})
+        if isinstance(node, ast.Subscript):
+            base = _eval(node.value, scope)
+            if not isinstance(base, NodeId):
+                start, width = _span(node.value)
+                raise ExprError("E-EXPR", "only nodes can be indexed", start, width)
+            return g._apply("index", (base,), {"key": _index_key(node.slice)})
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [_eval(e, scope) for e in node.elts]
+        if isinstance(node, ast.Call):
+            assert isinstance(node.func, ast.Name)
+            for kw in node.keywords:
+                if kw.arg is None:
+                    start, width = _span(kw.value)
+                    raise ExprError("E-EXPR", "**kwargs is not allowed", start, width)
+            return scope.call(node.func.id, node, lambda a: _eval(a, scope))
+        start, width = _span(node)
+        raise ExprError("E-EXPR", f"{type(node).__name__} is not allowed in expressions", start, width)
+    except ShapeError as e:
+        start, width = _span(node)
+        raise ExprError("E-SHAPE", str(e), start, width) from None
+    except GraphError as e:
+        start, width = _span(node)
+        raise ExprError("E-ARG", str(e), start, width) from None
+
+
+def _fold(node: ast.BinOp, a: Any, b: Any) -> Any:
+    if not all(isinstance(v, (int, float)) for v in (a, b)):
+        start, width = _span(node)
+        raise ExprError("E-EXPR", "arithmetic needs numbers or nodes", start, width)
+    op = type(node.op)
+    try:
+        if op is ast.Add:
+            return a + b
+        if op is ast.Sub:
+            return a - b
+        if op is ast.Mult:
+            return a * b
+        if op is ast.Div:
+            return a / b
+        if op is ast.Pow:
+            return a**b
+    except (ZeroDivisionError, OverflowError) as e:
+        start, width = _span(node)
+        raise ExprError("E-EXPR", f"constant arithmetic failed: {e}", start, width) from None
+    start, width = _span(node)
+    raise ExprError("E-EXPR", "'@' needs nodes", start, width)
+
+
+def call_arguments(node: ast.Call, ev: Callable[[ast.expr], Any]) -> tuple[list[Any], dict[str, Any]]:
+    """A call's positional arguments (evaluated) and keyword arguments (constants)."""
+    return [ev(a) for a in node.args], {kw.arg: _literal(kw.value) for kw in node.keywords if kw.arg}
+
+
+def span(node: ast.AST) -> tuple[int, int]:
+    """(start column, width) of an AST node in its expression's text."""
+    return _span(node)
+
+
+def _literal(node: ast.expr) -> Any:
+    """A keyword argument's value: numbers, strings, booleans, None, or tuples/lists of them."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        v = node.operand.value
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return -v
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return tuple(_literal(e) for e in node.elts)
+    start, width = _span(node)
+    raise ExprError("E-ARG", "keyword arguments take constants (numbers, strings, True/False, tuples); pass nodes by position", start, width)
+
+
+def _index_key(node: ast.expr) -> Any:
+    if isinstance(node, ast.Tuple):
+        return tuple(_index_part(e) for e in node.elts)
+    return _index_part(node)
+
+
+def _index_part(node: ast.expr) -> Any:
+    if isinstance(node, ast.Slice):
+        return slice(*(None if p is None else _int(p) for p in (node.lower, node.upper, node.step)))
+    if isinstance(node, ast.Constant) and (node.value is None or node.value is Ellipsis):
+        return node.value
+    if isinstance(node, ast.List):
+        return [_int(e) for e in node.elts]
+    return _int(node)
+
+
+def _int(node: ast.expr) -> int:
+    value = _literal(node) if isinstance(node, (ast.Constant, ast.UnaryOp)) else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        start, width = _span(node)
+        raise ExprError("E-EXPR", "indices must be integer constants (x[:, 0], x[1:3], x[..., -1])", start, width)
+    return value

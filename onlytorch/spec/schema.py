@@ -1,0 +1,322 @@
+"""The spec language's schema: these pydantic models ARE the language. The JSON Schema
+(``onlytorch schema``) and the key tables of the docs are generated from them.
+
+Data sources, optimizers and schedules contribute their own models, built here from the
+registries that implement them (``onlytorch.data.SOURCES``, ``onlytorch.optim.OPTIMIZERS``,
+``SCHEDULES``), so the language cannot drift from what the engine accepts."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator, model_validator
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+def _source_models() -> dict[str, type[BaseModel]]:
+    from ..data.sources import SOURCES
+
+    models: dict[str, type[BaseModel]] = {}
+    for name, src in SOURCES.items():
+        models[name] = create_model(
+            "Source_" + re.sub(r"\W", "_", name),
+            __base__=src.params,
+            __doc__=src.doc,
+            source=(Literal[name], Field(description="the data source")),  # type: ignore[valid-type]
+        )
+    return models
+
+
+SOURCE_MODELS = _source_models()
+
+
+class SplitSpec(Strict):
+    """A part of the train source held out (seeded) for validation or testing."""
+
+    from_split: Literal["train"] = Field(description="the source to carve the samples out of")
+    fraction: float = Field(gt=0, lt=1, description="the share of its samples")
+
+
+def _source_tag(v: Any) -> str | None:
+    if isinstance(v, dict):
+        if "from_split" in v:
+            return "split"
+        src = v.get("source")
+        return src if isinstance(src, str) else None
+    return getattr(v, "source", None) or ("split" if isinstance(v, SplitSpec) else None)
+
+
+SourceSpec = Annotated[
+    Union[tuple(Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+    Discriminator(_source_tag),
+]
+HeldOutSpec = Annotated[
+    Union[(Annotated[SplitSpec, Tag("split")], *(Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items()))],  # type: ignore[valid-type]  # noqa: UP007
+    Discriminator(_source_tag),
+]
+
+
+class DataSpec(Strict):
+    """Where the samples come from. Inputs read fields as ``train.x``; during evaluation the same
+    input reads that field of the evaluated split."""
+
+    train: SourceSpec = Field(description="the training source")  # type: ignore[valid-type]
+    val: HeldOutSpec | None = Field(None, description="a validation source, or {from_split: train, fraction: 0.1}")  # type: ignore[valid-type]
+    test: HeldOutSpec | None = Field(None, description="a test source, or {from_split: train, fraction: 0.2}")  # type: ignore[valid-type]
+    batch_size: int = Field(64, gt=0, description="samples per step")
+    shuffle: bool = Field(True, description="reshuffle the training samples every epoch (seeded)")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+class InputSpec(Strict):
+    """A value fed to the graph each step: a data field, noise, or a carried node value."""
+
+    shape: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="per-sample shape (the batch dimension is implicit)")
+    dtype: Literal["float", "int64"] = Field("float", description="'int64' for labels and indices")
+    from_: str | None = Field(
+        None,
+        alias="from",
+        description="'SPLIT.FIELD' (a data field, e.g. train.x), 'noise.normal' or 'noise.uniform' (resampled every step)",
+    )
+    window: int | None = Field(
+        None,
+        gt=0,
+        description="feed a sequence field in consecutive windows of this many steps along its time axis "
+        "(truncated BPTT); a new batch starts after the last window, and carried inputs restart at zeros",
+    )
+    carry: str | None = Field(
+        None,
+        description="a node whose last value becomes this input's value at the next step, with no gradient path "
+        "(truncated BPTT); starts as zeros",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InputSpec:
+        if (self.from_ is None) == (self.carry is None):
+            raise ValueError("an input takes exactly one of 'from' and 'carry'")
+        if self.window is not None and (self.from_ is None or self.from_.startswith("noise.")):
+            raise ValueError("'window' applies to a data field ('from: train.x')")
+        return self
+
+
+# ---------------------------------------------------------------- modules
+
+
+class SyncSpec(Strict):
+    """How a target copy follows its source: a hard copy every N steps, or Polyak averaging."""
+
+    every: int | None = Field(None, gt=0, description="copy the source's values every this many steps")
+    tau: float | None = Field(None, gt=0, le=1, description="after every step: target = tau * source + (1 - tau) * target")
+
+    @model_validator(mode="after")
+    def _one(self) -> SyncSpec:
+        if (self.every is None) == (self.tau is None):
+            raise ValueError("sync takes exactly one of 'every' and 'tau'")
+        return self
+
+
+class ParamSpec(Strict):
+    """A parameter of a subgraph module."""
+
+    shape: list[Annotated[int, Field(ge=0)]] = Field(description="its shape")
+    init: str = Field("xavier_uniform", description="an initialiser: zeros, ones, constant, normal, uniform, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, lecun_uniform")
+    init_args: dict[str, float | str] = Field(default_factory=dict, description="the initialiser's arguments, e.g. {std: 0.1}")
+
+
+LayerItem = Union[str, dict[str, Any]]  # noqa: UP007
+
+
+class ModuleSpec(Strict):
+    """A module: a list of layers (the short form is the list itself), a recurrent cell, a
+    subgraph with arguments, or a target copy of another module. Calling a module twice shares
+    its weights."""
+
+    layers: list[LayerItem] | None = Field(None, description="layers applied in order, e.g. [{linear: 64}, relu, {linear: 1}]")
+    cell: Literal["rnn", "gru"] | None = Field(None, description="a recurrent cell called as cell(x, h)")
+    hidden: int | None = Field(None, gt=0, description="the hidden size of a cell")
+    args: list[str] | None = Field(None, description="a subgraph's argument names")
+    params: dict[str, ParamSpec] = Field(default_factory=dict, description="a subgraph's own parameters")
+    nodes: dict[str, str] = Field(default_factory=dict, description="a subgraph's intermediate nodes (expressions)")
+    output: str | None = Field(None, description="a subgraph's result (an expression)")
+    copy_of: str | None = Field(None, description="build a target copy of this module (same layers, own parameters, no gradient)")
+    sync: SyncSpec | None = Field(None, description="how a target copy follows its source")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, v: Any) -> Any:
+        return {"layers": v} if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModuleSpec:
+        kinds = [k for k, on in (("layers", self.layers is not None), ("cell", self.cell is not None), ("output", self.output is not None), ("copy_of", self.copy_of is not None)) if on]
+        if len(kinds) != 1:
+            raise ValueError("a module is exactly one of: a layer list, 'cell', a subgraph ('args' + 'output'), or 'copy_of'" + (f"; got {', '.join(kinds)}" if kinds else ""))
+        if self.cell is not None and self.hidden is None:
+            raise ValueError("a cell needs 'hidden' (its hidden size)")
+        if self.output is not None and self.args is None:
+            raise ValueError("a subgraph needs 'args' (its argument names)")
+        if self.copy_of is None and self.sync is not None:
+            raise ValueError("'sync' belongs to a 'copy_of' module")
+        return self
+
+
+# ---------------------------------------------------------------- optimizers and schedules
+
+_HYPER_TYPES = {"float": float, "bool": bool}
+
+
+def _hyper_fields(cls: type, skip: int) -> dict[str, Any]:
+    """Pydantic fields from a constructor's keyword parameters (their defaults and annotations)."""
+    fields: dict[str, Any] = {}
+    hints = inspect.get_annotations(cls.__init__, eval_str=True)  # type: ignore[misc]
+    params = list(inspect.signature(cls.__init__).parameters.values())[1 + skip :]  # type: ignore[misc]
+    for p in params:
+        ann = hints.get(p.name, Any)
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        if isinstance(default, tuple):
+            ann = list[float]
+            default = list(default)
+        fields[p.name] = (ann, Field(default))
+    return fields
+
+
+def _schedule_models() -> dict[str, type[BaseModel]]:
+    from ..optim import SCHEDULES
+
+    return {
+        name: create_model(
+            "Schedule_" + name,
+            __base__=Strict,
+            __doc__=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else name,
+            type=(Literal[name], Field(description="the schedule")),  # type: ignore[valid-type]
+            **_hyper_fields(cls, skip=1),
+        )
+        for name, cls in SCHEDULES.items()
+    }
+
+
+SCHEDULE_MODELS = _schedule_models()
+ScheduleSpec = Annotated[
+    Union[tuple(Annotated[m, Tag(k)] for k, m in SCHEDULE_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+    Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
+]
+
+
+def _optimizer_models() -> dict[str, type[BaseModel]]:
+    from ..optim import OPTIMIZERS
+
+    models = {}
+    for name, cls in OPTIMIZERS.items():
+        fields = _hyper_fields(cls, skip=2)
+        lr_type, lr_field = fields.pop("lr")
+        models[name] = create_model(
+            "Optimizer_" + name,
+            __base__=Strict,
+            __doc__=(cls.__doc__ or name).strip().splitlines()[0],
+            type=(Literal[name], Field(description="the optimizer")),  # type: ignore[valid-type]
+            params=(list[str], Field(min_length=1, description="module names, parameter names or globs (D, D.*, backbone*) whose parameters it updates")),
+            lr=(lr_type, Field(lr_field.default, description="the learning rate")),
+            schedule=(ScheduleSpec | None, Field(None, description="a learning-rate schedule, stepped after every optimizer step")),
+            **fields,
+        )
+    return models
+
+
+OPTIMIZER_MODELS = _optimizer_models()
+OptimizerSpec = Annotated[
+    Union[tuple(Annotated[m, Tag(k)] for k, m in OPTIMIZER_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+    Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
+]
+
+
+# ---------------------------------------------------------------- training schedule
+
+
+class BackwardSpec(Strict):
+    """One backward call: d(weight * loss) / d(wrt), accumulated into the gradients."""
+
+    loss: str = Field(description="the loss to differentiate")
+    wrt: list[str] | None = Field(None, description="module or parameter names (globs allowed); default: the parameters of the optimizers this phase steps")
+    retain_graph: bool = Field(False, description="keep the values this backward goes through, for a later backward of the phase")
+    weight: float = Field(1.0, description="a factor on the loss")
+
+
+class PhaseSpec(Strict):
+    """One phase of a training iteration: detach, backward, step."""
+
+    name: str = Field(description="the phase's name (in logs and metrics)")
+    repeat: int = Field(1, gt=0, description="run the phase this many times per iteration (e.g. 5 critic steps)")
+    detach: list[str] = Field(default_factory=list, description="nodes detached during this phase only")
+    backward: list[BackwardSpec] = Field(min_length=1, description="the backward calls, in order")
+    step: list[str] = Field(default_factory=list, description="the optimizers to step after the backward calls")
+    zero_grad: Literal["before", "after", "never"] = Field("before", description="when this phase clears gradients: before its backward calls, after its steps, or never (accumulate)")
+
+
+class TrainSpec(Strict):
+    """How long to train and what one iteration does."""
+
+    steps: int | None = Field(None, gt=0, description="iterations to run")
+    epochs: int | None = Field(None, gt=0, description="or passes over the training data")
+    schedule: list[PhaseSpec] = Field(min_length=1, description="the phases of one iteration, in order")
+    log_every: int = Field(50, gt=0, description="write metrics every this many iterations")
+    eval_every: int | None = Field(None, gt=0, description="evaluate under no_grad every this many iterations")
+    checkpoint_every: int | None = Field(None, gt=0, description="write a checkpoint every this many iterations")
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainSpec:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("train takes exactly one of 'steps' and 'epochs'")
+        return self
+
+
+class EvalSpec(Strict):
+    """Evaluation, always under no_grad (eval mode: dropout off, batch-norm running statistics)."""
+
+    split: Literal["train", "val", "test"] = Field("test", description="the split to evaluate")
+    metrics: list[str] | None = Field(None, description="the metrics (and losses) to report; default: all metrics")
+
+
+class Spec(Strict):
+    """A whole training setup."""
+
+    version: Literal[1] = Field(description="the spec language version")
+    name: str = Field(description="the run's name")
+    description: str | None = Field(None, description="what the spec demonstrates")
+    seed: int = Field(0, description="seeds initialisation, data order, noise and dropout")
+    dtype: Literal["float32", "float64"] = Field("float32", description="the graph's float type")
+    data: DataSpec | None = Field(None, description="data sources and batching")
+    inputs: dict[str, InputSpec] = Field(description="values fed each step")
+    modules: dict[str, ModuleSpec] = Field(default_factory=dict, description="modules with parameters")
+    nodes: dict[str, str] = Field(default_factory=dict, description="named intermediate nodes (expressions)")
+    losses: dict[str, str] = Field(description="scalar losses (expressions)")
+    metrics: dict[str, str] = Field(default_factory=dict, description="scalars reported during training and evaluation (expressions)")
+    optimizers: dict[str, OptimizerSpec] = Field(default_factory=dict, description="optimizers and the parameters they update")  # type: ignore[valid-type]
+    train: TrainSpec | None = Field(None, description="the training schedule")
+    eval: EvalSpec | None = Field(None, description="what evaluation reports")
+
+    @field_validator("inputs", "modules", "nodes", "losses", "metrics", "optimizers")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if not isinstance(key, str) or not NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid name (letters, digits and _, not starting with a digit)")
+        return v
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Spec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "onlytorch spec"
+    return schema

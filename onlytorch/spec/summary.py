@@ -1,0 +1,80 @@
+"""The compile report that ``onlytorch validate`` prints for a valid spec: modules and parameter
+counts, every named node's shape, and per phase what each backward reaches and what each detach
+cuts off."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..ops.shapes import fmt
+
+if TYPE_CHECKING:
+    from ..compile import Compiled
+
+
+def _count(params) -> int:  # type: ignore[no-untyped-def]
+    return int(sum(int(np.prod(p.shape)) for p in params))
+
+
+def _group(compiled: Compiled, names: list[str]) -> str:
+    """Parameter names grouped by module: 'D (4 tensors), G.0.weight'."""
+    owner = {p.name: m for m, info in compiled.modules.items() for p in info.params}
+    groups: dict[str, int] = {}
+    loose: list[str] = []
+    for n in names:
+        if n in owner:
+            groups[owner[n]] = groups.get(owner[n], 0) + 1
+        else:
+            loose.append(n)
+    parts = [f"{m} ({k} tensor{'s' if k != 1 else ''})" for m, k in groups.items()] + loose
+    return ", ".join(parts) if parts else "nothing"
+
+
+def summarize(compiled: Compiled) -> str:
+    spec = compiled.spec
+    out = [f"spec {spec.name!r}: {len(compiled.graph.parameters())} parameter tensors, {_count(compiled.graph.parameters()):,} weights"]
+    if compiled.modules:
+        out.append("")
+        out.append(f"{'module':<16} {'kind':<8} {'weights':>9}  notes")
+        for name, m in compiled.modules.items():
+            notes = []
+            if m.kind == "copy":
+                src, sync = compiled.targets.get(name, (m.spec.copy_of, None))
+                how = "" if sync is None else (f", sync every {sync.every} steps" if sync.every else f", Polyak tau={sync.tau}")
+                notes.append(f"target copy of {src} (not trained{how})")
+            if m.calls > 1:
+                notes.append(f"shared: called {m.calls} times")
+            if m.states:
+                notes.append(f"{_count(m.states):,} state values")
+            out.append(f"{name:<16} {m.kind:<8} {_count(m.params):>9,}  {'; '.join(notes)}")
+    out.append("")
+    out.append(f"{'node':<16} {'kind':<8} shape")
+    for section, table in (("input", spec.inputs), ("node", spec.nodes), ("loss", spec.losses), ("metric", spec.metrics)):
+        for name in table:
+            node = compiled.names.get(name)
+            if node is not None:
+                out.append(f"{name:<16} {section:<8} {fmt(node.shape)}")
+    for opt, params in compiled.optimizer_params.items():
+        o = compiled.optimizers.get(opt)
+        lr = f", lr {o.lr:g}" if o is not None else ""
+        out.append("")
+        out.append(f"optimizer {opt} ({spec.optimizers[opt].type}{lr}) updates {_group(compiled, [p.name for p in params])}")
+    for ph in compiled.phases:
+        out.append("")
+        extra = []
+        if ph.spec.repeat > 1:
+            extra.append(f"repeat {ph.spec.repeat}")
+        if ph.detach:
+            extra.append("detach " + ", ".join(d.name for d in ph.detach))
+        if ph.step:
+            extra.append("steps " + ", ".join(ph.step))
+        out.append(f"phase {ph.name}" + (f" ({'; '.join(extra)})" if extra else ""))
+        for i, b in enumerate(ph.backward, 1):
+            retain = " [retain_graph]" if b.retain_graph else ""
+            weight = f" x {b.weight:g}" if b.weight != 1.0 else ""
+            out.append(f"  backward {i}: {b.loss}{weight}{retain} reaches {_group(compiled, [p.name for p in b.reached])}")
+        for d, cut in ph.cut.items():
+            out.append(f"  detach {d} cuts off {_group(compiled, cut) if cut else 'no parameter'}")
+    return "\n".join(out)
