@@ -1,29 +1,7 @@
 """Diagnostics: what validate reports, the way a compiler does: ``file:line:column: CODE message``,
 the offending line, a caret under the spot, and a hint.
 
-Codes are stable (tests and users match on them):
-
-| code | meaning |
-|---|---|
-| E-YAML | the file is not valid YAML |
-| E-YAML-TAG | a YAML tag other than the standard ones (``!!python/...`` and the like) |
-| E-YAML-DUP | a mapping repeats a key |
-| E-KEY | a key the spec language does not have |
-| E-MISSING | a required key is missing |
-| E-TYPE | a value of the wrong type or out of range |
-| E-NAME | a name that is not defined (with a did-you-mean) |
-| E-DUP | a name defined twice (across inputs, nodes, losses, metrics, modules) |
-| E-EXPR | an expression that is not allowed or does not parse |
-| E-ARG | wrong arguments to a function or module |
-| E-SHAPE | shapes that do not fit together |
-| E-CYCLE | nodes that depend on each other in a circle |
-| E-LOSS | a loss that is not a scalar |
-| E-MODULE | a module or layer that cannot be built |
-| E-DATA | a data source, file or field problem |
-| E-PHASE | a phase that cannot work (an optimizer no backward of the phase reaches, ...) |
-| E-RELEASED | a backward needs values an earlier ``retain_graph: false`` backward of the phase released |
-| W-RETAIN | ``retain_graph: true`` that no later backward of the phase needs |
-| W-UNUSED | a parameter that no phase updates, or a defined node nothing uses |
+Codes are stable (tests and users match on them); ``CODES`` below says what each means.
 """
 
 from __future__ import annotations
@@ -34,6 +12,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Path = tuple[Any, ...]
+
+CODES: dict[str, str] = {
+    "E-YAML": "the file is not valid YAML (or cannot be read)",
+    "E-YAML-TAG": "a YAML tag other than the standard ones (`!!python/...` and the like); never constructed",
+    "E-YAML-DUP": "a mapping repeats a key",
+    "E-KEY": "a key the spec language does not have (with a did-you-mean)",
+    "E-MISSING": "a required key is missing",
+    "E-TYPE": "a value of the wrong type or out of range",
+    "E-NAME": "a name that is not defined (with a did-you-mean)",
+    "E-DUP": "a name defined twice (across inputs, modules, nodes, losses, metrics; phases)",
+    "E-EXPR": "an expression that does not parse or uses a construct that is not allowed",
+    "E-ARG": "wrong arguments to a function or module",
+    "E-SHAPE": "shapes that do not fit together (static inference, batch dimension N)",
+    "E-CYCLE": "definitions that depend on each other in a circle",
+    "E-LOSS": "a loss or metric that is not a scalar",
+    "E-MODULE": "a module or layer that cannot be built",
+    "E-DATA": "a data source, file, split or field problem",
+    "E-PHASE": "a phase that cannot work: an optimizer that no backward of the phase reaches, a backward with no targets",
+    "E-RELEASED": "a backward needs values that an earlier `retain_graph: false` backward of the same phase releases",
+    "W-RETAIN": "`retain_graph: true` that no later backward of the phase needs (wasted memory)",
+    "W-UNUSED": "a parameter that no phase updates, or a module that is never called",
+}
 
 
 @dataclass

@@ -174,7 +174,35 @@ class ModuleSpec(Strict):
 
 # ---------------------------------------------------------------- optimizers and schedules
 
-_HYPER_TYPES = {"float": float, "bool": bool}
+# What each optimizer or schedule argument means (for the JSON Schema and the docs); the names,
+# types and defaults come from the classes' signatures.
+HYPER_DOCS = {
+    "momentum": "momentum factor",
+    "dampening": "dampening of the momentum",
+    "weight_decay": "L2 penalty (decoupled for adamw)",
+    "nesterov": "Nesterov momentum",
+    "maximize": "maximize the objective instead of minimizing it",
+    "max_grad_norm": "clip the global 2-norm of this optimizer's gradients to this value before each step",
+    "betas": "coefficients of the running averages of the gradient and its square",
+    "eps": "added to the denominator for numerical stability",
+    "amsgrad": "use the maximum of past squared-gradient averages (AMSGrad)",
+    "decoupled_weight_decay": "apply weight decay as in AdamW",
+    "alpha": "smoothing constant of the squared-gradient average",
+    "centered": "normalise by the variance of the gradient, not its second moment",
+    "step_size": "steps between decays",
+    "gamma": "multiplicative decay factor",
+    "T_max": "steps of a half cosine period",
+    "eta_min": "the smallest learning rate",
+    "start_factor": "the factor on the learning rate at the first step",
+    "end_factor": "the factor at the end of the warmup",
+    "total_iters": "steps of the linear warmup",
+    "warmup_steps": "steps of linear warmup from 0",
+    "total_steps": "steps until the cosine reaches eta_min",
+}
+
+
+def _first_paragraph(cls: type, fallback: str) -> str:
+    return " ".join(inspect.cleandoc(cls.__doc__ or fallback).split("\n\n")[0].split())
 
 
 def _hyper_fields(cls: type, skip: int) -> dict[str, Any]:
@@ -188,7 +216,7 @@ def _hyper_fields(cls: type, skip: int) -> dict[str, Any]:
         if isinstance(default, tuple):
             ann = list[float]
             default = list(default)
-        fields[p.name] = (ann, Field(default))
+        fields[p.name] = (ann, Field(default, description=HYPER_DOCS.get(p.name)))
     return fields
 
 
@@ -199,7 +227,7 @@ def _schedule_models() -> dict[str, type[BaseModel]]:
         name: create_model(
             "Schedule_" + name,
             __base__=Strict,
-            __doc__=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else name,
+            __doc__=_first_paragraph(cls, name),
             type=(Literal[name], Field(description="the schedule")),  # type: ignore[valid-type]
             **_hyper_fields(cls, skip=1),
         )
@@ -224,7 +252,7 @@ def _optimizer_models() -> dict[str, type[BaseModel]]:
         models[name] = create_model(
             "Optimizer_" + name,
             __base__=Strict,
-            __doc__=(cls.__doc__ or name).strip().splitlines()[0],
+            __doc__=_first_paragraph(cls, name),
             type=(Literal[name], Field(description="the optimizer")),  # type: ignore[valid-type]
             params=(list[str], Field(min_length=1, description="module names, parameter names or globs (D, D.*, backbone*) whose parameters it updates")),
             lr=(lr_type, Field(lr_field.default, description="the learning rate")),
@@ -294,7 +322,7 @@ class Spec(Strict):
     version: Literal[1] = Field(description="the spec language version")
     name: str = Field(description="the run's name")
     description: str | None = Field(None, description="what the spec demonstrates")
-    seed: int = Field(0, description="seeds initialisation, data order, noise and dropout")
+    seed: int = Field(0, ge=0, description="seeds initialisation, data order, noise and dropout")
     dtype: Literal["float32", "float64"] = Field("float32", description="the graph's float type")
     data: DataSpec | None = Field(None, description="data sources and batching")
     inputs: dict[str, InputSpec] = Field(description="values fed each step")

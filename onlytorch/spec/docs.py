@@ -1,0 +1,161 @@
+"""The spec language reference, generated from the pydantic models, the data source registry,
+the optimizer and schedule classes, the op registry and the diagnostic codes, so that the docs
+cannot drift from what validate accepts. ``python -m onlytorch.spec.docs`` rewrites the generated
+part of docs/spec.md; a test fails when the file is out of date."""
+
+from __future__ import annotations
+
+import inspect
+import pathlib
+import sys
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from . import schema as S
+from .diagnostics import CODES
+
+BEGIN = "<!-- BEGIN GENERATED: python -m onlytorch.spec.docs -->"
+END = "<!-- END GENERATED -->"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return " \\| ".join(repr(a) if isinstance(a, str) else str(a) for a in args)
+    if origin is typing.Annotated:
+        inner = args[0]
+        if typing.get_origin(inner) is typing.Union:
+            members = [typing.get_args(m)[0] if typing.get_origin(m) is typing.Annotated else m for m in typing.get_args(inner)]
+            if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+                return "one of the kinds listed below"
+        return _type_name(inner)
+    if origin in (typing.Union, __import__("types").UnionType):
+        members = [typing.get_args(m)[0] if typing.get_origin(m) is typing.Annotated else m for m in args]
+        if len(members) > 2 and all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+            return "one of the kinds listed below"
+        return " \\| ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping name → {_type_name(args[1])}" if args else "mapping"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp.__name__.removesuffix("Spec").lower() if tp.__name__.endswith("Spec") else tp.__name__
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "**required**"
+    if field.default_factory is not None:
+        return f"`{field.default_factory()!r}`"
+    if field.default is PydanticUndefined or field.default is None:
+        return "—"
+    return f"`{field.default!r}`"
+
+
+def model_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, f in model.model_fields.items():
+        key = f.alias or name
+        if key in skip:
+            continue
+        meaning = (f.description or "").replace("|", "\\|")
+        rows.append(f"| `{key}` | {_type_name(f.annotation)} | {_default(f)} | {meaning} |")
+    return "\n".join(rows)
+
+
+def _doc(obj: Any) -> str:
+    return inspect.cleandoc(obj.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+
+
+def render_reference() -> str:
+    from ..data.sources import SOURCES
+    from ..ops.registry import public_ops
+
+    out: list[str] = []
+    add = out.append
+    add("### Top level\n")
+    add(_doc(S.Spec) + "\n")
+    add(model_table(S.Spec))
+    for title, model in (
+        ("`data`", S.DataSpec),
+        ("`inputs.NAME`", S.InputSpec),
+        ("`modules.NAME`", S.ModuleSpec),
+        ("`modules.NAME.sync`", S.SyncSpec),
+        ("`modules.NAME.params.P`", S.ParamSpec),
+        ("`train`", S.TrainSpec),
+        ("`train.schedule[i]` (a phase)", S.PhaseSpec),
+        ("`train.schedule[i].backward[j]`", S.BackwardSpec),
+        ("`eval`", S.EvalSpec),
+        ("`data.val` / `data.test` held out of train", S.SplitSpec),
+    ):
+        add(f"\n### {title}\n")
+        add(_doc(model) + "\n")
+        add(model_table(model))
+    add("\n### Data sources (`data.train`, `data.val`, `data.test`)\n")
+    add("Each is `{source: NAME, ...parameters}`; inputs read a source's fields as `SPLIT.FIELD`.\n")
+    for name, src in SOURCES.items():
+        add(f"\n#### `{name}`" + (f" (needs the `{src.extra}` extra)" if src.extra else "") + "\n")
+        add(inspect.cleandoc(src.doc).split("\n\n")[0].replace("\n", " "))
+        add("")
+        add(model_table(src.params))
+    add("\n### Optimizers (`optimizers.NAME`)\n")
+    add("Each is `{type: NAME, params: [...], lr: ..., ...}` with torch.optim's defaults.\n")
+    for name, model in S.OPTIMIZER_MODELS.items():
+        add(f"\n#### `type: {name}`\n")
+        add(_doc(model) + "\n")
+        add(model_table(model, skip=("type",)))
+    add("\n### Learning-rate schedules (`optimizers.NAME.schedule`)\n")
+    for name, model in S.SCHEDULE_MODELS.items():
+        add(f"\n#### `type: {name}`\n")
+        add(_doc(model) + "\n")
+        add(model_table(model, skip=("type",)))
+    add("\n### Layers (items of a module's layer list)\n")
+    add("| layer | form | meaning |\n|---|---|---|")
+    add("| `linear` | `{linear: 64}` or `{linear: {out: 64, bias: false, init: xavier_uniform}}` | x @ W + b, input size inferred |")
+    add("| `batch_norm` | `batch_norm` or `{batch_norm: {momentum: 0.1, eps: 1.0e-5}}` | batch statistics in train mode, running statistics in eval mode |")
+    add("| `layer_norm` | `layer_norm` or `{layer_norm: {eps: 1.0e-5}}` | normalise over the last axis |")
+    add("| `embedding` | `{embedding: {num: 1000, dim: 16}}` | a lookup table for integer inputs |")
+    add("| any one-input function below | `relu`, `{leaky_relu: 0.2}`, `{dropout: 0.1}`, `{gelu: {approximate: tanh}}` | the function, a scalar giving its first argument |")
+    add("\n### Functions in expressions\n")
+    add("Expressions are Python syntax (`+ - * / ** @`, unary `-`, comparisons, `x[...]` with constant indices), parsed with `ast` under a whitelist; keyword arguments take constants. Besides module calls `M(x)`:\n")
+    add("| function | meaning |\n|---|---|")
+    from ..compile import SPECIAL_FUNCTIONS
+
+    for name, text in SPECIAL_FUNCTIONS.items():
+        add(f"| `{name}` | {text} |")
+    for name, op in sorted(public_ops().items()):
+        sig = ", ".join([("*" if op.variadic else "") + n for n in op.input_names] + [k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in op.attr_defaults.items()])
+        alias = f" (alias of `{op.name}`)" if name != op.name else ""
+        first = op.doc.split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
+        add(f"| `{name}({sig})` | {first}{alias} |")
+    add("\n### Diagnostic codes\n")
+    add("| code | meaning |\n|---|---|")
+    for code, text in CODES.items():
+        add(f"| `{code}` | {text} |")
+    return "\n".join(out) + "\n"
+
+
+def splice(text: str, generated: str) -> str:
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"the docs file needs the markers {BEGIN!r} and {END!r}")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{generated}{END}{tail}"
+
+
+def main(argv: list[str]) -> int:
+    path = pathlib.Path(argv[1] if len(argv) > 1 else "docs/spec.md")
+    path.write_text(splice(path.read_text(encoding="utf-8"), render_reference()), encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
