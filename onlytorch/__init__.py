@@ -1,7 +1,7 @@
 """onlytorch: a numpy deep-learning engine built around control of gradient flow."""
 
-from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
 from . import nn, optim
+from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
 from .gradcheck import gradcheck, gradgradcheck, numeric_grad
 from .graph import Graph
 from .node import NodeId

@@ -82,7 +82,8 @@ def matmul_shape(a: Shape, b: Shape) -> Shape:
     b2 = b + (1,) if len(b) == 1 else b
     k1, k2 = a2[-1], b2[-2]
     if k1 != k2:
-        raise ShapeRuleError(f"matmul of {fmt(a)} and {fmt(b)}: inner dimensions {k1} and {k2} differ")
+        n1, n2 = ("N" if k is None else k for k in (k1, k2))
+        raise ShapeRuleError(f"matmul of {fmt(a)} and {fmt(b)}: inner dimensions {n1} and {n2} differ")
     batch = broadcast(a2[:-2], b2[:-2])
     out = batch + (a2[-2], b2[-1])
     if len(a) == 1:
