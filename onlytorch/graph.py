@@ -37,7 +37,7 @@ class Graph:
     """A static computation graph. See the module docstring for the rules it keeps."""
 
     def __init__(self, seed: int | None = 0, dtype: str | np.dtype = "float32") -> None:
-        self.dtype = np.dtype(dtype)
+        self.dtype = _as_dtype("graph", dtype)
         if self.dtype.kind != "f":
             raise GraphError(f"graph dtype must be a float type such as 'float32' or 'float64', not {dtype!r}")
         init_seq, run_seq = np.random.SeedSequence(seed).spawn(2)
@@ -96,7 +96,7 @@ class Graph:
         """A value fed with ``set_value`` each step. ``None`` in shape marks the batch dimension;
         ``dtype="int64"`` for integer labels or indices."""
         shape = self._check_shape(name, shape, allow_batch=True)
-        dt = self.dtype if dtype is None else np.dtype(dtype)
+        dt = self.dtype if dtype is None else _as_dtype(f"input {name!r}", dtype)
         if dt.kind not in "fi":
             raise GraphError(f"input {name!r}: dtype must be the graph's float type or an integer type, not {dt}")
         return NodeId(self, self._new_node(name, "input", shape, dt, "input").index)
@@ -207,9 +207,13 @@ class Graph:
         label = name if name is not None else f"{op.name}_{len(self._nodes)}"
         try:
             shape, kind = op.shape_rule(*(p.shape for p in inputs), **full)
-        except ShapeRuleError as e:
-            shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs)
-            raise ShapeError(f"cannot build node {label!r} ({op.name} of {shown}): {e}") from None
+        except (ShapeRuleError, TypeError, ValueError) as e:
+            shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs) or "no inputs"
+            if isinstance(e, ShapeRuleError):
+                raise ShapeError(f"cannot build node {label!r} ({op.name} of {shown}): {e}") from None
+            # An attribute of the wrong type (axis="a") fails inside the shape rule.
+            given = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
+            raise GraphError(f"cannot build node {label!r} ({op.name} of {shown}, {given}): {e}") from e
         if op.keep_dtype:
             dt = inputs[0].dtype
         else:
@@ -226,10 +230,13 @@ class Graph:
         args = [NodeId(self, p.index) for p in inputs]
         try:
             out = op.build(self, *args, **attrs)
-        except ShapeError as e:
+        except (ShapeError, TypeError, ValueError) as e:
             shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs)
             label = f"{name!r} " if name is not None else ""
-            raise ShapeError(f"cannot build {label}{op.name}({shown}): {e}") from None
+            if isinstance(e, ShapeError):
+                raise ShapeError(f"cannot build {label}{op.name}({shown}): {e}") from None
+            given = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
+            raise GraphError(f"cannot build {label}{op.name}({shown}, {given}): {e}") from e
         if name is not None:
             return NodeId(self, self._rename(self._nodes[out.index], name).index)
         return out
@@ -440,12 +447,7 @@ class Graph:
         if type(out) is not np.ndarray or out.dtype != n.dtype:
             out = np.asarray(out, dtype=n.dtype)
         if self._anomaly and n.dtype.kind == "f" and not np.isfinite(out).all():
-            bad = "NaN" if np.isnan(out).any() else "infinity"
-            raise NonFiniteError(
-                f"{n.describe()} produced {bad} from finite inputs "
-                f"({', '.join(repr(p.name) for p in n.inputs)})",
-                n.name,
-            )
+            raise self._nonfinite(n, out)
         old = n.value
         n.value = out
         n.rshape = out.shape
@@ -455,6 +457,26 @@ class Graph:
         n.released_by = None
         n.pass_id = pid
         self._account(out.nbytes - (old.nbytes if old is not None else 0))
+
+    @staticmethod
+    def _nonfinite(n: Node, out: np.ndarray) -> NonFiniteError:
+        """The anomaly error for n's fresh value. It names the forward node (for a gradient node, the
+        forward node whose derivative it computes) and an input that was already non-finite."""
+        bad = "NaN" if np.isnan(out).any() else "infinity"
+        culprit = next(
+            (p for p in n.inputs if p.value is not None and p.dtype.kind == "f" and not np.isfinite(p.value).all()),
+            None,
+        )
+        if culprit is not None:
+            cause = f"because its input {culprit.name!r} already holds NaN or infinity"
+        elif n.grad_of is not None:
+            cause = "from finite values"
+        else:
+            cause = f"from finite inputs ({', '.join(repr(p.name) for p in n.inputs)})"
+        if n.grad_of is not None:
+            where = f"the gradient through {n.grad_of.describe()} (gradient node {n.name!r})"
+            return NonFiniteError(f"{where} produced {bad} {cause}", n.grad_of.name)
+        return NonFiniteError(f"{n.describe()} produced {bad} {cause}", n.name)
 
     def first_nonfinite(self, node: NodeId | str) -> NodeId | None:
         """The first node, in topological order, among node and its ancestors whose value holds
@@ -493,10 +515,9 @@ class Graph:
             raise GraphError(f"{what} of {y.describe()} while gradient tracking is off (inside no_grad); run it outside the no_grad block")
         if y.value is None:
             if y.released_by is not None:
-                raise ReleasedValueError(f"{what}: the value of {y.describe()} was released; run forward_node({y.name!r}) again")
+                raise self._released(what, y, y)
             raise GraphError(f"{what}: {y.describe()} has no value; call forward_node({y.name!r}) first")
-        if y.value.size != 1:
-            raise GraphError(f"{what} needs a scalar, but {y.describe()} has shape {y.value.shape}; reduce it first (e.g. g.mean)")
+        self._require_scalar(y, what)
         if not y.tracked:
             raise GraphError(
                 f"{what}: the value of {y.describe()} was computed under no_grad; "
@@ -516,15 +537,18 @@ class Graph:
                     f"run forward_node({y.name!r}) again first"
                 )
 
+    @staticmethod
+    def _require_scalar(y: Node, what: str) -> None:
+        # The static shape decides: a loss with a batch axis is not a scalar, even for a batch of one.
+        if any(d != 1 for d in y.shape):
+            shape = fmt(y.shape) if y.value is None or y.value.size == 1 else y.value.shape
+            raise GraphError(f"{what} needs a scalar, but {y.describe()} has shape {shape}; reduce it first (g.mean)")
+
     def _run_backward(self, plan: BackwardPlan, what: str) -> list[np.ndarray | None]:
         for n in plan.needed:
             if n.value is None:
                 if n.released_by is not None:
-                    raise ReleasedValueError(
-                        f"{what} needs the value of {n.describe()}, which an earlier backward of {n.released_by!r} "
-                        "released (retain_graph=False). Pass retain_graph=True to that earlier backward, "
-                        f"or run forward_node({plan.y.name!r}) again"
-                    )
+                    raise self._released(what, n, plan.y)
                 raise GraphError(
                     f"{what} needs the value of {n.describe()}, which is not held (dropped by a no_grad forward); "
                     f"run forward_node({plan.y.name!r}) with gradient tracking on first"
@@ -550,7 +574,15 @@ class Graph:
                 gn.value = None
         return out
 
+    @staticmethod
+    def _released(what: str, n: Node, y: Node) -> ReleasedValueError:
+        fix = f"run forward_node({y.name!r}) again"
+        if n.released_by != _BY_RELEASE_VALUES:
+            fix = f"pass retain_graph=True to that earlier call, or {fix}"
+        return ReleasedValueError(f"{what} needs the value of {n.describe()}, which {n.released_by} released; {fix}")
+
     def _release(self, nodes: list[Node], by: str) -> None:
+        """Drop the values of nodes; ``by`` says who did it, for the error a later backward raises."""
         for n in nodes:
             if n.value is not None:
                 self._account(-n.value.nbytes)
@@ -580,7 +612,7 @@ class Graph:
             else:
                 x.grad += gv
         if not retain_graph:
-            self._release(plan.path, y.name)
+            self._release(plan.path, f"an earlier backward of {y.name!r} (retain_graph=False)")
 
     def _unique_nodes(self, targets: NodeId | Sequence[NodeId]) -> list[Node]:
         items = [targets] if isinstance(targets, (NodeId, str)) else list(targets)
@@ -608,6 +640,7 @@ class Graph:
         if create_graph:
             if not self._grad_enabled:
                 raise GraphError(f"grad(create_graph=True) of {yn.describe()} inside no_grad; call it outside")
+            self._require_scalar(yn, "grad")
             key = self._plan_key(yn, xn)
             grads = self._grad_nodes.get(key)
             if grads is None:
@@ -625,7 +658,7 @@ class Graph:
         self._check_unused(yn, xn, values, allow_unused)
         out = [None if v is None else np.array(v, copy=True) for v in values]
         if not retain_graph:
-            self._release(plan.path, yn.name)
+            self._release(plan.path, f"an earlier grad of {yn.name!r} (retain_graph=False)")
         return out[0] if single else out
 
     @staticmethod
@@ -639,8 +672,10 @@ class Graph:
                     "pass allow_unused=True to get None for it"
                 )
 
-    def clear_jacobi(self, nodes: Sequence[NodeId] | None = None) -> None:
+    def clear_jacobi(self, nodes: NodeId | str | Sequence[NodeId | str] | None = None) -> None:
         """Clear accumulated gradients (of all nodes, or of the given ones)."""
+        if isinstance(nodes, (NodeId, str)):
+            nodes = [nodes]
         for n in self._nodes if nodes is None else [self._node(x) for x in nodes]:
             if n.grad is not None:
                 self._account(-n.grad.nbytes)
@@ -650,7 +685,7 @@ class Graph:
 
     def release_values(self) -> None:
         """Drop every intermediate value (leaves keep theirs); forward_node recomputes them."""
-        self._release([n for n in self._nodes if n.op is not None], "release_values")
+        self._release([n for n in self._nodes if n.op is not None], _BY_RELEASE_VALUES)
 
     # ------------------------------------------------------------ memory
 
@@ -664,6 +699,14 @@ class Graph:
 
 
 _EMPTY = __import__("inspect").Parameter.empty
+_BY_RELEASE_VALUES = "release_values()"
+
+
+def _as_dtype(what: str, dtype: Any) -> np.dtype:
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise GraphError(f"{what}: {dtype!r} is not a dtype (use e.g. 'float32', 'float64' or 'int64')") from None
 
 
 def _op_method(op: OpDef) -> Callable[..., NodeId]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,7 @@ class Node:
         "detached",
         "dtype",
         "grad",
+        "grad_of",
         "hidden",
         "index",
         "inputs",
@@ -63,6 +65,8 @@ class Node:
         self.user_named = False
         # Per input: True where the op reads only that input's runtime shape, not its value.
         self.shape_mask: tuple[bool, ...] = ()
+        # For a gradient node: the forward node whose derivative it helps compute (for messages).
+        self.grad_of: Node | None = None
 
     @property
     def is_leaf(self) -> bool:
@@ -165,6 +169,13 @@ class NodeId:
 
     def __abs__(self) -> NodeId:
         return self.graph._apply("abs", (self,), {})
+
+    def __iter__(self) -> Iterator[NodeId]:
+        # Without this, Python would iterate through __getitem__, building index nodes without end
+        # along a batch dimension.
+        from .errors import GraphError
+
+        raise GraphError(f"node {self.name!r} cannot be iterated while the graph is being built; index it: x[i]")
 
     def __getitem__(self, key: Any) -> NodeId:
         return self.graph._apply("index", (self,), {"key": key})

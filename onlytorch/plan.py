@@ -109,26 +109,29 @@ def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
         parts = contributions.pop(n.index, None)
         if not parts:
             continue
+        start = len(g._nodes)
         total = parts[0]
         for part in parts[1:]:
             total = g.add(total, part)
         totals[n.index] = total
         edges = [(i, p) for i, p in _diff_inputs(n) if p.index in on_path]
-        if not edges:
-            continue
-        needs = [False] * len(n.inputs)
-        for i, _ in edges:
-            needs[i] = True
-        rule = n.op.vjp_rule if n.op is not None else None
-        assert rule is not None  # _diff_inputs returned edges, so n has a derivative rule
-        in_grads = rule(g._vjp_context(n, tuple(needs)), total)
-        for i, p in edges:
-            gi = in_grads[i]
-            if gi is None:
-                continue
-            if gi.shape != p.shape:
-                gi = g.sum_to(gi, NodeId(g, p.index))
-            contributions.setdefault(p.index, []).append(gi)
+        if edges:
+            needs = [False] * len(n.inputs)
+            for i, _ in edges:
+                needs[i] = True
+            rule = n.op.vjp_rule if n.op is not None else None
+            assert rule is not None  # _diff_inputs returned edges, so n has a derivative rule
+            in_grads = rule(g._vjp_context(n, tuple(needs)), total)
+            for i, p in edges:
+                gi = in_grads[i]
+                if gi is None:
+                    continue
+                if gi.shape != p.shape:
+                    gi = g.sum_to(gi, NodeId(g, p.index))
+                contributions.setdefault(p.index, []).append(gi)
+        for made in g._nodes[start:]:
+            if made.op is not None:
+                made.grad_of = n
     grads = [totals.get(x.index) for x in xs]
     for node in g._nodes[first_new:]:
         node.hidden = True
