@@ -223,6 +223,7 @@ class Graph:
         node.inputs = inputs
         node.attrs = full
         node.shape_mask = tuple(op.is_shape_only(i) for i in range(len(inputs)))
+        node.train_reads = tuple(p for i, p in enumerate(inputs) if i not in op.writes)
         return NodeId(self, node.index)
 
     def _build_composite(self, op: OpDef, inputs: tuple[Node, ...], attrs: dict[str, Any], name: str | None) -> NodeId:
@@ -412,7 +413,7 @@ class Graph:
                     continue
                 if n.value is not None and (not op.mode_dependent or n.mode == train):
                     ver = n.ver
-                    for p in n.inputs:
+                    for p in n.train_reads if train else n.inputs:
                         if p.ver > ver:
                             break
                     else:
@@ -525,12 +526,15 @@ class Graph:
             )
         train = self._train
         for a in self._forward_plan([y]).nodes:
-            if a.ver > y.ver:
+            if a.op is None:
+                continue
+            changed = next((p for p in (a.train_reads if train else a.inputs) if p.ver > a.ver), None)
+            if changed is not None:
                 raise StaleValueError(
-                    f"{what}: {a.describe()} changed after {y.name!r} was computed (by set_value, an optimizer step "
-                    f"or another forward); run forward_node({y.name!r}) again first"
+                    f"{what}: {changed.describe()} changed after {y.name!r} was computed (by set_value, an optimizer "
+                    f"step or another forward); run forward_node({y.name!r}) again first"
                 )
-            if a.op is not None and a.op.mode_dependent and a.mode != train:
+            if a.op.mode_dependent and a.mode != train:
                 mode = "train" if a.mode else "eval"
                 raise StaleValueError(
                     f"{what}: {a.describe()} was computed in {mode} mode, but the graph is now in the other mode; "
@@ -563,13 +567,10 @@ class Graph:
                     if d.value is not None:
                         self._account(-d.value.nbytes)
                         d.value = None
-        out: list[np.ndarray | None] = []
+        # Two targets may share one gradient node (a + b): read them all before freeing any.
+        out = [None if gn is None else gn.value for gn in plan.grads]
         for gn in plan.grads:
-            if gn is None:
-                out.append(None)
-                continue
-            out.append(gn.value)
-            if gn.op is not None and gn.value is not None:
+            if gn is not None and gn.op is not None and gn.value is not None:
                 self._account(-gn.value.nbytes)
                 gn.value = None
         return out
@@ -637,6 +638,10 @@ class Graph:
         single = isinstance(xs, NodeId)
         yn = self._node(y)
         xn = self._unique_nodes(xs)
+        asked = [xs] if single else list(xs)  # type: ignore[list-item]
+        # One result per entry of xs, also when an entry repeats (as torch.autograd.grad).
+        slot = {x.index: i for i, x in enumerate(xn)}
+        order = [slot[self._node(x).index] for x in asked]
         if create_graph:
             if not self._grad_enabled:
                 raise GraphError(f"grad(create_graph=True) of {yn.describe()} inside no_grad; call it outside")
@@ -651,7 +656,7 @@ class Graph:
             live = [gid for gid in grads if gid is not None]
             if live and yn.value is not None and yn.tracked:
                 self.forward_node(live)
-            return grads[0] if single else list(grads)
+            return grads[0] if single else [grads[i] for i in order]
         self._check_differentiable(yn, "grad")
         plan = self._backward_plan(yn, xn)
         values = self._run_backward(plan, f"grad of {yn.name!r}")
@@ -659,7 +664,7 @@ class Graph:
         out = [None if v is None else np.array(v, copy=True) for v in values]
         if not retain_graph:
             self._release(plan.path, f"an earlier grad of {yn.name!r} (retain_graph=False)")
-        return out[0] if single else out
+        return out[0] if single else [out[i] if order.count(i) == 1 or out[i] is None else out[i].copy() for i in order]
 
     @staticmethod
     def _check_unused(y: Node, xs: list[Node], grads: Sequence[Any], allow_unused: bool) -> None:

@@ -38,6 +38,7 @@ class Node:
         "shape",
         "shape_mask",
         "tracked",
+        "train_reads",
         "user_named",
         "value",
         "ver",
@@ -65,6 +66,8 @@ class Node:
         self.user_named = False
         # Per input: True where the op reads only that input's runtime shape, not its value.
         self.shape_mask: tuple[bool, ...] = ()
+        # The inputs whose changes make its value stale in train mode (all but those it writes).
+        self.train_reads: tuple[Node, ...] = ()
         # For a gradient node: the forward node whose derivative it helps compute (for messages).
         self.grad_of: Node | None = None
 

@@ -340,14 +340,9 @@ def test_bad_index_values_at_run_time(m):
     m.train_step()
 
 
-# ---------------------------------------------------------------- known violations (ops layer, reported)
+# ---------------------------------------------------------------- op arguments checked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ops/shape_ops.py take_along: float indices are silently truncated (0.7 -> 0, 1.9 -> 1) instead of "
-    "raising a GraphError as embedding and one_hot do",
-)
 def test_take_along_with_float_indices_raises(m):
     idx = m.g.input("idx", shape=(None, 1))  # float, by mistake
     picked = m.g.take_along(m.x, idx, axis=1, name="picked")
@@ -357,11 +352,15 @@ def test_take_along_with_float_indices_raises(m):
         m.g.forward_node(picked)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ops/elementwise.py gelu: an unknown approximate= value is silently treated as the exact form",
-)
 def test_gelu_with_an_unknown_approximation_raises(m):
     m.g.set_value(m.x, X)
     with pytest.raises(ot.GraphError, match=r"approximate"):
         m.g.forward_node(m.g.gelu(m.x, approximate="tahn", name="act"))
+
+
+def test_softplus_beta_and_one_hot_classes_are_checked(m):
+    with pytest.raises(ot.ShapeError, match="beta must be positive"):
+        m.g.softplus(m.x, beta=0)
+    labels = m.g.input("labels_bad", shape=(None,), dtype="int64")
+    with pytest.raises(ot.ShapeError, match="num_classes must be a positive integer"):
+        m.g.one_hot(labels, num_classes="a")

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .registry import defop
+from .registry import ShapeRuleError, defop
 from .shapes import comparison, elementwise, same
 
 # ---------------------------------------------------------------- arithmetic
@@ -361,7 +361,13 @@ def _(ctx, gy):
 _SQRT_2PI = math.sqrt(2 * math.pi)
 
 
-@defop("gelu", same)
+def _gelu_shape(x, *, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ShapeRuleError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return x, "f"
+
+
+@defop("gelu", _gelu_shape)
 def gelu(x, *, approximate="none"):
     """Gaussian error linear unit: x * Phi(x) (approximate='tanh' for the tanh form)."""
     if approximate == "tanh":
@@ -384,7 +390,13 @@ def _(ctx, gy):
     return (gy * (cdf + x * pdf),)
 
 
-@defop("softplus", same)
+def _softplus_shape(x, *, beta=1.0, threshold=20.0):
+    if not beta > 0:
+        raise ShapeRuleError(f"softplus: beta must be positive, got {beta!r}")
+    return x, "f"
+
+
+@defop("softplus", _softplus_shape)
 def softplus(x, *, beta=1.0, threshold=20.0):
     """log(1 + e ** (beta x)) / beta, linear where beta x > threshold (as torch)."""
     z = x * beta

@@ -45,7 +45,7 @@ def _batch_norm_shape(x, gamma, beta, running_mean, running_var, *, momentum, ep
     return x, "f"
 
 
-@defop("batch_norm", _batch_norm_shape, nondiff=(3, 4), mode_dependent=True)
+@defop("batch_norm", _batch_norm_shape, nondiff=(3, 4), mode_dependent=True, writes=(3, 4))
 def batch_norm(ctx, x, gamma, beta, running_mean, running_var, *, momentum=0.1, eps=1e-5):
     """Normalise features over the batch. Train mode: batch statistics, and the running
     statistics (states) move towards them by momentum (unbiased variance, as torch). Eval mode:

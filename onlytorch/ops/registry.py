@@ -76,6 +76,9 @@ class OpDef:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     # The output keeps input 0's dtype (integer labels stay integers through index/reshape).
     keep_dtype: bool = False
+    # Inputs the op writes in train mode without reading them (batch norm's running statistics):
+    # their changes do not make its train-mode value stale.
+    writes: frozenset[int] = frozenset()
     # A composite op builds its result from other ops: build(g, *inputs, **attrs) -> NodeId.
     # Its forward and derivative are those of the ops it is made of.
     build: Callable[..., NodeId] | None = None
@@ -106,6 +109,7 @@ def defop(
     public: bool = True,
     aliases: Sequence[str] = (),
     keep_dtype: bool = False,
+    writes: Sequence[int] = (),
 ) -> Callable[[Callable[..., np.ndarray]], OpDef]:
     """Register an op. The forward's signature declares it: positional parameters are the input
     nodes (``*xs`` for a variable number), keyword-only parameters are attributes with defaults,
@@ -129,6 +133,7 @@ def defop(
             doc=(fn.__doc__ or "").strip(),
             aliases=tuple(aliases),
             keep_dtype=keep_dtype,
+            writes=frozenset(writes),
         )
         _add(op)
         return op

@@ -282,6 +282,8 @@ def take_along(x, idx, *, axis=-1):
     """Values of x at the integer positions idx along axis (numpy take_along_axis, torch gather)."""
     # As torch.gather (and the shape rule): off the axis, idx may be shorter than x and reads its
     # leading part; numpy would broadcast a size-1 idx dimension instead.
+    if idx.dtype.kind not in "iu":
+        raise ValueError(f"take_along needs integer indices, got {idx.dtype} (declare the input with dtype='int64')")
     ax = axis % x.ndim
     x = x[tuple(slice(None) if d == ax else slice(0, n) for d, n in enumerate(idx.shape))]
     return np.take_along_axis(x, idx.astype(np.intp, copy=False), axis=axis)
@@ -308,7 +310,13 @@ def _(ctx, gy):
     return ctx.g.take_along(gy, ctx.inputs[2], axis=ctx.attrs["axis"]), None, None
 
 
-@defop("one_hot", lambda idx, *, num_classes: (idx + (num_classes,), "f"), nondiff=(0,))
+def _one_hot_shape(idx, *, num_classes):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ShapeRuleError(f"one_hot: num_classes must be a positive integer, got {num_classes!r}")
+    return idx + (int(num_classes),), "f"
+
+
+@defop("one_hot", _one_hot_shape, nondiff=(0,))
 def one_hot(idx, *, num_classes):
     """1.0 at each integer label's position along a new last axis of size num_classes."""
     idx = np.asarray(idx)

@@ -45,17 +45,6 @@ def _with_gen(spec: F, gen: str) -> F:
 # A known engine bug: g.grad / backward_nodes give None to the second of two targets whose gradient
 # is the very same node (add of two same-shaped inputs returns gy for both): Graph._run_backward
 # (graph.py) releases a gradient node's value right after the first target reads it.
-SHARED_GRAD_NODE_BUG = (
-    "graph.py Graph._run_backward releases a gradient node's value after the first target reads it, "
-    "so a second target with the same gradient node (a + b, same shapes) gets None"
-)
-BINARY_XFAIL = {
-    "add-same": {
-        "grad": SHARED_GRAD_NODE_BUG,
-        "finite_differences": SHARED_GRAD_NODE_BUG,
-        "float32": SHARED_GRAD_NODE_BUG,
-    }
-}
 
 BINARY_CASES = [
     Case(
@@ -64,7 +53,6 @@ BINARY_CASES = [
         [_with_gen(sa, ga), _with_gen(sb, gb)],
         ot_fn,
         ref_fn,
-        xfail=BINARY_XFAIL.get(f"{op}-{variant}", {}),
     )
     for op, (ot_fn, ref_fn, ga, gb) in BINARY.items()
     for variant, (sa, sb) in BROADCASTS.items()
