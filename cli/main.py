@@ -42,6 +42,65 @@ def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> Non
     sys.exit(2 if failed else 0)
 
 
+def _overrides(sets: tuple[str, ...], seed: int | None) -> list[tuple[str, object]]:
+    from onlytorch.spec.overrides import parse
+
+    out: list[tuple[str, object]] = []
+    for item in sets:
+        try:
+            out.append(parse(item))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--set") from None
+    if seed is not None:
+        out.append(("seed", seed))
+    return out
+
+
+def _compile_or_exit(spec: str, overrides: list[tuple[str, object]]):  # type: ignore[no-untyped-def]
+    from onlytorch.compile import compile_file
+
+    compiled, report = compile_file(spec, overrides)
+    if report.items:
+        click.echo(report.render(), err=True)
+    if compiled is None:
+        click.echo(f"{spec}: invalid ({len(report.errors)} errors); see onlytorch validate {spec}", err=True)
+        sys.exit(2)
+    return compiled
+
+
+@cli.command("train")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False), help="The run directory (default: runs/NAME, numbered if taken).")
+@click.option("--seed", type=int, help="Override the spec's seed.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. --set train.steps=100 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--force", is_flag=True, help="With --resume: continue even though the spec changed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
+def train_command(spec: str, out: str | None, seed: int | None, sets: tuple[str, ...], resume: bool, force: bool, quiet: bool) -> None:
+    """Train SPEC: run its schedule, log metrics, write checkpoints, evaluate under no_grad.
+    Exit 0 done, 1 failed, 2 invalid spec or usage, 3 diverged, 130 interrupted (resumable)."""
+    from onlytorch_cli.train_cmd import run_training
+
+    overrides = _overrides(sets, seed)
+    compiled = _compile_or_exit(spec, overrides)
+    sys.exit(run_training(compiled, spec, out, [*sets, *([f"seed={seed}"] if seed is not None else [])], resume, force, quiet))
+
+
+@cli.command("eval")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("--checkpoint", "checkpoint", required=True, type=click.Path(exists=True, dir_okay=False), help="A checkpoint (.npz) of a run of SPEC.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), help="The split to evaluate (default: the spec's eval split).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a spec value (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_command(spec: str, checkpoint: str, split: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Evaluate a checkpoint of SPEC under no_grad (eval mode: dropout off, batch-norm running
+    statistics) and print its metrics."""
+    from onlytorch_cli.train_cmd import run_eval
+
+    compiled = _compile_or_exit(spec, _overrides(sets, None))
+    sys.exit(run_eval(compiled, checkpoint, split, as_json))
+
+
 @cli.command("graph")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True, help="Mermaid (renders on GitHub) or Graphviz DOT.")

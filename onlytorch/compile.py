@@ -88,7 +88,8 @@ class _Poisoned(Exception):
     """A name whose definition already produced a diagnostic: dependents stay quiet."""
 
 
-def compile_file(path: str | pathlib.Path) -> tuple[Compiled | None, Report]:
+def compile_file(path: str | pathlib.Path, overrides: list[tuple[str, Any]] | None = None) -> tuple[Compiled | None, Report]:
+    """Compile the spec at path, with ``--set`` overrides (dotted path, value) applied first."""
     p = pathlib.Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -96,10 +97,12 @@ def compile_file(path: str | pathlib.Path) -> tuple[Compiled | None, Report]:
         report = Report(str(path), "")
         report.add(Diagnostic("E-YAML", f"cannot read the spec: {e}"))
         return None, report
-    return compile_text(text, str(path), p.resolve().parent)
+    return compile_text(text, str(path), p.resolve().parent, overrides)
 
 
-def compile_text(text: str, filename: str = "<spec>", base_dir: pathlib.Path | None = None) -> tuple[Compiled | None, Report]:
+def compile_text(
+    text: str, filename: str = "<spec>", base_dir: pathlib.Path | None = None, overrides: list[tuple[str, Any]] | None = None
+) -> tuple[Compiled | None, Report]:
     """Compile a spec; returns (compiled or None when there are errors, the full report)."""
     report = Report(filename, text)
     located = load(text)
@@ -110,6 +113,13 @@ def compile_text(text: str, filename: str = "<spec>", base_dir: pathlib.Path | N
         line, col = located.at(())
         report.add(Diagnostic("E-TYPE", "a spec is a mapping of sections (version, name, inputs, ...)", (), line or 1, col or 1))
         return None, report
+    if overrides:
+        from .spec.overrides import apply
+
+        problems = apply(located.data, list(overrides))
+        report.extend(problems)
+        if problems:
+            return None, report
     compiler = _Compiler(located, report, base_dir or pathlib.Path.cwd())
     try:
         compiled = compiler.run()
@@ -159,7 +169,10 @@ def _model_for(root: Any, located_data: Any, path: Path) -> Any:
             fields = {(f.alias or k): f for k, f in cur.model_fields.items()}
             if part not in fields:
                 return None
-            cur = fields[part].annotation
+            f = fields[part]
+            # pydantic moves a field's top-level Annotated metadata (a union's Discriminator) into
+            # f.metadata: put it back, or _unwrap cannot pick the union member the data selects.
+            cur = typing.Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
         else:
             origin = typing.get_origin(cur)
             args = typing.get_args(cur)
@@ -267,14 +280,24 @@ class _Compiler:
         self.report = report
         self.base_dir = base_dir
         self.broken: set[str] = set()  # names whose definitions failed: no cascades from them
+        # values the loader refused (a !!python/... tag): they are None now, which is not news
+        self.refused = [d.path for d in located.diagnostics if d.code in ("E-YAML-TAG", "E-YAML")]
+
+    def quiet(self, path: Path) -> bool:
+        """Whether a diagnostic at path would only repeat that the loader refused a value there."""
+        return any(tuple(path[: len(r)]) == tuple(r) for r in self.refused)
 
     # -------------------------------------------------------------- helpers
 
     def error(self, code: str, message: str, path: Path, key: bool = False, hint: str | None = None, width: int = 1) -> None:
+        if self.quiet(path):
+            return
         line, col = self.loc.at(path, key=key)
         self.report.add(Diagnostic(code, message, path, line, col, hint, width))
 
     def expr_error(self, e: X.ExprError, path: Path) -> None:
+        if self.quiet(path):
+            return
         line, col = self.loc.expression_column(path, e.offset)
         self.report.add(Diagnostic(e.code, e.message, path, line, col, e.hint, e.width))
 
@@ -285,7 +308,7 @@ class _Compiler:
         try:
             return S.Spec.model_validate(data)
         except ValidationError as err:
-            self.report.extend(_validation_diagnostics(err, self.loc, (), S.Spec))
+            self.report.extend(d for d in _validation_diagnostics(err, self.loc, (), S.Spec) if not self.quiet(d.path))
         # Keep every entry that validates on its own, so the semantic checks still run on them.
         fields = S.Spec.model_fields
         kept: dict[str, Any] = {}
@@ -344,12 +367,11 @@ class _Compiler:
         self.inputs = self.build_inputs()
         for name, m in spec.modules.items():
             self.modules[name] = ModuleInfo(name, m, "copy" if m.copy_of else "layers" if m.layers is not None else "cell" if m.cell else "subgraph")
-        for section, table in self.sections.items():
-            for name in table:
-                try:
-                    self.resolve(name, (section, name), 0, 1)
-                except _Poisoned:
-                    pass
+        for section, name in self.build_order():
+            try:
+                self.resolve(name, (section, name), 0, 1)
+            except _Poisoned:
+                pass
         losses = {k: self.names[k] for k in spec.losses if k in self.names}
         metrics = {k: self.names[k] for k in spec.metrics if k in self.names}
         self.check_losses(losses)
@@ -360,6 +382,7 @@ class _Compiler:
         optimizers, schedules = self.build_optimizers(opt_params)
         phases = self.analyse_phases(losses, opt_params, optimizers)
         self.check_eval(losses, metrics)
+        self.check_layers_unbuilt()
         self.check_unused(opt_params, phases, targets)
         if self.report.errors:
             return None
@@ -395,6 +418,42 @@ class _Compiler:
             if name in self.ops or name in SPECIAL_FUNCTIONS:
                 self.error("E-DUP", f"the module name {name!r} hides the function {name}(); rename the module", ("modules", name), key=True, width=len(name))
                 self.broken.add(name)
+
+    def build_order(self) -> list[tuple[str, str]]:
+        """Every definition, each after the names it uses (when they form no circle), so that
+        resolve's recursion stays as deep as one expression however long a chain of nodes is."""
+        where = {name: section for section, table in self.sections.items() for name in table}
+        uses: dict[str, list[str]] = {}
+        for name, section in where.items():
+            try:
+                tree = X.parse(self.sections[section][name])
+            except X.ExprError:
+                uses[name] = []
+                continue
+            uses[name] = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in where and n.id != name]
+        order: list[str] = []
+        cyclic: set[str] = set()  # left to the file-order pass, which reports the circle where it is entered
+        state: dict[str, int] = {}  # 1: being visited, 2: done
+        for root in where:
+            if root in state:
+                continue
+            state[root] = 1
+            stack = [(root, iter(uses[root]))]
+            while stack:
+                name, deps = stack[-1]
+                dep = next(deps, None)
+                if dep is None:
+                    stack.pop()
+                    state[name] = 2
+                    order.append(name)
+                elif dep not in state:
+                    state[dep] = 1
+                    stack.append((dep, iter(uses[dep])))
+                elif state[dep] == 1:
+                    names = [n for n, _ in stack]
+                    cyclic.update(names[names.index(dep) :])
+        first = [n for n in order if n not in cyclic]
+        return [(where[n], n) for n in [*first, *where]]
 
     def known_names(self) -> list[str]:
         return [*self.spec.inputs, *self.spec.nodes, *self.spec.losses, *self.spec.metrics]
@@ -478,6 +537,9 @@ class _Compiler:
             options = [*self.ops, *self.spec.modules, *SPECIAL_FUNCTIONS]
             raise X.ExprError("E-NAME", f"unknown function {fname!r}", start, width, did_you_mean(fname, options))
         args, kwargs = X.call_arguments(node, ev)
+        problem = _attr_problem(op, args, kwargs)
+        if problem:
+            raise X.ExprError("E-ARG", problem, start, width)
         return getattr(self.g, op.name)(*args, **kwargs)
 
     def call_scan(self, node: ast.Call, ev: Callable[[ast.expr], Any], start: int, width: int) -> NodeId:
@@ -490,8 +552,12 @@ class _Compiler:
                 raise _Poisoned(cell)
             raise X.ExprError("E-NAME", f"unknown module {cell!r}", s, w, did_you_mean(cell, self.modules))
         xs, h = ev(node.args[1]), ev(node.args[2])
+        if not isinstance(xs, NodeId) or not isinstance(h, NodeId):
+            raise X.ExprError("E-ARG", "scan takes a cell module and two nodes: scan(cell, xs, h0)", start, width)
         if len(xs.shape) < 2 or xs.shape[1] is None:
             raise X.ExprError("E-SHAPE", f"scan runs over axis 1 of xs, which needs a fixed length; xs has shape {_fmt(xs.shape)}", start, width)
+        if xs.shape[1] > MAX_UNROLL:
+            raise X.ExprError("E-SHAPE", f"scan would unroll {xs.shape[1]} steps, more than {MAX_UNROLL}: feed the sequence in windows (input 'window')", start, width)
         states = []
         for t in range(xs.shape[1]):
             h = self.call_module(self.modules[cell], [xs[:, t], h], start, width)
@@ -544,6 +610,10 @@ class _Compiler:
             x = args[0]
             if not x.shape or x.shape[-1] is None:
                 raise X.ExprError("E-SHAPE", f"cell {m.name}: its input needs a fixed last dimension, got {_fmt(x.shape)}", start, width)
+            try:
+                _check_size(f"cell {m.name}", (x.shape[-1] + (spec.hidden or 1), 3 * (spec.hidden or 1)))
+            except _LayerError as e:
+                raise X.ExprError("E-MODULE", str(e), start, width) from None
             cell = cls(self.g, x.shape[-1], spec.hidden or 1, name=m.name)
             m.params = cell.parameters()
             m.call = cell
@@ -560,7 +630,7 @@ class _Compiler:
         layers: list[Callable[[NodeId], NodeId]] = []
         x = args[0]
         for i, item in enumerate(items):
-            ipath = path + ("layers", i)
+            ipath = self.layer_path(path, i)
             try:
                 layer = self.layer(m.name, i, item, x, ipath)
                 x = layer(x)
@@ -584,14 +654,42 @@ class _Compiler:
         x_out = x
         return call
 
-    def layer(self, module: str, i: int, item: Any, x: NodeId, path: Path) -> Callable[[NodeId], NodeId]:
-        g = self.g
+    def layer_path(self, path: Path, i: int) -> Path:
+        """Where layer i of the module at path is written: under 'layers', or in the short form's list."""
+        short = isinstance(_get(self.loc.data, path), list)
+        return path + (i,) if short else path + ("layers", i)
+
+    def check_layers_unbuilt(self) -> None:
+        """The layer list of a module no expression built (never called, or its caller broke): its
+        layer names are still checked, so that a typo there is not hidden."""
+        for m in self.modules.values():
+            if m.call is not None or m.name in self.broken or m.kind != "layers" or not m.spec.layers:
+                continue
+            for i, item in enumerate(m.spec.layers):
+                try:
+                    self.layer_kind(item)
+                except _LayerError as e:
+                    self.error("E-MODULE", str(e), self.layer_path(("modules", m.name), i), hint=e.hint)
+
+    def layer_kind(self, item: Any) -> tuple[Any, Any]:
+        """(kind, argument) of a layer item; raises _LayerError for a malformed item or an unknown layer."""
         if isinstance(item, str):
             kind, arg = item, None
         elif isinstance(item, dict) and len(item) == 1:
             kind, arg = next(iter(item.items()))
         else:
             raise _LayerError(f"a layer is a name (relu) or a one-key mapping ({{linear: 64}}), got {item!r}")
+        if kind in LAYERS_WITH_PARAMS:
+            return kind, arg
+        op = self.ops.get(kind)
+        if op is None or len(op.input_names) != 1 or op.variadic or op.build is None and op.vjp_rule is None and kind != "dropout":
+            options = [*LAYERS_WITH_PARAMS, *(k for k, v in self.ops.items() if len(v.input_names) == 1 and not v.variadic)]
+            raise _LayerError(f"unknown layer {kind!r}", did_you_mean(str(kind), options))
+        return kind, arg
+
+    def layer(self, module: str, i: int, item: Any, x: NodeId, path: Path) -> Callable[[NodeId], NodeId]:
+        g = self.g
+        kind, arg = self.layer_kind(item)
         name = f"{module}.{i}"
         if kind == "linear":
             opts = {"out": arg} if not isinstance(arg, dict) else dict(arg)
@@ -604,6 +702,7 @@ class _Compiler:
                 raise _LayerError(f"linear needs a positive output size, e.g. {{linear: 64}}; got {out!r}")
             if not x.shape or x.shape[-1] is None:
                 raise _LayerError(f"linear needs an input with a fixed last dimension, got {_fmt(x.shape)}")
+            _check_size("linear", (x.shape[-1], out))
             return nn.Linear(g, x.shape[-1], out, bias=bool(bias), name=name, init=str(init))
         if kind in ("batch_norm", "layer_norm"):
             opts = dict(arg) if isinstance(arg, dict) else {}
@@ -611,6 +710,7 @@ class _Compiler:
                 raise _LayerError(f"{kind} takes options as a mapping, e.g. {{{kind}: {{eps: 1.0e-5}}}}")
             if not x.shape or x.shape[-1] is None:
                 raise _LayerError(f"{kind} needs an input with a fixed last dimension, got {_fmt(x.shape)}")
+            _check_size(kind, (x.shape[-1],))
             try:
                 if kind == "batch_norm":
                     return nn.BatchNorm(g, x.shape[-1], name=name, **opts)
@@ -619,14 +719,17 @@ class _Compiler:
                 raise _LayerError(f"{kind}: {e}") from None
         if kind == "embedding":
             opts = dict(arg) if isinstance(arg, dict) else {}
-            if set(opts) != {"num", "dim"}:
-                raise _LayerError("embedding takes {num: N, dim: D}")
-            return nn.Embedding(g, int(opts["num"]), int(opts["dim"]), name=name)
-        op = self.ops.get(kind)
-        if op is None or len(op.input_names) != 1 or op.variadic or op.build is None and op.vjp_rule is None and kind != "dropout":
-            options = [*LAYERS_WITH_PARAMS, *(k for k, v in self.ops.items() if len(v.input_names) == 1 and not v.variadic)]
-            raise _LayerError(f"unknown layer {kind!r}", did_you_mean(str(kind), options))
+            if set(opts) != {"num", "dim"} or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in opts.values()):
+                raise _LayerError("embedding takes {num: N, dim: D}, two positive integers")
+            _check_size("embedding", (opts["num"], opts["dim"]))
+            return nn.Embedding(g, opts["num"], opts["dim"], name=name)
+        op = self.ops[kind]
         method = getattr(g, op.name)
+        if isinstance(arg, dict) and not all(isinstance(k, str) for k in arg):
+            raise _LayerError(f"{kind} takes options by name, e.g. {{{kind}: {{name: value}}}}")
+        problem = _attr_problem(op, [None, *(arg if isinstance(arg, list) else [] if arg is None or isinstance(arg, dict) else [arg])], arg if isinstance(arg, dict) else {})
+        if problem:
+            raise _LayerError(problem)
         if arg is None:
             return lambda v: method(v)
         if isinstance(arg, dict):
@@ -638,6 +741,11 @@ class _Compiler:
     def build_subgraph(self, m: ModuleInfo, spec: S.ModuleSpec, path: Path) -> Callable[..., NodeId] | None:
         params: dict[str, NodeId] = {}
         for pname, p in spec.params.items():
+            try:
+                _check_size(f"parameter {pname}", tuple(p.shape))
+            except _LayerError as e:
+                self.error("E-MODULE", f"module {m.name}: {e}", path + ("params", pname, "shape"))
+                return None
             try:
                 params[pname] = self.g.parameter(f"{m.name}.{pname}", shape=tuple(p.shape), init=p.init, **p.init_args)
             except GraphError as e:
@@ -678,7 +786,8 @@ class _Compiler:
             if src is None:
                 continue
             if m.call is None:
-                self.error("W-UNUSED", f"target module {m.name} is never called", ("modules", m.name), key=True, width=len(m.name))
+                if not self.used_by_broken(m.name):
+                    self.error("W-UNUSED", f"target module {m.name} is never called", ("modules", m.name), key=True, width=len(m.name))
                 continue
             if len(src.params) != len(m.params) or any(a.shape != b.shape for a, b in zip(src.params, m.params)):
                 self.error("E-MODULE", f"{m.name} must be called with inputs shaped like {src.name}'s so that their parameters match", ("modules", m.name, "copy_of"))
@@ -808,6 +917,16 @@ class _Compiler:
         for i, name in enumerate(ev.metrics or []):
             if name not in metrics and name not in losses and name not in self.broken:
                 self.error("E-NAME", f"eval: unknown metric {name!r}", ("eval", "metrics", i), hint=did_you_mean(name, [*metrics, *losses]))
+        if ev.samples is not None:
+            node = self.names.get(ev.samples.node)
+            if node is None:
+                if ev.samples.node not in self.broken:
+                    self.error("E-NAME", f"eval.samples: unknown node {ev.samples.node!r}", ("eval", "samples", "node"), hint=did_you_mean(ev.samples.node, self.known_names()))
+            else:
+                data_inputs = [n for n, i in self.spec.inputs.items() if i.from_ and not i.from_.startswith("noise.") and n in self.inputs]
+                reads = {a.name for a in self.g._forward_plan([self.g._node(node)]).nodes if a.kind == "input"}
+                if reads & set(data_inputs):
+                    self.error("E-ARG", f"eval.samples: {ev.samples.node} reads data inputs ({', '.join(sorted(reads & set(data_inputs)))}); samples must come from noise only", ("eval", "samples", "node"))
 
     # -------------------------------------------------------------- optimizers
 
@@ -822,7 +941,8 @@ class _Compiler:
             if pat in self.modules:
                 hit = list(self.modules[pat].params)
                 if not hit and self.modules[pat].call is None:
-                    self.error("W-UNUSED", f"module {pat} is never called, so it has no parameters", path + (i,))
+                    if not self.used_by_broken(pat):
+                        self.error("W-UNUSED", f"module {pat} is never called, so it has no parameters", path + (i,))
                     continue
             elif pat in self.broken:
                 ok = False
@@ -857,22 +977,46 @@ class _Compiler:
         optimizers: dict[str, Any] = {}
         schedules: dict[str, Any] = {}
         for name, opt in self.spec.optimizers.items():
-            if name not in opt_params or not opt_params[name]:
-                continue
+            path: Path = ("optimizers", name)
             hyper = opt.model_dump(exclude={"type", "params", "schedule"})
             if "betas" in hyper and hyper["betas"] is not None:
                 hyper["betas"] = tuple(hyper["betas"])
+            sched = opt.schedule.model_dump(exclude={"type"}) if opt.schedule is not None else None
+            # The hyper-parameters are checked on a scratch parameter first, so that they are
+            # checked even when the optimizer's own parameters cannot be selected.
+            scratch = Graph()
             try:
-                optimizers[name] = OPTIMIZERS[opt.type](self.g, opt_params[name], **hyper)
+                probe = OPTIMIZERS[opt.type](scratch, [scratch.parameter("p", shape=(1,), init="zeros")], **hyper)
             except GraphError as e:
-                self.error("E-TYPE", f"optimizer {name}: {e}", ("optimizers", name))
+                self.error("E-TYPE", f"optimizer {name}: {e}", self._hyper_path(path, str(e)))
                 continue
             if opt.schedule is not None:
                 try:
-                    schedules[name] = SCHEDULES[opt.schedule.type](optimizers[name], **opt.schedule.model_dump(exclude={"type"}))
+                    SCHEDULES[opt.schedule.type](probe, **(sched or {}))
                 except GraphError as e:
-                    self.error("E-TYPE", f"schedule of optimizer {name}: {e}", ("optimizers", name, "schedule"))
+                    self.error("E-TYPE", f"schedule of optimizer {name}: {e}", self._hyper_path(path + ("schedule",), str(e)))
+                    continue
+            if name not in opt_params or not opt_params[name]:
+                continue
+            try:
+                optimizers[name] = OPTIMIZERS[opt.type](self.g, opt_params[name], **hyper)
+            except GraphError as e:
+                self.error("E-TYPE", f"optimizer {name}: {e}", path)
+                continue
+            if opt.schedule is not None:
+                schedules[name] = SCHEDULES[opt.schedule.type](optimizers[name], **(sched or {}))
         return optimizers, schedules
+
+    def _hyper_path(self, path: Path, message: str) -> Path:
+        """The key of the hyper-parameter a message names (``lr``, ``betas``, ...), else path."""
+        import re
+
+        given = _get(self.loc.data, path)
+        if isinstance(given, dict):
+            for key in given:
+                if key not in ("type", "params", "schedule") and re.search(rf"\b{re.escape(str(key))}\b", message):
+                    return path + (key,)
+        return path
 
     # -------------------------------------------------------------- phases
 
@@ -1000,22 +1144,76 @@ class _Compiler:
                 trained |= {p.name for p in opt_params.get(o, []) if p.name in reached}
         copies = {p.name for m in self.modules.values() if m.kind == "copy" for p in m.params}
         if self.spec.train is not None and not self.report.errors:
+            idle: dict[str, list[str]] = {}  # module -> its parameters no phase updates
             for p in self.g.parameters():
                 if p.name not in trained and p.name not in copies:
-                    module = p.name.split(".", 1)[0]
-                    where = ("modules", module) if module in self.spec.modules else ("optimizers",)
-                    self.error("W-UNUSED", f"parameter {p.name} is never updated by any phase", where, key=module in self.spec.modules)
-        if self.report.errors:
-            return  # a module or parameter left unused by a broken definition is not news
+                    idle.setdefault(p.name.split(".", 1)[0], []).append(p.name)
+            for module, names in idle.items():
+                where = ("modules", module) if module in self.spec.modules else ("optimizers",)
+                what = f"parameter {names[0]} is" if len(names) == 1 else f"parameters {', '.join(names)} are"
+                self.error("W-UNUSED", f"{what} never updated by any phase", where, key=module in self.spec.modules, width=len(module))
         for name, m in self.modules.items():
-            if m.call is None and name not in self.broken and m.kind != "copy":
+            if m.call is None and name not in self.broken and m.kind != "copy" and not self.used_by_broken(name):
                 self.error("W-UNUSED", f"module {name} is never called", ("modules", name), key=True, width=len(name))
+
+    def used_by_broken(self, module: str) -> bool:
+        """Whether a definition that failed names this module (so it may be uncalled only because of that)."""
+        import re
+
+        word = re.compile(rf"\b{re.escape(module)}\b")
+        raw = self.loc.data if isinstance(self.loc.data, dict) else {}
+        for section in ("nodes", "losses", "metrics", "modules"):
+            table = raw.get(section)
+            if f"<{section}>" in self.broken:
+                return True
+            if not isinstance(table, dict):
+                continue
+            for name, text in table.items():
+                if str(name) != module and str(name) in self.broken and word.search(str(text)):
+                    return True
+        return False
 
 
 class _LayerError(Exception):
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
+
+
+MAX_ELEMENTS = 2**27  # per parameter: validate allocates and initialises every parameter
+MAX_UNROLL = 4096  # scan steps: each one is a copy of the cell in the static graph
+
+
+def _check_size(what: str, shape: tuple[int, ...]) -> None:
+    """Refuse a parameter too large to allocate (a typo such as linear: 1000000000), before numpy tries."""
+    n = 1
+    for d in shape:
+        n *= d
+    if n > MAX_ELEMENTS:
+        raise _LayerError(f"{what} would need a parameter of {n:,} values (shape {tuple(shape)}); the limit is {MAX_ELEMENTS:,}")
+
+
+def _attr_problem(op: Any, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """A message when an op's attribute gets a value of the wrong kind (a string for a number, ...),
+    judged by the kind of its default; the engine checks the rest when it builds the node."""
+    if op.variadic:
+        given = dict(kwargs)
+    else:
+        given = dict(zip(op.attr_defaults, args[len(op.input_names) :]))
+        given.update(kwargs)
+    for key, value in given.items():
+        default = op.attr_defaults.get(key)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "True or False"
+        elif isinstance(default, float):
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            return f"{op.name}: {key} must be {want}, got {value!r}"
+    return None
 
 
 def _reach(g: Graph, loss: NodeId, targets: list[NodeId], detach: list[NodeId]) -> list[NodeId]:

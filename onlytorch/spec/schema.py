@@ -309,11 +309,21 @@ class TrainSpec(Strict):
         return self
 
 
+class SamplesSpec(Strict):
+    """Samples of a generator node, drawn from fresh noise under no_grad: saved with the run, drawn
+    by the report, and scored for mode coverage when the training data is a mixture of Gaussians
+    (synthetic.ring, synthetic.grid)."""
+
+    node: str = Field(description="the generated samples (a node computed from noise inputs)")
+    n: int = Field(2500, gt=0, description="how many samples to draw")
+
+
 class EvalSpec(Strict):
     """Evaluation, always under no_grad (eval mode: dropout off, batch-norm running statistics)."""
 
     split: Literal["train", "val", "test"] = Field("test", description="the split to evaluate")
     metrics: list[str] | None = Field(None, description="the metrics (and losses) to report; default: all metrics")
+    samples: SamplesSpec | None = Field(None, description="draw generated samples (GANs)")
 
 
 class Spec(Strict):

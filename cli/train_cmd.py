@@ -1,0 +1,230 @@
+"""The bodies of ``onlytorch train`` and ``onlytorch eval``: run directories, progress, exit codes."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import click
+
+from onlytorch.compile import Compiled
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _run_dir(compiled: Compiled, out: str | None, resume: bool) -> pathlib.Path:
+    if out is not None:
+        path = pathlib.Path(out)
+        if resume:
+            if not (path / "checkpoints" / "last.npz").exists():
+                raise click.UsageError(f"--resume: {path} holds no checkpoint to continue from (checkpoints/last.npz)")
+            return path
+        if (path / "run.json").exists():
+            raise click.UsageError(f"{path} already holds a run; continue it with --resume, or choose another --out")
+        return path
+    if resume:
+        raise click.UsageError("--resume needs --out RUN_DIR: the run to continue")
+    base = pathlib.Path("runs") / compiled.spec.name
+    path, i = base, 2
+    while path.exists():
+        path = base.with_name(f"{base.name}-{i}")
+        i += 1
+    return path
+
+
+class Progress:
+    """One status line on a terminal (redrawn at most 10 times a second); log lines otherwise."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.tty = sys.stderr.isatty() and not quiet
+        self.quiet = quiet
+        self.last = 0.0
+        self.t0 = time.perf_counter()
+        self.start_step: int | None = None
+
+    def update(self, step: int, values: dict[str, float]) -> None:
+        if not self.tty:
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.1 and step != self.total:
+            return
+        self.last = now
+        if self.start_step is None:
+            self.start_step = step - 1
+        width = 24
+        done = int(width * step / max(self.total, 1))
+        rate = (step - self.start_step) / max(now - self.t0, 1e-9)
+        losses = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items())
+        click.echo(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.total}  {losses}  {rate:.0f} it/s\033[K", nl=False, err=True)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if self.quiet or self.tty:
+            return
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if "/" in k and not k.startswith(("lr/", "grad_norm/")))
+        click.echo(f"step {step}/{self.total}  {shown}", err=True)
+
+    def close(self) -> None:
+        if self.tty:
+            click.echo("", err=True)
+
+
+def _table(title: str, values: dict[str, float]) -> str:
+    if not values:
+        return ""
+    width = max(len(k) for k in values)
+    lines = [title, "-" * max(len(title), width + 14)]
+    lines += [f"{k:<{width}}  {v:>12.6g}" for k, v in values.items()]
+    return "\n".join(lines)
+
+
+def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides: list[str], resume: bool, force: bool, quiet: bool) -> int:
+    from onlytorch import checkpoint as ckpt
+    from onlytorch.data.sources import DataError
+    from onlytorch.run import Run, spec_changes
+    from onlytorch.train import Diverged, Record, Trainer, train_loop
+
+    if compiled.spec.train is None:
+        raise click.UsageError(f"{spec_file} has no train section")
+    path = _run_dir(compiled, out, resume)
+    try:
+        trainer = Trainer(compiled)
+    except DataError as e:
+        click.echo(f"error: data: {e}", err=True)
+        return EXIT_FAILED
+    run = Run(path, compiled, trainer, spec_file, overrides)
+    if resume:
+        state = ckpt.load(run.last_checkpoint)
+        saved = str(state.get("meta/spec_hash", ""))
+        if saved != run.hash:
+            try:
+                old = json.loads((path / "spec.json").read_text(encoding="utf-8"))
+                changes = spec_changes(old, run.resolved)
+            except (OSError, ValueError):
+                changes = ["(the run's spec.json is missing or unreadable)"]
+            if not force:
+                click.echo(f"error: the spec changed since {path} was written:\n  " + "\n  ".join(changes or ["(the spec hash differs)"]), err=True)
+                click.echo("resume with --force to continue anyway", err=True)
+                return EXIT_USAGE
+        try:
+            trainer.restore(state)
+        except ckpt.CheckpointError as e:
+            click.echo(f"error: {e}", err=True)
+            return EXIT_USAGE
+    try:
+        run.start(resume)
+    except OSError as e:
+        click.echo(f"error: cannot write the run directory {path}: {e.strerror or e}", err=True)
+        return EXIT_FAILED
+    total = trainer.total_steps()
+    if not quiet:
+        what = f"resuming at step {trainer.step}" if resume else "training"
+        click.echo(f"{compiled.spec.name}: {what}, {total} steps -> {path}", err=True)
+    progress = Progress(total, quiet)
+
+    def on_log(rec: Record) -> None:
+        run.log("train", rec)
+        run.write_info()
+        progress.log(rec.step, rec.values)
+
+    def on_eval(rec: Record) -> None:
+        run.evaluate(rec.step)
+
+    previous = _interrupt_on_signals()
+    try:
+        train_loop(trainer, total, on_log, on_eval if compiled.spec.eval else None, lambda: run.checkpoint(), progress.update)
+        progress.close()
+        run.checkpoint()
+        final_eval = run.evaluate(trainer.step) if compiled.spec.eval and not (compiled.spec.train.eval_every and trainer.step % compiled.spec.train.eval_every == 0) else _last_eval(run)
+        run.finish("completed")
+    except Diverged as e:
+        progress.close()
+        run.finish("diverged", str(e))
+        click.echo(f"error: {e}", err=True)
+        last = run.last_checkpoint
+        click.echo(f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written before the divergence", err=True)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        progress.close()
+        try:
+            saved_path = run.checkpoint()
+            run.finish("interrupted", f"interrupted at step {trainer.step}")
+            click.echo(f"interrupted at step {trainer.step}; checkpoint {saved_path}; continue with: onlytorch train {spec_file} --out {path} --resume", err=True)
+        except (ckpt.CheckpointError, OSError) as e:
+            click.echo(f"interrupted at step {trainer.step}; the checkpoint could not be written: {e}", err=True)
+        return EXIT_INTERRUPTED
+    except (ckpt.CheckpointError, OSError) as e:
+        progress.close()
+        run.finish("failed", str(e))
+        click.echo(f"error: {e}", err=True)
+        return EXIT_FAILED
+    finally:
+        _restore_signals(previous)
+    train_values = {k: v for k, v in trainer.last.items()}
+    click.echo(_table(f"final training losses (step {trainer.step})", train_values))
+    if final_eval:
+        split = compiled.spec.eval.split if compiled.spec.eval else "test"
+        click.echo(_table(f"evaluation on {split} (no_grad)", final_eval))
+    click.echo(f"run directory: {path}  (onlytorch report {path})")
+    return EXIT_OK
+
+
+def _interrupt_on_signals() -> dict[int, Any]:
+    """Ctrl-C and SIGTERM both stop training the same way: checkpoint, then exit 130."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. an embedding application): keep its handlers
+            pass
+    return previous
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    import signal
+
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
+def _last_eval(run: Any) -> dict[str, float]:
+    rows = [r for r in run.rows if r.get("kind") == "eval"]
+    return {k.removeprefix("eval/"): v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {}
+
+
+def run_eval(compiled: Compiled, checkpoint: str, split: str | None, as_json: bool) -> int:
+    from onlytorch import checkpoint as ckpt
+    from onlytorch.data.sources import DataError
+    from onlytorch.run import evaluate
+    from onlytorch.train import Trainer
+
+    if compiled.spec.eval is None and split is None:
+        raise click.UsageError("the spec has no eval section; give --split")
+    try:
+        trainer = Trainer(compiled)
+    except DataError as e:
+        click.echo(f"error: data: {e}", err=True)
+        return EXIT_FAILED
+    try:
+        trainer.restore_weights(ckpt.load(checkpoint))
+    except ckpt.CheckpointError as e:
+        click.echo(f"error: {e}", err=True)
+        return EXIT_USAGE
+    if compiled.spec.eval is None:
+        values = trainer.evaluate(split or "test")
+    else:
+        values = evaluate(compiled, trainer, None, split)
+    used = split or (compiled.spec.eval.split if compiled.spec.eval else "test")
+    if as_json:
+        click.echo(json.dumps({"split": used, "checkpoint": checkpoint, "metrics": values}, indent=2))
+    else:
+        click.echo(_table(f"evaluation of {checkpoint} on {used} (no_grad)", values))
+    return EXIT_OK

@@ -1,0 +1,56 @@
+"""Checkpoints: flat ``.npz`` files of numpy arrays, written atomically (a temporary file in the
+same folder, then a rename) and read with ``allow_pickle=False``."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import GraphError
+
+
+class CheckpointError(GraphError):
+    """A checkpoint that cannot be written, read, or does not fit."""
+
+
+def save(path: str | pathlib.Path, arrays: Mapping[str, np.ndarray]) -> pathlib.Path:
+    """Write arrays to path atomically: a reader sees the old file or the new one, never half."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+        raise
+    return path
+
+
+def load(path: str | pathlib.Path) -> dict[str, np.ndarray]:
+    path = pathlib.Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def with_prefix(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The entries under ``prefix/``, with the prefix removed."""
+    p = prefix + "/"
+    return {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}

@@ -1,0 +1,410 @@
+"""Running a compiled spec: the training schedule, evaluation under no_grad, and the state a
+checkpoint holds so that a resumed run continues exactly as the uninterrupted one would have.
+
+One iteration runs the phases in order. Each repetition of a phase: (fresh data for every
+repetition after the first, fresh noise always) set the inputs, apply the phase's detach set,
+clear gradients if the phase says ``before``, forward the phase's losses, run its backward calls
+with their ``retain_graph`` flags, step its optimizers and their schedules, clear gradients if it
+says ``after``, and restore the detach set. Target copies sync after the iteration. Windowed
+inputs (truncated BPTT) advance one window per iteration; a new batch starts after the last
+window, and carried inputs restart at zeros then."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .compile import Compiled, PhaseInfo
+from .data.batches import Batches, Noise, rng_from_array, rng_to_array
+from .data.sources import DataError, LoadContext, load_source, split
+from .errors import GraphError
+from .nn import copy_parameters
+from .node import NodeId
+from .spec import schema as S
+
+
+class Diverged(GraphError):
+    """A loss or gradient went NaN or infinite: names the step, the phase and the first bad node."""
+
+    def __init__(self, message: str, step: int, phase: str, node: str) -> None:
+        super().__init__(message)
+        self.step, self.phase, self.node = step, phase, node
+
+
+@dataclass
+class Record:
+    """One row of the metrics log."""
+
+    step: int
+    values: dict[str, float]
+
+
+def load_data(compiled: Compiled) -> dict[str, dict[str, np.ndarray]]:
+    """Every split's arrays (float fields in the graph's dtype)."""
+    spec = compiled.spec.data
+    if spec is None:
+        return {}
+    ctx = LoadContext(base_dir=compiled.base_dir, seed=compiled.spec.seed)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    holdout: dict[str, float] = {}
+    for name in ("train", "val", "test"):
+        src = getattr(spec, name)
+        if src is None:
+            continue
+        if isinstance(src, S.SplitSpec):
+            holdout[name] = src.fraction
+        else:
+            entry = src.model_dump(by_alias=True)
+            out[name] = load_source(entry, LoadContext(base_dir=ctx.base_dir, seed=ctx.seed + {"train": 0, "val": 1, "test": 2}[name]))
+    if holdout:
+        parts = split(out["train"], holdout, seed=compiled.spec.seed)
+        out.update(parts)
+    dtype = compiled.graph.dtype
+    return {k: {f: (a.astype(dtype) if a.dtype.kind == "f" else a.astype(np.int64)) for f, a in v.items()} for k, v in out.items()}
+
+
+class Trainer:
+    """Runs a compiled spec. ``state()``/``restore()`` cover everything a resume needs."""
+
+    def __init__(self, compiled: Compiled, data: dict[str, dict[str, np.ndarray]] | None = None) -> None:
+        self.c = compiled
+        self.g = compiled.graph
+        self.spec = compiled.spec
+        self.data = load_data(compiled) if data is None else data
+        seed = self.spec.seed
+        self.step = 0
+        self.window = 0  # index of the next window of windowed inputs
+        self.batch: dict[str, np.ndarray] = {}
+        self.batch_size = self.spec.data.batch_size if self.spec.data else 1
+        self.fields = {name: inp.from_.split(".", 1)[1] for name, inp in self.spec.inputs.items() if inp.from_ and not inp.from_.startswith("noise.")}
+        self.windows = {name: inp.window for name, inp in self.spec.inputs.items() if inp.window}
+        self.n_windows = self._n_windows()
+        self.batches = Batches(self.data["train"], self.batch_size, shuffle=self.spec.data.shuffle, seed=seed) if "train" in self.data and self.spec.data else None
+        self.noise = {
+            name: Noise(inp.from_.split(".", 1)[1], tuple(inp.shape), seed=seed * 1000 + 17 + i, dtype=self.g.dtype)
+            for i, (name, inp) in enumerate(self.spec.inputs.items())
+            if inp.from_ and inp.from_.startswith("noise.")
+        }
+        self.carry: dict[str, np.ndarray | None] = dict.fromkeys(compiled.carries)
+        self.last: dict[str, float] = {}
+        self.grad_norms: dict[str, float] = {}
+        self._eval_carry: dict[str, np.ndarray] = {}
+
+    # -------------------------------------------------------------- feeding
+
+    def _n_windows(self) -> int:
+        counts = set()
+        for name, w in self.windows.items():
+            split_name, field = self.spec.inputs[name].from_.split(".", 1)  # type: ignore[union-attr]
+            length = self.data[split_name][field].shape[1] if split_name in self.data else w
+            counts.add(length // w)
+        if len(counts) > 1:
+            raise GraphError(f"windowed inputs split their sequences into different numbers of windows: {sorted(counts)}")
+        return counts.pop() if counts else 1
+
+    def _set_batch(self, batch: dict[str, np.ndarray], window: int) -> int:
+        n = 0
+        for name, field in self.fields.items():
+            arr = batch[field]
+            w = self.windows.get(name)
+            if w:
+                arr = arr[:, window * w : (window + 1) * w]
+            self.g.set_value(name, arr)
+            n = len(arr)
+        return n
+
+    def _sample_noise(self, n: int) -> None:
+        for name, noise in self.noise.items():
+            self.g.set_value(name, noise.sample(n))
+
+    def _set_carries(self, n: int) -> None:
+        for name, value in self.carry.items():
+            node = self.c.inputs[name]
+            if value is None or len(value) != n:
+                value = np.zeros((n, *node.shape[1:]), dtype=self.g.dtype)
+            self.g.set_value(name, value)
+
+    def _next_batch(self) -> int:
+        if self.batches is None:
+            n = self.batch_size
+        else:
+            if self.window == 0 or not self.windows:
+                self.batch = self.batches.next_batch()
+                if self.windows:
+                    self.carry = dict.fromkeys(self.carry)
+            n = self._set_batch(self.batch, self.window)
+        return n
+
+    # -------------------------------------------------------------- training
+
+    def run_iteration(self) -> dict[str, float]:
+        """One iteration of the schedule; returns the losses it computed (by phase)."""
+        values: dict[str, float] = {}
+        n = self._next_batch()
+        for phase in self.c.phases:
+            for r in range(phase.spec.repeat):
+                if r > 0 and not self.windows:
+                    n = self._next_batch()
+                self._sample_noise(n)
+                self._set_carries(n)
+                values.update(self._run_phase(phase))
+        if self.windows:
+            self.window = (self.window + 1) % self.n_windows
+        self.step += 1
+        self._sync_targets()
+        self.last = values
+        return values
+
+    def _run_phase(self, phase: PhaseInfo) -> dict[str, float]:
+        g = self.g
+        for d in phase.detach:
+            g.detach_node(d)
+        try:
+            if phase.spec.zero_grad == "before":
+                g.clear_jacobi()
+            loss_nodes = [b.loss_node for b in phase.backward]
+            vals = g.forward_node(loss_nodes)
+            out = {}
+            for b, v in zip(phase.backward, vals):
+                value = float(np.asarray(v).reshape(-1)[0])
+                if not math.isfinite(value):
+                    self._diverged(phase, b.loss_node, f"loss {b.loss!r} is {value}")
+                out[f"{phase.name}/{b.loss}"] = value
+            self._stash_carries()
+            for b in phase.backward:
+                g.backward_nodes_ex(b.targets, b.loss_node, retain_graph=b.retain_graph)
+            for o in phase.step:
+                opt = self.c.optimizers[o]
+                norm = _grad_norm(g, opt.params)
+                if not math.isfinite(norm):
+                    bad = next(p for p in opt.params if g.get_node_grad(p) is not None and not np.isfinite(g.get_node_grad(p)).all())
+                    self._diverged(phase, bad, f"the gradient of parameter {bad.name!r} is not finite")
+                self.grad_norms[o] = norm
+                opt.step()
+                sched = self.c.schedules.get(o)
+                if sched is not None:
+                    sched.step()
+            if phase.spec.zero_grad == "after":
+                g.clear_jacobi()
+            return out
+        finally:
+            for d in phase.detach:
+                g.attach_node(d)
+
+    def _diverged(self, phase: PhaseInfo, node: NodeId, what: str) -> None:
+        first = self.g.first_nonfinite(node)
+        origin = first.name if first is not None else node.name
+        raise Diverged(
+            f"training diverged at step {self.step + 1}, phase {phase.name!r}: {what}; the first node whose value "
+            f"went NaN/inf is {origin!r}",
+            self.step + 1,
+            phase.name,
+            origin,
+        )
+
+    def _stash_carries(self) -> None:
+        for name, node in self.c.carries.items():
+            value = self.g.get_node_value(node)
+            if value is not None:
+                self.carry[name] = np.array(value, copy=True)
+
+    def _sync_targets(self) -> None:
+        for copy, (source, sync) in self.c.targets.items():
+            if sync is None:
+                continue
+            src, dst = self.c.modules[source].params, self.c.modules[copy].params
+            if sync.every is not None and self.step % sync.every == 0:
+                copy_parameters(self.g, src, dst)
+            elif sync.tau is not None:
+                copy_parameters(self.g, src, dst, tau=sync.tau)
+
+    def total_steps(self) -> int:
+        t = self.spec.train
+        if t is None:
+            return 0
+        if t.steps is not None:
+            return t.steps
+        per_epoch = self.batches.batches_per_epoch if self.batches is not None else 1
+        return int(t.epochs or 0) * per_epoch * self.n_windows
+
+    # -------------------------------------------------------------- evaluation
+
+    def evaluate(self, split_name: str, names: list[str] | None = None) -> dict[str, float]:
+        """Metrics (and losses) averaged over a split, under no_grad and eval mode."""
+        targets = self._eval_targets(names)
+        if not targets:
+            return {}
+        arrays = self.data.get(split_name)
+        if arrays is None and self.fields:
+            raise GraphError(f"there is no {split_name!r} split to evaluate")
+        sums = dict.fromkeys(targets, 0.0)
+        count = 0
+        noise = {name: Noise(n.kind, n.shape, seed=self.spec.seed + 99991, dtype=self.g.dtype) for name, n in self.noise.items()}
+        with self.g.no_grad():
+            for batch, n in self._eval_batches(arrays):
+                for name, nz in noise.items():
+                    self.g.set_value(name, nz.sample(n))
+                for w in range(self.n_windows if self.windows else 1):
+                    if batch:
+                        self._set_batch(batch, w)
+                    self._set_carries_eval(n, w)
+                    vals = self.g.forward_node([targets[k] for k in targets])
+                    self._stash_eval_carries()
+                    for k, v in zip(targets, vals):
+                        sums[k] += float(np.asarray(v).reshape(-1)[0]) * n
+                    count += n
+        return {k: s / count for k, s in sums.items()} if count else {}
+
+    def _eval_targets(self, names: list[str] | None) -> dict[str, NodeId]:
+        every = {**self.c.metrics, **self.c.losses}
+        if names is None:
+            names = list(self.c.metrics) or list(self.c.losses)
+        return {k: every[k] for k in names if k in every}
+
+    def _eval_batches(self, arrays: dict[str, np.ndarray] | None) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        if arrays is None:
+            yield {}, self.batch_size
+            return
+        length = len(next(iter(arrays.values())))
+        size = max(self.batch_size, 256)
+        for start in range(0, length, size):
+            yield {k: v[start : start + size] for k, v in arrays.items()}, min(size, length - start)
+
+    def _set_carries_eval(self, n: int, window: int) -> None:
+        for name in self.carry:
+            node = self.c.inputs[name]
+            value = self._eval_carry.get(name) if window > 0 else None
+            self.g.set_value(name, value if value is not None else np.zeros((n, *node.shape[1:]), dtype=self.g.dtype))
+
+    def _stash_eval_carries(self) -> None:
+        self._eval_carry = {name: np.array(self.g.forward_node(node), copy=True) for name, node in self.c.carries.items()}
+
+    def sample(self, node: str, n: int, seed: int = 12345) -> np.ndarray:
+        """Values of a node that depends only on noise inputs (generated samples), under no_grad."""
+        noise = {name: Noise(nz.kind, nz.shape, seed=seed, dtype=self.g.dtype) for name, nz in self.noise.items()}
+        with self.g.no_grad():
+            for name, nz in noise.items():
+                self.g.set_value(name, nz.sample(n))
+            return np.array(self.g.forward_node(node), copy=True)
+
+    # -------------------------------------------------------------- state
+
+    def state(self) -> dict[str, np.ndarray]:
+        g = self.g
+        out: dict[str, np.ndarray] = {"meta/step": np.array(self.step), "meta/window": np.array(self.window)}
+        for p in g.parameters():
+            out[f"param/{p.name}"] = g.get_node_value(p)
+        for s in g.states():
+            out[f"state/{s.name}"] = g.get_node_value(s)
+        for name, opt in self.c.optimizers.items():
+            for k, v in opt.state_dict().items():
+                out[f"opt/{name}/{k}"] = v
+        for name, sched in self.c.schedules.items():
+            for k, v in sched.state_dict().items():
+                out[f"sched/{name}/{k}"] = v
+        out["rng/graph"] = rng_to_array(g.rng)
+        if self.batches is not None:
+            for k, v in self.batches.state().items():
+                out[f"batches/{k}"] = v
+            if self.batch:
+                for k, v in self.batch.items():
+                    out[f"batch/{k}"] = v
+        for name, nz in self.noise.items():
+            for k, v in nz.state().items():
+                out[f"noise/{name}/{k}"] = v
+        for name, value in self.carry.items():
+            if value is not None:
+                out[f"carry/{name}"] = value
+        return out
+
+    def restore_weights(self, state: dict[str, np.ndarray]) -> None:
+        """Parameters and states from a checkpoint; refuses one that does not fit the spec,
+        naming the first parameter that is missing or shaped differently."""
+        g = self.g
+        for p in g.parameters():
+            key = f"param/{p.name}"
+            if key not in state:
+                raise ckpt.CheckpointError(f"the checkpoint has no parameter {p.name!r}: it was written for another spec")
+            if state[key].shape != g.get_node_value(p).shape:
+                raise ckpt.CheckpointError(
+                    f"parameter {p.name!r} has shape {g.get_node_value(p).shape} in the spec but {state[key].shape} in the checkpoint"
+                )
+            g.set_value(p, state[key])
+        for s in g.states():
+            if f"state/{s.name}" in state:
+                g.set_value(s, state[f"state/{s.name}"])
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Everything state() saved: weights, optimizer and schedule states, RNG and data
+        positions, carried values and the step."""
+        self.restore_weights(state)
+        g = self.g
+        for name, opt in self.c.optimizers.items():
+            opt.load_state_dict(ckpt.with_prefix(state, f"opt/{name}"))
+        for name, sched in self.c.schedules.items():
+            sched.load_state_dict(ckpt.with_prefix(state, f"sched/{name}"))
+        if "rng/graph" in state:
+            g.rng = rng_from_array(state["rng/graph"])
+        if self.batches is not None and any(k.startswith("batches/") for k in state):
+            self.batches.restore(ckpt.with_prefix(state, "batches"))
+        self.batch = ckpt.with_prefix(state, "batch")
+        for name, nz in self.noise.items():
+            nz.restore(ckpt.with_prefix(state, f"noise/{name}"))
+        self.carry = {name: state.get(f"carry/{name}") for name in self.carry}
+        self.step = int(state.get("meta/step", 0))
+        self.window = int(state.get("meta/window", 0))
+
+
+def _grad_norm(g: Any, params: Any) -> float:
+    total = 0.0
+    for p in params:
+        gr = g.get_node_grad(p)
+        if gr is not None:
+            total += float(np.sum(np.square(gr, dtype=np.float64)))
+    return math.sqrt(total)
+
+
+def train_loop(
+    trainer: Trainer,
+    steps: int,
+    on_log: Callable[[Record], None],
+    on_eval: Callable[[Record], None] | None = None,
+    on_checkpoint: Callable[[], None] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> None:
+    """Run iterations until ``steps`` in total, logging, evaluating and checkpointing as the spec says."""
+    t = trainer.spec.train
+    assert t is not None
+    start = time.perf_counter()
+    while trainer.step < steps:
+        values = trainer.run_iteration()
+        step = trainer.step
+        if progress is not None:
+            progress(step, values)
+        if step % t.log_every == 0 or step == steps:
+            row = dict(values)
+            with trainer.g.no_grad():
+                for name, node in trainer.c.metrics.items():
+                    try:
+                        row[f"train/{name}"] = float(np.asarray(trainer.g.forward_node(node)).reshape(-1)[0])
+                    except GraphError:
+                        pass
+            for o, opt in trainer.c.optimizers.items():
+                row[f"lr/{o}"] = float(opt.lr)
+                if o in trainer.grad_norms:
+                    row[f"grad_norm/{o}"] = trainer.grad_norms[o]
+            row["time"] = time.perf_counter() - start
+            on_log(Record(step, row))
+        if on_eval is not None and t.eval_every and (step % t.eval_every == 0 or step == steps):
+            on_eval(Record(step, {}))
+        if on_checkpoint is not None and t.checkpoint_every and step % t.checkpoint_every == 0:
+            on_checkpoint()
+
+
+__all__ = ["DataError", "Diverged", "Record", "Trainer", "load_data", "train_loop"]
