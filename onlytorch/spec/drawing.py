@@ -23,33 +23,25 @@ class Drawing:
     clusters: dict[str, list[str]] = field(default_factory=dict)  # module -> its parameter labels
 
 
-def _references(tree: ast.expr, modules: set[str]) -> list[tuple[str, str]]:
-    """(name, style) for each name an expression reads; style 'stop' inside stop_gradient, 'grad'
-    inside grad, and ('module', name) entries as ('@M', style) for module calls."""
-    out: list[tuple[str, str]] = []
-
-    def walk(node: ast.AST, style: str) -> None:
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            f = node.func.id
-            inner = "stop" if f in ("stop_gradient", "detach") else "grad" if f == "grad" else style
-            if f in modules:
-                out.append(("@" + f, style))
-            if f == "scan" and node.args and isinstance(node.args[0], ast.Name):
-                out.append(("@" + node.args[0].id, style))
-                args = node.args[1:]
-            else:
-                args = node.args
-            for a in args:
-                walk(a, inner)
-            return
-        if isinstance(node, ast.Name):
-            out.append((node.id, style))
-            return
-        for child in ast.iter_child_nodes(node):
-            walk(child, style)
-
-    walk(tree, "plain")
-    return out
+def _flows(node: ast.AST, modules: set[str], edges: list[tuple[str, str, str]], style: str = "plain") -> list[tuple[str, str]]:
+    """The (source, style) pairs whose values flow into this sub-expression's value. A module
+    call consumes its arguments (edges into the module are added) and yields the module itself;
+    everything inside stop_gradient is marked 'stop', inside grad 'grad'."""
+    if isinstance(node, ast.Name):
+        return [(node.id, style)]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        f = node.func.id
+        args: list[ast.AST] = list(node.args)
+        module = f if f in modules else None
+        if f == "scan" and args and isinstance(args[0], ast.Name):
+            module, args = args[0].id, args[1:]
+        inner_style = "stop" if f in ("stop_gradient", "detach") else "grad" if f == "grad" else style
+        inner = [flow for a in args for flow in _flows(a, modules, edges, inner_style)]
+        if module is not None:
+            edges.extend((src, "@" + module, how) for src, how in inner)
+            return [("@" + module, inner_style)]
+        return inner
+    return [flow for child in ast.iter_child_nodes(node) for flow in _flows(child, modules, edges, style)]
 
 
 def build(compiled: Compiled) -> Drawing:
@@ -76,19 +68,11 @@ def build(compiled: Compiled) -> Drawing:
                 label += " | detached in " + ", ".join(detached[name])
             d.nodes[name] = (kind, label)
             try:
-                refs = _references(X.parse(text), modules)
+                tree = X.parse(text)
             except X.ExprError:
                 continue
-            # A module call feeds the node: arguments go into the module, the module into the node.
-            module_refs = [r for r, _ in refs if r.startswith("@")]
-            for ref, style in refs:
-                if ref.startswith("@"):
-                    d.edges.append((ref, name, style))
-                elif module_refs:
-                    for mod in module_refs:
-                        d.edges.append((ref, mod, style))
-                else:
-                    d.edges.append((ref, name, style))
+            for src, style in _flows(tree, modules, d.edges):
+                d.edges.append((src, name, style))
     for name, spec_in in spec.inputs.items():
         if spec_in.carry:
             d.edges.append((spec_in.carry, name, "carry"))
@@ -110,7 +94,7 @@ def mermaid(compiled: Compiled) -> str:
         a, b = shapes["module"]
         lines.append(f'    {_id("@" + name)}{a}"{name}"{b}')
         if params:
-            lines.append(f'    {_id("@" + name)}_params["{"<br/>".join(params)}"]')
+            lines.append(f'    p_{name}["{"<br/>".join(params)}"]')
         lines.append("  end")
     for name, (kind, label) in d.nodes.items():
         if kind == "module":
@@ -138,7 +122,7 @@ def dot(compiled: Compiled) -> str:
         lines.append(f'    {_id("@" + name)} [label="{name}", shape=component];')
         if params:
             joined = "\\n".join(params)
-            lines.append(f'    {_id("@" + name)}_params [label="{joined}", shape=plaintext];')
+            lines.append(f'    p_{name} [label="{joined}", shape=plaintext];')
         lines.append("  }")
     for name, (kind, label) in d.nodes.items():
         if kind == "module":

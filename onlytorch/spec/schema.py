@@ -355,6 +355,9 @@ class Spec(Strict):
 
 def json_schema() -> dict[str, Any]:
     schema = Spec.model_json_schema(by_alias=True)
+    # A module may also be written as its layer list alone (ModuleSpec's short form).
+    layers = schema["$defs"]["ModuleSpec"]["properties"]["layers"]["anyOf"][0]
+    schema["properties"]["modules"]["additionalProperties"] = {"anyOf": [layers, {"$ref": "#/$defs/ModuleSpec"}]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "onlytorch spec"
     return schema

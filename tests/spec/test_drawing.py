@@ -220,13 +220,6 @@ def test_dqn_dot(dqn: pathlib.Path) -> None:
     assert all("stop_gradient" not in attrs for s, d, attrs in edges if d == "m_Q")  # Q's own path is plain
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drawing.build draws every name an expression reads outside a module call as an input of that "
-    "module: in `q: sum(Q(s) * a, axis=1)` it draws a -> Q (a only multiplies Q's output) and in "
-    "`td: r + 0.99 * stop_gradient(max(Q_target(s2), axis=1))` it draws r -> Q_target; there is no r -> td "
-    "or a -> q edge",
-)
 def test_names_outside_a_module_call_feed_the_node_not_the_module(dqn: pathlib.Path) -> None:
     edges = dot_edges(draw(dqn, "dot"))
     into_q = {s for s, d, _ in edges if d == "m_Q"}
@@ -237,11 +230,6 @@ def test_names_outside_a_module_call_feed_the_node_not_the_module(dqn: pathlib.P
     assert any(s == "n_r" and d == "n_td" for s, d, _ in edges)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drawing ids collide: the parameter box of module Q is 'm_Q_params' and so is the node of a "
-    "module named Q_params, so the two clusters share one id",
-)
 def test_module_ids_do_not_collide(tmp_path: pathlib.Path) -> None:
     spec = tmp_path / "collide.yaml"
     spec.write_text(

@@ -232,12 +232,6 @@ def test_examples_validate_against_the_schema_in_the_long_module_form(
     assert _errors(validator, _long_form(data)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the JSON Schema gives ModuleSpec only as an object, but the language accepts (and every example "
-    "uses) the short form `G: [{linear: 64}, relu, ...]`, which ModuleSpec's mode='before' validator turns "
-    "into {layers: [...]}; the schema should be anyOf[array of layers, ModuleSpec] for modules' values",
-)
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_validate_against_the_schema(schema: dict[str, Any], path: pathlib.Path) -> None:
     validator = _validator(schema)
