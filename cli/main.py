@@ -9,6 +9,8 @@ import click
 
 from onlytorch import __version__
 
+from .report_cmd import report_command
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onlytorch")
@@ -125,6 +127,9 @@ def graph_command(spec: str, fmt: str, output: str | None) -> None:
             raise click.ClickException(f"cannot write {output}: {e}") from None
     else:
         click.echo(text, nl=False)
+
+
+cli.add_command(report_command)
 
 
 @cli.command("schema")

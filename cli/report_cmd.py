@@ -1,0 +1,67 @@
+"""``onlytorch report RUN_DIR``: what a run did, as a terminal summary, PNG curves and HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the self-contained HTML page here (default: RUN_DIR/report/report.html, written whenever plots are on).",
+)
+@click.option(
+    "--no-plots", is_flag=True, help="Only the terminal summary (and the HTML page if --html is given), no pictures."
+)
+def report_command(run_dir: Path, html_file: Path | None, no_plots: bool) -> None:
+    """Summarise the run in RUN_DIR (a directory written by onlytorch train, also one still
+    running or one that crashed): final and best value of every loss and metric, the pictures
+    (losses, metrics, learning rates, generated samples) in RUN_DIR/report/, and one HTML page."""
+    from onlytorch import report
+
+    try:
+        run = report.read_run(run_dir)
+    except report.NotARunDir as e:
+        raise click.BadParameter(str(e), param_hint="RUN_DIR") from None
+    except report.ReportError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot read {run_dir}: {e}") from None
+
+    click.echo(report.summary_table(run))
+    for note in run.notes:
+        click.echo(f"note: {note}")
+
+    pictures: list[Path] = []
+    if not no_plots:
+        try:
+            pictures = report.write_plots(run, run_dir / "report")
+        except report.PlotsUnavailable as e:
+            click.echo(f"note: {e}")
+        except OSError as e:
+            raise click.ClickException(f"cannot write the pictures into {run_dir / 'report'}: {e}") from None
+        else:
+            if not pictures:
+                click.echo("note: no pictures: nothing logged to draw yet")
+
+    written = list(pictures)
+    default_html = html_file is None and not no_plots
+    if default_html:
+        html_file = run_dir / "report" / "report.html"
+    if html_file is not None:
+        try:
+            if default_html:
+                html_file.parent.mkdir(parents=True, exist_ok=True)
+            written.append(report.write_html(run, pictures, html_file))
+        except OSError as e:
+            raise click.ClickException(f"cannot write {html_file}: {e}") from None
+
+    if written:
+        click.echo("\nwrote:")
+        for path in written:
+            click.echo(f"  {path}")
