@@ -7,13 +7,11 @@ import sys
 
 import click
 
-from onlytorch import __version__
-
 from .report_cmd import report_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="onlytorch")
+@click.version_option(package_name="onlytorch", prog_name="onlytorch", message="%(prog)s %(version)s")
 def cli() -> None:
     """onlytorch: a numpy deep-learning engine built around control of gradient flow."""
 
