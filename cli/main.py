@@ -38,7 +38,9 @@ def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> Non
             click.echo(summarize(compiled))
         n_err, n_warn = len(report.errors), len(report.warnings)
         verdict = "invalid" if failed else "valid"
-        click.echo(f"{spec}: {verdict} ({n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)})", err=failed)
+        click.echo(
+            f"{spec}: {verdict} ({n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)})", err=failed
+        )
     sys.exit(2 if failed else 0)
 
 
@@ -70,26 +72,50 @@ def _compile_or_exit(spec: str, overrides: list[tuple[str, object]]):  # type: i
 
 @cli.command("train")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out", type=click.Path(file_okay=False), help="The run directory (default: runs/NAME, numbered if taken).")
+@click.option(
+    "--out", "out", type=click.Path(file_okay=False), help="The run directory (default: runs/NAME, numbered if taken)."
+)
 @click.option("--seed", type=int, help="Override the spec's seed.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. --set train.steps=100 (repeatable).")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a spec value, e.g. --set train.steps=100 (repeatable).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="With --resume: continue even though the spec changed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
-def train_command(spec: str, out: str | None, seed: int | None, sets: tuple[str, ...], resume: bool, force: bool, quiet: bool) -> None:
+def train_command(
+    spec: str, out: str | None, seed: int | None, sets: tuple[str, ...], resume: bool, force: bool, quiet: bool
+) -> None:
     """Train SPEC: run its schedule, log metrics, write checkpoints, evaluate under no_grad.
     Exit 0 done, 1 failed, 2 invalid spec or usage, 3 diverged, 130 interrupted (resumable)."""
     from onlytorch_cli.train_cmd import run_training
 
     overrides = _overrides(sets, seed)
     compiled = _compile_or_exit(spec, overrides)
-    sys.exit(run_training(compiled, spec, out, [*sets, *([f"seed={seed}"] if seed is not None else [])], resume, force, quiet))
+    sys.exit(
+        run_training(
+            compiled, spec, out, [*sets, *([f"seed={seed}"] if seed is not None else [])], resume, force, quiet
+        )
+    )
 
 
 @cli.command("eval")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
-@click.option("--checkpoint", "checkpoint", required=True, type=click.Path(exists=True, dir_okay=False), help="A checkpoint (.npz) of a run of SPEC.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), help="The split to evaluate (default: the spec's eval split).")
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A checkpoint (.npz) of a run of SPEC.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    help="The split to evaluate (default: the spec's eval split).",
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a spec value (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_command(spec: str, checkpoint: str, split: str | None, sets: tuple[str, ...], as_json: bool) -> None:
@@ -103,8 +129,20 @@ def eval_command(spec: str, checkpoint: str, split: str | None, sets: tuple[str,
 
 @cli.command("graph")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True, help="Mermaid (renders on GitHub) or Graphviz DOT.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of standard output.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid (renders on GitHub) or Graphviz DOT.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to this file instead of standard output.",
+)
 def graph_command(spec: str, fmt: str, output: str | None) -> None:
     """Draw SPEC's graph: modules as clusters with their parameters, losses, stop_gradient edges,
     and the nodes each phase detaches."""
@@ -176,5 +214,3 @@ def _signature(op) -> str:  # type: ignore[no-untyped-def]
     for k, v in op.attr_defaults.items():
         parts.append(k if v is inspect.Parameter.empty else f"{k}={v!r}")
     return ", ".join(parts)
-
-

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +26,10 @@ def save(path: str | pathlib.Path, arrays: Mapping[str, np.ndarray]) -> pathlib.
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide checkpoints from the run's other readers
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+            np.savez(fh, **payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -39,14 +44,22 @@ def save(path: str | pathlib.Path, arrays: Mapping[str, np.ndarray]) -> pathlib.
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def load(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     path = pathlib.Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: not an .npz archive (truncated, or another kind of file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
 
 

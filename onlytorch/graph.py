@@ -70,7 +70,9 @@ class Graph:
             if not isinstance(name, str) or not name:
                 raise GraphError(f"node names must be non-empty strings, got {name!r}")
             if name in self._by_name:
-                raise GraphError(f"a node named {name!r} already exists ({self._by_name[name].describe()}); names must be unique")
+                raise GraphError(
+                    f"a node named {name!r} already exists ({self._by_name[name].describe()}); names must be unique"
+                )
         node = Node(index, name if name is not None else f"{default}_{index}", kind, shape, dtype)
         if name is not None:
             node.user_named = True
@@ -114,7 +116,14 @@ class Graph:
         lecun_uniform), with the initialiser's arguments as keywords."""
         return self._persistent("parameter", name, shape, init, value, init_args)
 
-    def state(self, name: str, shape: Sequence[int] | None = None, init: str = "zeros", value: np.ndarray | None = None, **init_args: Any) -> NodeId:
+    def state(
+        self,
+        name: str,
+        shape: Sequence[int] | None = None,
+        init: str = "zeros",
+        value: np.ndarray | None = None,
+        **init_args: Any,
+    ) -> NodeId:
         """A persistent, non-trainable value (batch-norm running statistics, a carried hidden state)."""
         return self._persistent("state", name, shape, init, value, init_args)
 
@@ -128,7 +137,9 @@ class Graph:
             raise GraphError(f"{kind} {name!r} needs a shape or a value")
         shape = self._check_shape(name, shape, allow_batch=False)
         node = self._new_node(name, kind, shape, self.dtype, kind)
-        self._store_leaf(node, arr if value is not None else initial_value(self.init_rng, shape, init, self.dtype, **init_args))
+        self._store_leaf(
+            node, arr if value is not None else initial_value(self.init_rng, shape, init, self.dtype, **init_args)
+        )
         return NodeId(self, node.index)
 
     def constant(self, value: Any, name: str | None = None) -> NodeId:
@@ -160,7 +171,9 @@ class Graph:
             return self._scalar(float(x))
         if isinstance(x, (np.ndarray, list, tuple)):
             return self._nodes[self.constant(np.asarray(x)).index]
-        raise GraphError(f"op {opname}: cannot use {type(x).__name__} {x!r} as an input; pass a node, an array or a number")
+        raise GraphError(
+            f"op {opname}: cannot use {type(x).__name__} {x!r} as an input; pass a node, an array or a number"
+        )
 
     def _apply(self, opname: str, args: Sequence[Any], attrs: dict[str, Any], name: str | None = None) -> NodeId:
         return self._build(REGISTRY[opname], list(args), attrs, name)
@@ -244,7 +257,9 @@ class Graph:
 
     def _rename(self, node: Node, name: str) -> Node:
         if name in self._by_name:
-            raise GraphError(f"a node named {name!r} already exists ({self._by_name[name].describe()}); names must be unique")
+            raise GraphError(
+                f"a node named {name!r} already exists ({self._by_name[name].describe()}); names must be unique"
+            )
         if node.user_named or node.kind != "op":
             # The composite returned an existing named node: give the name to an identity view.
             node = self._nodes[self._build(REGISTRY["identity"], [NodeId(self, node.index)], {}, None).index]
@@ -291,7 +306,11 @@ class Graph:
             raise GraphError(f"value for {name!r} is not an array: {e}") from None
         if arr.dtype.kind not in "biuf":
             raise GraphError(f"value for {name!r} has dtype {arr.dtype}; expected numbers ({dtype})")
-        if dtype.kind == "i" and arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(np.mod(arr, 1) == 0)):
+        if (
+            dtype.kind == "i"
+            and arr.dtype.kind == "f"
+            and not (np.all(np.isfinite(arr)) and np.all(np.mod(arr, 1) == 0))
+        ):
             raise GraphError(f"value for {name!r} must hold integers (its dtype is {dtype}), got non-integer floats")
         return np.array(arr, dtype=dtype, copy=True) if arr.dtype != dtype or arr is value else arr
 
@@ -317,7 +336,9 @@ class Graph:
             raise GraphError(f"cannot set the value of {n.describe()}: only inputs, parameters and states take values")
         arr = self._coerce(n.name, value, n.dtype)
         if arr.ndim != len(n.shape) or any(d is not None and d != a for d, a in zip(n.shape, arr.shape)):
-            raise ShapeError(f"value for {n.describe()} has shape {arr.shape}, expected {fmt(n.shape)} (N = any batch size)")
+            raise ShapeError(
+                f"value for {n.describe()} has shape {arr.shape}, expected {fmt(n.shape)} (N = any batch size)"
+            )
         self._store_leaf(n, arr)
 
     def get_node_value(self, node: NodeId | str) -> np.ndarray | None:
@@ -513,7 +534,9 @@ class Graph:
 
     def _check_differentiable(self, y: Node, what: str) -> None:
         if not self._grad_enabled:
-            raise GraphError(f"{what} of {y.describe()} while gradient tracking is off (inside no_grad); run it outside the no_grad block")
+            raise GraphError(
+                f"{what} of {y.describe()} while gradient tracking is off (inside no_grad); run it outside the no_grad block"
+            )
         if y.value is None:
             if y.released_by is not None:
                 raise self._released(what, y, y)
@@ -638,7 +661,7 @@ class Graph:
         single = isinstance(xs, NodeId)
         yn = self._node(y)
         xn = self._unique_nodes(xs)
-        asked = [xs] if single else list(xs)  # type: ignore[list-item]
+        asked: list[Any] = [xs] if single else list(xs)  # type: ignore[arg-type]
         # One result per entry of xs, also when an entry repeats (as torch.autograd.grad).
         slot = {x.index: i for i, x in enumerate(xn)}
         order = [slot[self._node(x).index] for x in asked]
@@ -664,7 +687,13 @@ class Graph:
         out = [None if v is None else np.array(v, copy=True) for v in values]
         if not retain_graph:
             self._release(plan.path, f"an earlier grad of {yn.name!r} (retain_graph=False)")
-        return out[0] if single else [out[i] if order.count(i) == 1 or out[i] is None else out[i].copy() for i in order]
+        if single:
+            return out[0]
+        result = []
+        for i in order:
+            v = out[i]
+            result.append(v if v is None or order.count(i) == 1 else v.copy())
+        return result
 
     @staticmethod
     def _check_unused(y: Node, xs: list[Node], grads: Sequence[Any], allow_unused: bool) -> None:

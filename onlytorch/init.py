@@ -23,7 +23,9 @@ def _gain(nonlinearity: str, a: float) -> float:
     if nonlinearity == "leaky_relu":
         return math.sqrt(2.0 / (1 + a * a))
     if nonlinearity not in gains:
-        raise GraphError(f"unknown nonlinearity {nonlinearity!r} for kaiming init; use one of {sorted(gains) + ['leaky_relu']}")
+        raise GraphError(
+            f"unknown nonlinearity {nonlinearity!r} for kaiming init; use one of {sorted(gains) + ['leaky_relu']}"
+        )
     return gains[nonlinearity]
 
 
@@ -39,14 +41,18 @@ INITIALISERS: dict[str, Callable[..., np.ndarray]] = {
     "constant": lambda rng, shape, fill=0.0: np.full(shape, fill),
     "normal": lambda rng, shape, mean=0.0, std=1.0: rng.normal(mean, std, shape),
     "uniform": lambda rng, shape, low=0.0, high=1.0: rng.uniform(low, high, shape),
-    "xavier_uniform": lambda rng, shape, gain=1.0: rng.uniform(-1, 1, shape)
-    * (gain * math.sqrt(6.0 / sum(fans(shape)))),
+    "xavier_uniform": lambda rng, shape, gain=1.0: (
+        rng.uniform(-1, 1, shape) * (gain * math.sqrt(6.0 / sum(fans(shape))))
+    ),
     "xavier_normal": lambda rng, shape, gain=1.0: rng.normal(0.0, gain * math.sqrt(2.0 / sum(fans(shape))), shape),
-    "kaiming_uniform": lambda rng, shape, **kw: rng.uniform(-1, 1, shape) * (math.sqrt(3.0) * _kaiming_std(shape, **kw)),
+    "kaiming_uniform": lambda rng, shape, **kw: (
+        rng.uniform(-1, 1, shape) * (math.sqrt(3.0) * _kaiming_std(shape, **kw))
+    ),
     "kaiming_normal": lambda rng, shape, **kw: rng.normal(0.0, _kaiming_std(shape, **kw), shape),
     # torch.nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias alike.
-    "lecun_uniform": lambda rng, shape, fan_in=None: rng.uniform(-1, 1, shape)
-    / math.sqrt(fan_in if fan_in is not None else fans(shape)[0]),
+    "lecun_uniform": lambda rng, shape, fan_in=None: (
+        rng.uniform(-1, 1, shape) / math.sqrt(fan_in if fan_in is not None else fans(shape)[0])
+    ),
 }
 
 

@@ -76,7 +76,16 @@ def _unique_prefix(g: Graph, base: str) -> str:
 class Linear(Module):
     """y = x @ weight + bias, weight (in, out); torch's default init U(±1/sqrt(in))."""
 
-    def __init__(self, g: Graph, in_features: int, out_features: int, bias: bool = True, name: str | None = None, init: str = "lecun_uniform", **init_args: Any) -> None:
+    def __init__(
+        self,
+        g: Graph,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        name: str | None = None,
+        init: str = "lecun_uniform",
+        **init_args: Any,
+    ) -> None:
         super().__init__(g, name, "linear")
         self.in_features, self.out_features = in_features, out_features
         self.weight = self._param("weight", (in_features, out_features), init, **init_args)
@@ -92,7 +101,9 @@ def activation(g: Graph, name: str, **attrs: Any) -> Callable[[NodeId], NodeId]:
     """The unary op called name (relu, tanh, leaky_relu, ...) as a layer."""
     op = REGISTRY.get(name)
     if op is None or not op.public or len(op.input_names) != 1 or op.variadic:
-        unary = sorted(k for k, v in REGISTRY.items() if v.public and len(v.input_names) == 1 and not v.variadic and v.vjp_rule)
+        unary = sorted(
+            k for k, v in REGISTRY.items() if v.public and len(v.input_names) == 1 and not v.variadic and v.vjp_rule
+        )
         raise GraphError(f"unknown activation {name!r}; use one of {', '.join(unary)}")
     method = getattr(g, op.name)
     return lambda x: method(x, **attrs)
@@ -113,7 +124,9 @@ class BatchNorm(Module):
     """Batch norm over (batch, features): batch statistics and running-statistics updates in
     train mode, running statistics in eval mode (torch.nn.BatchNorm1d)."""
 
-    def __init__(self, g: Graph, num_features: int, momentum: float = 0.1, eps: float = 1e-5, name: str | None = None) -> None:
+    def __init__(
+        self, g: Graph, num_features: int, momentum: float = 0.1, eps: float = 1e-5, name: str | None = None
+    ) -> None:
         super().__init__(g, name, "batch_norm")
         self.momentum, self.eps = momentum, eps
         self.weight = self._param("weight", (num_features,), "ones")
@@ -122,13 +135,17 @@ class BatchNorm(Module):
         self.running_var = self._state("running_var", (num_features,), "ones")
 
     def __call__(self, x: NodeId) -> NodeId:  # type: ignore[override]
-        return self.g.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, momentum=self.momentum, eps=self.eps)
+        return self.g.batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, momentum=self.momentum, eps=self.eps
+        )
 
 
 class LayerNorm(Module):
     """Normalise over the trailing dimensions given by normalized_shape (torch.nn.LayerNorm)."""
 
-    def __init__(self, g: Graph, normalized_shape: int | Sequence[int], eps: float = 1e-5, name: str | None = None) -> None:
+    def __init__(
+        self, g: Graph, normalized_shape: int | Sequence[int], eps: float = 1e-5, name: str | None = None
+    ) -> None:
         super().__init__(g, name, "layer_norm")
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps = eps
@@ -154,7 +171,9 @@ class Embedding(Module):
 class Sequential(Module):
     """Layers applied in order. Items are modules or callables node -> node."""
 
-    def __init__(self, g: Graph, layers: Sequence[Module | Callable[[NodeId], NodeId]], name: str | None = None) -> None:
+    def __init__(
+        self, g: Graph, layers: Sequence[Module | Callable[[NodeId], NodeId]], name: str | None = None
+    ) -> None:
         super().__init__(g, name, "sequential")
         self.layers = list(layers)
         for layer in self.layers:
@@ -211,7 +230,9 @@ class MLP(Sequential):
 class RNNCell(Module):
     """h' = tanh(x @ W_ih + b_ih + h @ W_hh + b_hh) (torch.nn.RNNCell, init U(±1/sqrt(hidden)))."""
 
-    def __init__(self, g: Graph, input_size: int, hidden_size: int, nonlinearity: str = "tanh", name: str | None = None) -> None:
+    def __init__(
+        self, g: Graph, input_size: int, hidden_size: int, nonlinearity: str = "tanh", name: str | None = None
+    ) -> None:
         super().__init__(g, name, "rnn")
         if nonlinearity not in ("tanh", "relu"):
             raise GraphError(f"RNNCell nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
@@ -277,5 +298,3 @@ def copy_parameters(g: Graph, src: Sequence[NodeId], dst: Sequence[NodeId], tau:
             dn.value *= 1.0 - tau
             dn.value += tau * sn.value
         g._mark_changed(dn)
-
-

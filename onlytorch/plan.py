@@ -67,11 +67,7 @@ def _diff_inputs(n: Node) -> list[tuple[int, Node]]:
     derivative; never an integer input or one the op reads only the shape of."""
     if n.op is None or n.detached or n.op.vjp_rule is None:
         return []
-    return [
-        (i, p)
-        for i, p in enumerate(n.inputs)
-        if i not in n.op.nondiff and p.is_float and not n.shape_mask[i]
-    ]
+    return [(i, p) for i, p in enumerate(n.inputs) if i not in n.op.nondiff and p.is_float and not n.shape_mask[i]]
 
 
 @dataclass

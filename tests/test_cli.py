@@ -1,7 +1,6 @@
 """The command line's op listing (the registry as users see it)."""
 
 from click.testing import CliRunner
-
 from onlytorch_cli.main import cli
 
 

@@ -11,7 +11,9 @@ DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "spec.md"
 
 def test_docs_spec_md_is_up_to_date():
     text = DOCS.read_text(encoding="utf-8")
-    assert splice(text, render_reference()) == text, "docs/spec.md is stale: run python -m onlytorch.spec.docs docs/spec.md"
+    assert splice(text, render_reference()) == text, (
+        "docs/spec.md is stale: run python -m onlytorch.spec.docs docs/spec.md"
+    )
 
 
 def test_reference_lists_every_key_code_and_optimizer():

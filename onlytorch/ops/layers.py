@@ -84,7 +84,9 @@ def _(ctx, gy):
         gxhat = gy * gamma
         gx = None
         if ctx.needs[0]:
-            gx = inv * (gxhat - g.mean(gxhat, axis=0, keepdims=True) - xhat * g.mean(gxhat * xhat, axis=0, keepdims=True))
+            gx = inv * (
+                gxhat - g.mean(gxhat, axis=0, keepdims=True) - xhat * g.mean(gxhat * xhat, axis=0, keepdims=True)
+            )
     else:
         inv = 1.0 / g.sqrt(running_var + eps)
         xhat = (x - running_mean) * inv

@@ -182,7 +182,9 @@ def nll(g, log_probs, labels, *, reduction="mean"):
     """Negative log-likelihood of integer labels under log-probabilities (last axis = classes)."""
     _check_reduction("nll", reduction)
     if labels.dtype.kind not in "iu":
-        raise GraphError(f"nll needs integer labels; {labels.name!r} holds floats (declare the input with dtype='int64')")
+        raise GraphError(
+            f"nll needs integer labels; {labels.name!r} holds floats (declare the input with dtype='int64')"
+        )
     return reduce_loss(g, -_pick(g, "nll", log_probs, labels), reduction, "nll")
 
 

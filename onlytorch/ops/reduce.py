@@ -198,5 +198,3 @@ def broadcast_like(v, like_shape):
 @broadcast_like.vjp
 def _(ctx, gy):
     return ctx.g.sum_to(gy, ctx.inputs[0]), None
-
-

@@ -87,7 +87,9 @@ def _concat_shape(*shapes, axis=0):
     ax = norm_axis(axis, len(first))
     for s in shapes[1:]:
         if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != ax):
-            raise ShapeRuleError(f"concat along axis {axis}: shapes {', '.join(fmt(s) for s in shapes)} differ off that axis")
+            raise ShapeRuleError(
+                f"concat along axis {axis}: shapes {', '.join(fmt(s) for s in shapes)} differ off that axis"
+            )
     sizes = [s[ax] for s in shapes]
     total = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
     return first[:ax] + (total,) + first[ax + 1 :], "f"
@@ -103,9 +105,7 @@ def concat(*xs, axis=0):
 def _(ctx, gy):
     g = ctx.g
     axis = ctx.attrs["axis"]
-    return tuple(
-        g.slice_like(gy, *ctx.inputs, part=i, axis=axis) if need else None for i, need in enumerate(ctx.needs)
-    )
+    return tuple(g.slice_like(gy, *ctx.inputs, part=i, axis=axis) if need else None for i, need in enumerate(ctx.needs))
 
 
 def _slice_like_shape(v, *likes, part, axis):
@@ -158,9 +158,7 @@ def _(ctx, gy):
     g = ctx.g
     ndim = len(ctx.out.shape)
     ax = norm_axis(ctx.attrs["axis"], ndim)
-    return tuple(
-        g.index(gy, key=(slice(None),) * ax + (i,)) if need else None for i, need in enumerate(ctx.needs)
-    )
+    return tuple(g.index(gy, key=(slice(None),) * ax + (i,)) if need else None for i, need in enumerate(ctx.needs))
 
 
 # ---------------------------------------------------------------- indexing

@@ -25,9 +25,7 @@ def broadcast(*shapes: Shape) -> Shape:
         elif len(dims) == 1:
             out.append(dims.pop())
         else:
-            raise ShapeRuleError(
-                "shapes " + " and ".join(fmt(s) for s in shapes) + f" do not broadcast (axis {axis})"
-            )
+            raise ShapeRuleError("shapes " + " and ".join(fmt(s) for s in shapes) + f" do not broadcast (axis {axis})")
     return tuple(out)
 
 

@@ -583,7 +583,7 @@ class RMSprop(Optimizer):
         return h
 
     def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
-        names = ("square_avg",)
+        names: tuple[str, ...] = ("square_avg",)
         if h["momentum"] > 0:
             names += ("momentum_buffer",)
         if h["centered"]:

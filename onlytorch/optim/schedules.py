@@ -138,6 +138,9 @@ def _real(
 class StepLR(Schedule):
     """lr = base_lr * gamma ** (t // step_size) (torch.optim.lr_scheduler.StepLR)."""
 
+    step_size: int
+    gamma: float
+
     name = "step_lr"
     _hyper_names = ("step_size", "gamma")
 
@@ -155,6 +158,8 @@ class StepLR(Schedule):
 
 class ExponentialLR(Schedule):
     """lr = base_lr * gamma ** t (torch.optim.lr_scheduler.ExponentialLR)."""
+
+    gamma: float
 
     name = "exponential_lr"
     _hyper_names = ("gamma",)
@@ -174,6 +179,9 @@ class CosineAnnealingLR(Schedule):
     """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2
     (torch.optim.lr_scheduler.CosineAnnealingLR; like torch's, it rises again after T_max)."""
 
+    T_max: int
+    eta_min: float
+
     name = "cosine_annealing_lr"
     _hyper_names = ("T_max", "eta_min")
 
@@ -192,6 +200,10 @@ class CosineAnnealingLR(Schedule):
 class LinearLR(Schedule):
     """lr = base_lr * (start_factor + (end_factor - start_factor) * min(t, total_iters) / total_iters)
     (torch.optim.lr_scheduler.LinearLR: a linear warmup with the defaults)."""
+
+    start_factor: float
+    end_factor: float
+    total_iters: int
 
     name = "linear_lr"
     _hyper_names = ("start_factor", "end_factor", "total_iters")
@@ -221,6 +233,10 @@ class WarmupCosine(Schedule):
     - ``t >= total_steps``: lr = eta_min.
 
     With eta_min = 0 this is HuggingFace's ``get_cosine_schedule_with_warmup`` up to total_steps."""
+
+    warmup_steps: int
+    total_steps: int
+    eta_min: float
 
     name = "warmup_cosine"
     _hyper_names = ("warmup_steps", "total_steps", "eta_min")

@@ -31,7 +31,9 @@ def _type_name(tp: Any) -> str:
     if origin is typing.Annotated:
         inner = args[0]
         if typing.get_origin(inner) is typing.Union:
-            members = [typing.get_args(m)[0] if typing.get_origin(m) is typing.Annotated else m for m in typing.get_args(inner)]
+            members = [
+                typing.get_args(m)[0] if typing.get_origin(m) is typing.Annotated else m for m in typing.get_args(inner)
+            ]
             if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
                 return "one of the kinds listed below"
         return _type_name(inner)
@@ -107,31 +109,42 @@ def render_reference() -> str:
         add(model_table(src.params))
     add("\n### Optimizers (`optimizers.NAME`)\n")
     add("Each is `{type: NAME, params: [...], lr: ..., ...}` with torch.optim's defaults.\n")
-    for name, model in S.OPTIMIZER_MODELS.items():
+    for name, opt_model in S.OPTIMIZER_MODELS.items():
         add(f"\n#### `type: {name}`\n")
-        add(_doc(model) + "\n")
-        add(model_table(model, skip=("type",)))
+        add(_doc(opt_model) + "\n")
+        add(model_table(opt_model, skip=("type",)))
     add("\n### Learning-rate schedules (`optimizers.NAME.schedule`)\n")
-    for name, model in S.SCHEDULE_MODELS.items():
+    for name, sched_model in S.SCHEDULE_MODELS.items():
         add(f"\n#### `type: {name}`\n")
-        add(_doc(model) + "\n")
-        add(model_table(model, skip=("type",)))
+        add(_doc(sched_model) + "\n")
+        add(model_table(sched_model, skip=("type",)))
     add("\n### Layers (items of a module's layer list)\n")
     add("| layer | form | meaning |\n|---|---|---|")
-    add("| `linear` | `{linear: 64}` or `{linear: {out: 64, bias: false, init: xavier_uniform}}` | x @ W + b, input size inferred |")
-    add("| `batch_norm` | `batch_norm` or `{batch_norm: {momentum: 0.1, eps: 1.0e-5}}` | batch statistics in train mode, running statistics in eval mode |")
+    add(
+        "| `linear` | `{linear: 64}` or `{linear: {out: 64, bias: false, init: xavier_uniform}}` | x @ W + b, input size inferred |"
+    )
+    add(
+        "| `batch_norm` | `batch_norm` or `{batch_norm: {momentum: 0.1, eps: 1.0e-5}}` | batch statistics in train mode, running statistics in eval mode |"
+    )
     add("| `layer_norm` | `layer_norm` or `{layer_norm: {eps: 1.0e-5}}` | normalise over the last axis |")
     add("| `embedding` | `{embedding: {num: 1000, dim: 16}}` | a lookup table for integer inputs |")
-    add("| any one-input function below | `relu`, `{leaky_relu: 0.2}`, `{dropout: 0.1}`, `{gelu: {approximate: tanh}}` | the function, a scalar giving its first argument |")
+    add(
+        "| any one-input function below | `relu`, `{leaky_relu: 0.2}`, `{dropout: 0.1}`, `{gelu: {approximate: tanh}}` | the function, a scalar giving its first argument |"
+    )
     add("\n### Functions in expressions\n")
-    add("Expressions are Python syntax (`+ - * / ** @`, unary `-`, comparisons, `x[...]` with constant indices), parsed with `ast` under a whitelist; keyword arguments take constants. Besides module calls `M(x)`:\n")
+    add(
+        "Expressions are Python syntax (`+ - * / ** @`, unary `-`, comparisons, `x[...]` with constant indices), parsed with `ast` under a whitelist; keyword arguments take constants. Besides module calls `M(x)`:\n"
+    )
     add("| function | meaning |\n|---|---|")
     from ..compile import SPECIAL_FUNCTIONS
 
     for name, text in SPECIAL_FUNCTIONS.items():
         add(f"| `{name}` | {text} |")
     for name, op in sorted(public_ops().items()):
-        sig = ", ".join([("*" if op.variadic else "") + n for n in op.input_names] + [k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in op.attr_defaults.items()])
+        sig = ", ".join(
+            [("*" if op.variadic else "") + n for n in op.input_names]
+            + [k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in op.attr_defaults.items()]
+        )
         alias = f" (alias of `{op.name}`)" if name != op.name else ""
         first = op.doc.split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
         add(f"| `{name}({sig})` | {first}{alias} |")

@@ -23,7 +23,9 @@ class Drawing:
     clusters: dict[str, list[str]] = field(default_factory=dict)  # module -> its parameter labels
 
 
-def _flows(node: ast.AST, modules: set[str], edges: list[tuple[str, str, str]], style: str = "plain") -> list[tuple[str, str]]:
+def _flows(
+    node: ast.AST, modules: set[str], edges: list[tuple[str, str, str]], style: str = "plain"
+) -> list[tuple[str, str]]:
     """The (source, style) pairs whose values flow into this sub-expression's value. A module
     call consumes its arguments (edges into the module are added) and yields the module itself;
     everything inside stop_gradient is marked 'stop', inside grad 'grad'."""
@@ -61,8 +63,8 @@ def build(compiled: Compiled) -> Drawing:
             d.edges.append(("@" + m.spec.copy_of, "@" + name, "sync"))
     for kind, table in (("node", spec.nodes), ("loss", spec.losses), ("metric", spec.metrics)):
         for name, text in table.items():
-            node = compiled.names.get(name)
-            shape = fmt(node.shape) if node is not None else ""
+            built = compiled.names.get(name)
+            shape = fmt(built.shape) if built is not None else ""
             label = f"{name} {shape}"
             if name in detached:
                 label += " | detached in " + ", ".join(detached[name])
@@ -87,7 +89,13 @@ def _id(name: str) -> str:
 
 def mermaid(compiled: Compiled) -> str:
     d = build(compiled)
-    shapes = {"input": ("([", "])"), "node": ("[", "]"), "loss": ("[[", "]]"), "metric": ("{{", "}}"), "module": ("[/", "/]")}
+    shapes = {
+        "input": ("([", "])"),
+        "node": ("[", "]"),
+        "loss": ("[[", "]]"),
+        "metric": ("{{", "}}"),
+        "module": ("[/", "/]"),
+    }
     lines = ["flowchart LR"]
     for name, params in d.clusters.items():
         lines.append(f'  subgraph cluster_{name}["module {name}"]')
@@ -101,7 +109,13 @@ def mermaid(compiled: Compiled) -> str:
             continue
         a, b = shapes[kind]
         lines.append(f'  {_id(name)}{a}"{label}"{b}')
-    arrows = {"plain": "-->", "stop": "-. stop_gradient .->", "grad": "== grad ==>", "sync": "-. sync .->", "carry": "-. carry .->"}
+    arrows = {
+        "plain": "-->",
+        "stop": "-. stop_gradient .->",
+        "grad": "== grad ==>",
+        "sync": "-. sync .->",
+        "carry": "-. carry .->",
+    }
     for src, dst, style in d.edges:
         lines.append(f"  {_id(src)} {arrows[style]} {_id(dst)}")
     for name, (kind, label) in d.nodes.items():
@@ -127,9 +141,17 @@ def dot(compiled: Compiled) -> str:
     for name, (kind, label) in d.nodes.items():
         if kind == "module":
             continue
-        extra = ', color="#c60", style=dashed' if "detached in" in label else (', color="#c00"' if kind == "loss" else "")
+        extra = (
+            ', color="#c60", style=dashed' if "detached in" in label else (', color="#c00"' if kind == "loss" else "")
+        )
         lines.append(f'  {_id(name)} [label="{label}", shape={shapes[kind]}{extra}];')
-    styles = {"plain": "", "stop": ' [style=dashed, label="stop_gradient"]', "grad": ' [style=bold, label="grad"]', "sync": ' [style=dotted, label="sync"]', "carry": ' [style=dotted, label="carry"]'}
+    styles = {
+        "plain": "",
+        "stop": ' [style=dashed, label="stop_gradient"]',
+        "grad": ' [style=bold, label="grad"]',
+        "sync": ' [style=dotted, label="sync"]',
+        "carry": ' [style=dotted, label="carry"]',
+    }
     for src, dst, style in d.edges:
         lines.append(f"  {_id(src)} -> {_id(dst)}{styles[style]};")
     lines.append("}")

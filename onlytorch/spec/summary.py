@@ -34,7 +34,9 @@ def _group(compiled: Compiled, names: list[str]) -> str:
 
 def summarize(compiled: Compiled) -> str:
     spec = compiled.spec
-    out = [f"spec {spec.name!r}: {len(compiled.graph.parameters())} parameter tensors, {_count(compiled.graph.parameters()):,} weights"]
+    out = [
+        f"spec {spec.name!r}: {len(compiled.graph.parameters())} parameter tensors, {_count(compiled.graph.parameters()):,} weights"
+    ]
     if compiled.modules:
         out.append("")
         out.append(f"{'module':<16} {'kind':<8} {'weights':>9}  notes")
@@ -42,7 +44,11 @@ def summarize(compiled: Compiled) -> str:
             notes = []
             if m.kind == "copy":
                 src, sync = compiled.targets.get(name, (m.spec.copy_of, None))
-                how = "" if sync is None else (f", sync every {sync.every} steps" if sync.every else f", Polyak tau={sync.tau}")
+                how = (
+                    ""
+                    if sync is None
+                    else (f", sync every {sync.every} steps" if sync.every else f", Polyak tau={sync.tau}")
+                )
                 notes.append(f"target copy of {src} (not trained{how})")
             if m.calls > 1:
                 notes.append(f"shared: called {m.calls} times")
@@ -51,7 +57,12 @@ def summarize(compiled: Compiled) -> str:
             out.append(f"{name:<16} {m.kind:<8} {_count(m.params):>9,}  {'; '.join(notes)}")
     out.append("")
     out.append(f"{'node':<16} {'kind':<8} shape")
-    for section, table in (("input", spec.inputs), ("node", spec.nodes), ("loss", spec.losses), ("metric", spec.metrics)):
+    for section, table in (
+        ("input", spec.inputs),
+        ("node", spec.nodes),
+        ("loss", spec.losses),
+        ("metric", spec.metrics),
+    ):
         for name in table:
             node = compiled.names.get(name)
             if node is not None:
@@ -60,7 +71,9 @@ def summarize(compiled: Compiled) -> str:
         o = compiled.optimizers.get(opt)
         lr = f", lr {o.lr:g}" if o is not None else ""
         out.append("")
-        out.append(f"optimizer {opt} ({spec.optimizers[opt].type}{lr}) updates {_group(compiled, [p.name for p in params])}")
+        out.append(
+            f"optimizer {opt} ({spec.optimizers[opt].type}{lr}) updates {_group(compiled, [p.name for p in params])}"
+        )
     for ph in compiled.phases:
         out.append("")
         extra = []
@@ -74,7 +87,9 @@ def summarize(compiled: Compiled) -> str:
         for i, b in enumerate(ph.backward, 1):
             retain = " [retain_graph]" if b.retain_graph else ""
             weight = f" x {b.weight:g}" if b.weight != 1.0 else ""
-            out.append(f"  backward {i}: {b.loss}{weight}{retain} reaches {_group(compiled, [p.name for p in b.reached])}")
+            out.append(
+                f"  backward {i}: {b.loss}{weight}{retain} reaches {_group(compiled, [p.name for p in b.reached])}"
+            )
         for d, cut in ph.cut.items():
             out.append(f"  detach {d} cuts off {_group(compiled, cut) if cut else 'no parameter'}")
     return "\n".join(out)

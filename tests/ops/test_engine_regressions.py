@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import onlytorch as ot
+
 
 def _a_plus_b():
     g = ot.Graph(dtype="float64")
