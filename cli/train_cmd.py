@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shlex
 import sys
 import time
 from typing import Any
@@ -97,7 +98,11 @@ def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides:
         return EXIT_FAILED
     run = Run(path, compiled, trainer, spec_file, overrides)
     if resume:
-        state = ckpt.load(run.last_checkpoint)
+        try:
+            state = ckpt.load(run.last_checkpoint)
+        except ckpt.CheckpointError as e:
+            click.echo(f"error: cannot resume: {e}", err=True)
+            return EXIT_USAGE
         saved = str(state.get("meta/spec_hash", ""))
         if saved != run.hash:
             try:
@@ -133,12 +138,15 @@ def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides:
     def on_eval(rec: Record) -> None:
         run.evaluate(rec.step)
 
-    previous = _interrupt_on_signals()
+    stop = _StopRequest()
+    previous = _interrupt_on_signals(stop)
     try:
-        train_loop(trainer, total, on_log, on_eval if compiled.spec.eval else None, lambda: run.checkpoint(), progress.update)
+        on_eval_ = on_eval if compiled.spec.eval else None
+        train_loop(trainer, total, on_log, on_eval_, lambda: run.checkpoint(), progress.update, should_stop=stop)
         progress.close()
         run.checkpoint()
-        final_eval = run.evaluate(trainer.step) if compiled.spec.eval and not (compiled.spec.train.eval_every and trainer.step % compiled.spec.train.eval_every == 0) else _last_eval(run)
+        evaluated = any(r.get("kind") == "eval" and r.get("step") == trainer.step for r in run.rows)
+        final_eval = run.evaluate(trainer.step) if compiled.spec.eval and not evaluated else _last_eval(run)
         run.finish("completed")
     except Diverged as e:
         progress.close()
@@ -149,10 +157,20 @@ def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides:
         return EXIT_DIVERGED
     except KeyboardInterrupt:
         progress.close()
+        sets = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
+        again = f"onlytorch train {shlex.quote(spec_file)} --out {shlex.quote(str(path))} --resume {sets}".rstrip()
+        if stop.forced:
+            # A second signal stopped an iteration halfway: its state is not one to continue from.
+            what = f"interrupted twice during step {trainer.step + 1}"
+            run.finish("interrupted", f"{what}; no checkpoint written")
+            last = run.last_checkpoint
+            where = f"continue from the last checkpoint ({last}) with: {again}" if last.exists() else "no checkpoint"
+            click.echo(f"{what}: stopped without writing a checkpoint; {where}", err=True)
+            return EXIT_INTERRUPTED
         try:
             saved_path = run.checkpoint()
             run.finish("interrupted", f"interrupted at step {trainer.step}")
-            click.echo(f"interrupted at step {trainer.step}; checkpoint {saved_path}; continue with: onlytorch train {spec_file} --out {path} --resume", err=True)
+            click.echo(f"interrupted at step {trainer.step}; checkpoint {saved_path}; continue with: {again}", err=True)
         except (ckpt.CheckpointError, OSError) as e:
             click.echo(f"interrupted at step {trainer.step}; the checkpoint could not be written: {e}", err=True)
         return EXIT_INTERRUPTED
@@ -172,12 +190,30 @@ def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides:
     return EXIT_OK
 
 
-def _interrupt_on_signals() -> dict[int, Any]:
-    """Ctrl-C and SIGTERM both stop training the same way: checkpoint, then exit 130."""
+class _StopRequest:
+    """Set by SIGINT/SIGTERM; the training loop stops at the next iteration boundary, so that the
+    checkpoint it writes holds no half-done iteration. A second signal stops at once (forced)."""
+
+    def __init__(self) -> None:
+        self.signals = 0
+
+    @property
+    def forced(self) -> bool:
+        return self.signals > 1
+
+    def __call__(self) -> bool:
+        return self.signals > 0
+
+
+def _interrupt_on_signals(stop: _StopRequest) -> dict[int, Any]:
+    """Ctrl-C and SIGTERM both stop training the same way: at the end of the current iteration,
+    checkpoint, then exit 130."""
     import signal
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        stop.signals += 1
+        if stop.forced:
+            raise KeyboardInterrupt
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -213,16 +249,16 @@ def run_eval(compiled: Compiled, checkpoint: str, split: str | None, as_json: bo
     except DataError as e:
         click.echo(f"error: data: {e}", err=True)
         return EXIT_FAILED
+    used = split or (compiled.spec.eval.split if compiled.spec.eval else "test")
+    if trainer.fields and used not in trainer.data:
+        have = ", ".join(sorted(trainer.data)) or "none"
+        raise click.UsageError(f"the spec has no {used!r} split to evaluate (its splits: {have})")
     try:
         trainer.restore_weights(ckpt.load(checkpoint))
     except ckpt.CheckpointError as e:
         click.echo(f"error: {e}", err=True)
         return EXIT_USAGE
-    if compiled.spec.eval is None:
-        values = trainer.evaluate(split or "test")
-    else:
-        values = evaluate(compiled, trainer, None, split)
-    used = split or (compiled.spec.eval.split if compiled.spec.eval else "test")
+    values = trainer.evaluate(used) if compiled.spec.eval is None else evaluate(compiled, trainer, None, used)
     if as_json:
         click.echo(json.dumps({"split": used, "checkpoint": checkpoint, "metrics": values}, indent=2))
     else:

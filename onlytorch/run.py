@@ -113,7 +113,10 @@ class Run:
     def start(self, resume: bool) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         if resume:
-            old = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+            try:
+                old = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                old = {}  # lost or cut short: the checkpoint and the metrics log still hold the run
             self.info["started"] = old.get("started", self.info["started"])
             self.info["best"] = old.get("best")
             self.elapsed_before = float(old.get("wall_time", 0.0))

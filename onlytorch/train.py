@@ -200,19 +200,24 @@ class Trainer:
     def _diverged(self, phase: PhaseInfo, node: NodeId, what: str) -> None:
         first = self.g.first_nonfinite(node)
         origin = first.name if first is not None else node.name
+        where = (
+            f"the first node whose value went NaN/inf is {origin!r}"
+            if first is not None
+            else "every forward value is finite: it went NaN/inf in the backward pass"
+        )
         raise Diverged(
-            f"training diverged at step {self.step + 1}, phase {phase.name!r}: {what}; the first node whose value "
-            f"went NaN/inf is {origin!r}",
+            f"training diverged at step {self.step + 1}, phase {phase.name!r}: {what}; {where}",
             self.step + 1,
             phase.name,
             origin,
         )
 
     def _stash_carries(self) -> None:
+        # forward_node, not get_node_value: the carried node (e.g. the RNN's last state) is usually
+        # not an ancestor of the loss, so the loss's forward does not compute it. Called before
+        # backward, while the values it needs are still held.
         for name, node in self.c.carries.items():
-            value = self.g.get_node_value(node)
-            if value is not None:
-                self.carry[name] = np.array(value, copy=True)
+            self.carry[name] = np.array(self.g.forward_node(node), copy=True)
 
     def _sync_targets(self) -> None:
         for copy, (source, sync) in self.c.targets.items():
@@ -377,12 +382,19 @@ def train_loop(
     on_eval: Callable[[Record], None] | None = None,
     on_checkpoint: Callable[[], None] | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Run iterations until ``steps`` in total, logging, evaluating and checkpointing as the spec says."""
+    """Run iterations until ``steps`` in total, logging, evaluating and checkpointing as the spec says.
+
+    ``should_stop`` is asked between iterations (never inside one): when it returns True the loop
+    raises KeyboardInterrupt with the trainer at an iteration boundary, so a checkpoint written
+    then is one that a resume continues from exactly."""
     t = trainer.spec.train
     assert t is not None
     start = time.perf_counter()
     while trainer.step < steps:
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt
         values = trainer.run_iteration()
         step = trainer.step
         if progress is not None:
