@@ -201,7 +201,7 @@ class Trainer:
         first = self.g.first_nonfinite(node)
         origin = first.name if first is not None else node.name
         where = (
-            f"the first node whose value went NaN/inf is {origin!r}"
+            f"the first node whose value went NaN/inf is {origin!r}{self._inside(first)}"
             if first is not None
             else "every forward value is finite: it went NaN/inf in the backward pass"
         )
@@ -211,6 +211,16 @@ class Trainer:
             phase.name,
             origin,
         )
+
+    def _inside(self, node: NodeId) -> str:
+        """' (in spec node X)' for a node the spec does not name (a part of a loss or a layer):
+        the first named node of the spec that is computed from it."""
+        if node.name in self.c.names:
+            return ""
+        for name, named in sorted(self.c.names.items(), key=lambda kv: kv[1].index):
+            if named.index > node.index and node.index in self.g._forward_plan([self.g._node(named)]).index_set:
+                return f" (inside {name!r})"
+        return ""
 
     def _stash_carries(self) -> None:
         # forward_node, not get_node_value: the carried node (e.g. the RNN's last state) is usually
@@ -403,10 +413,7 @@ def train_loop(
             row = dict(values)
             with trainer.g.no_grad():
                 for name, node in trainer.c.metrics.items():
-                    try:
-                        row[f"train/{name}"] = float(np.asarray(trainer.g.forward_node(node)).reshape(-1)[0])
-                    except GraphError:
-                        pass
+                    row[f"train/{name}"] = float(np.asarray(trainer.g.forward_node(node)).reshape(-1)[0])
             for o, opt in trainer.c.optimizers.items():
                 row[f"lr/{o}"] = float(opt.lr)
                 if o in trainer.grad_norms:
