@@ -60,12 +60,18 @@ class Progress:
         done = int(width * step / max(self.total, 1))
         rate = (step - self.start_step) / max(now - self.t0, 1e-9)
         losses = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items())
-        click.echo(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.total}  {losses}  {rate:.0f} it/s\033[K", nl=False, err=True)
+        click.echo(
+            f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.total}  {losses}  {rate:.0f} it/s\033[K",
+            nl=False,
+            err=True,
+        )
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.quiet or self.tty:
             return
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if "/" in k and not k.startswith(("lr/", "grad_norm/")))
+        shown = "  ".join(
+            f"{k} {v:.4g}" for k, v in values.items() if "/" in k and not k.startswith(("lr/", "grad_norm/"))
+        )
         click.echo(f"step {step}/{self.total}  {shown}", err=True)
 
     def close(self) -> None:
@@ -82,7 +88,9 @@ def _table(title: str, values: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides: list[str], resume: bool, force: bool, quiet: bool) -> int:
+def run_training(
+    compiled: Compiled, spec_file: str, out: str | None, overrides: list[str], resume: bool, force: bool, quiet: bool
+) -> int:
     from onlytorch import checkpoint as ckpt
     from onlytorch.data.sources import DataError
     from onlytorch.run import Run, spec_changes
@@ -111,7 +119,11 @@ def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides:
             except (OSError, ValueError):
                 changes = ["(the run's spec.json is missing or unreadable)"]
             if not force:
-                click.echo(f"error: the spec changed since {path} was written:\n  " + "\n  ".join(changes or ["(the spec hash differs)"]), err=True)
+                click.echo(
+                    f"error: the spec changed since {path} was written:\n  "
+                    + "\n  ".join(changes or ["(the spec hash differs)"]),
+                    err=True,
+                )
                 click.echo("resume with --force to continue anyway", err=True)
                 return EXIT_USAGE
         try:
@@ -138,11 +150,14 @@ def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides:
     def on_eval(rec: Record) -> None:
         run.evaluate(rec.step)
 
+    def on_checkpoint() -> None:
+        run.checkpoint()
+
     stop = _StopRequest()
     previous = _interrupt_on_signals(stop)
     try:
         on_eval_ = on_eval if compiled.spec.eval else None
-        train_loop(trainer, total, on_log, on_eval_, lambda: run.checkpoint(), progress.update, should_stop=stop)
+        train_loop(trainer, total, on_log, on_eval_, on_checkpoint, progress.update, should_stop=stop)
         progress.close()
         run.checkpoint()
         evaluated = any(r.get("kind") == "eval" and r.get("step") == trainer.step for r in run.rows)
@@ -153,7 +168,12 @@ def run_training(compiled: Compiled, spec_file: str, out: str | None, overrides:
         run.finish("diverged", str(e))
         click.echo(f"error: {e}", err=True)
         last = run.last_checkpoint
-        click.echo(f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written before the divergence", err=True)
+        click.echo(
+            f"the last good checkpoint is {last}"
+            if last.exists()
+            else "no checkpoint was written before the divergence",
+            err=True,
+        )
         return EXIT_DIVERGED
     except KeyboardInterrupt:
         progress.close()
@@ -215,7 +235,7 @@ def _interrupt_on_signals(stop: _StopRequest) -> dict[int, Any]:
         if stop.forced:
             raise KeyboardInterrupt
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             previous[sig] = signal.signal(sig, handler)

@@ -345,6 +345,13 @@ class Graph:
         """The node's value, or None where the graph holds none (never computed, or released)."""
         return self._node(node).value
 
+    def require_value(self, node: NodeId | str) -> np.ndarray:
+        """The node's value; a GraphError naming the node when none is held."""
+        n = self._node(node)
+        if n.value is None:
+            raise GraphError(f"{n.describe()} holds no value")
+        return n.value
+
     def get_node_grad(self, node: NodeId | str) -> np.ndarray | None:
         """The gradient accumulated into node by backward calls, or None."""
         return self._node(node).grad

@@ -76,7 +76,9 @@ def lower_is_better(name: str) -> bool:
 class Run:
     """Writes a run directory while a Trainer runs."""
 
-    def __init__(self, path: pathlib.Path, compiled: Compiled, trainer: Trainer, spec_file: str, overrides: list[str]) -> None:
+    def __init__(
+        self, path: pathlib.Path, compiled: Compiled, trainer: Trainer, spec_file: str, overrides: list[str]
+    ) -> None:
         self.path = path
         self.c = compiled
         self.trainer = trainer
@@ -183,7 +185,12 @@ class Run:
         better = best is None or (value < best["value"] if lower_is_better(metric) else value > best["value"])
         if better:
             path = self.checkpoint("best")
-            self.info["best"] = {"checkpoint": str(path.relative_to(self.path)), "step": step, "metric": metric, "value": value}
+            self.info["best"] = {
+                "checkpoint": str(path.relative_to(self.path)),
+                "step": step,
+                "metric": metric,
+                "value": value,
+            }
 
     def finish(self, status: str, message: str | None = None) -> None:
         self.info["status"] = status
@@ -191,12 +198,16 @@ class Run:
         self.info["finished"] = _now()
         final: dict[str, float] = {}
         for row in self.rows:
-            final.update({k: v for k, v in row.items() if k not in ("step", "kind", "time") and isinstance(v, (int, float))})
+            final.update(
+                {k: v for k, v in row.items() if k not in ("step", "kind", "time") and isinstance(v, (int, float))}
+            )
         self.info["final"] = final
         self.write_info()
 
 
-def evaluate(compiled: Compiled, trainer: Trainer, run_dir: pathlib.Path | None = None, split: str | None = None) -> dict[str, float]:
+def evaluate(
+    compiled: Compiled, trainer: Trainer, run_dir: pathlib.Path | None = None, split: str | None = None
+) -> dict[str, float]:
     """The spec's eval metrics on its eval split (under no_grad), plus sample metrics."""
     ev = compiled.spec.eval
     if ev is None:
@@ -210,7 +221,9 @@ def evaluate(compiled: Compiled, trainer: Trainer, run_dir: pathlib.Path | None 
             extra: dict[str, np.ndarray] = {}
             train = trainer.data.get("train", {})
             # The real data a generator imitates: the training field shaped like its samples.
-            real = next((train[f] for f in trainer.fields.values() if f in train and train[f].shape[1:] == fake.shape[1:]), None)
+            real = next(
+                (train[f] for f in trainer.fields.values() if f in train and train[f].shape[1:] == fake.shape[1:]), None
+            )
             if real is not None:
                 extra["real"] = real[: ev.samples.n]
             centres, _ = mixture(compiled)
@@ -243,7 +256,7 @@ def sample_scores(compiled: Compiled, trainer: Trainer, fake: np.ndarray) -> dic
 
 
 def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not path.exists():
         return rows
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -255,4 +268,4 @@ def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

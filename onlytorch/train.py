@@ -61,12 +61,17 @@ def load_data(compiled: Compiled) -> dict[str, dict[str, np.ndarray]]:
             holdout[name] = src.fraction
         else:
             entry = src.model_dump(by_alias=True)
-            out[name] = load_source(entry, LoadContext(base_dir=ctx.base_dir, seed=ctx.seed + {"train": 0, "val": 1, "test": 2}[name]))
+            out[name] = load_source(
+                entry, LoadContext(base_dir=ctx.base_dir, seed=ctx.seed + {"train": 0, "val": 1, "test": 2}[name])
+            )
     if holdout:
         parts = split(out["train"], holdout, seed=compiled.spec.seed)
         out.update(parts)
     dtype = compiled.graph.dtype
-    return {k: {f: (a.astype(dtype) if a.dtype.kind == "f" else a.astype(np.int64)) for f, a in v.items()} for k, v in out.items()}
+    return {
+        k: {f: (a.astype(dtype) if a.dtype.kind == "f" else a.astype(np.int64)) for f, a in v.items()}
+        for k, v in out.items()
+    }
 
 
 class Trainer:
@@ -82,10 +87,18 @@ class Trainer:
         self.window = 0  # index of the next window of windowed inputs
         self.batch: dict[str, np.ndarray] = {}
         self.batch_size = self.spec.data.batch_size if self.spec.data else 1
-        self.fields = {name: inp.from_.split(".", 1)[1] for name, inp in self.spec.inputs.items() if inp.from_ and not inp.from_.startswith("noise.")}
+        self.fields = {
+            name: inp.from_.split(".", 1)[1]
+            for name, inp in self.spec.inputs.items()
+            if inp.from_ and not inp.from_.startswith("noise.")
+        }
         self.windows = {name: inp.window for name, inp in self.spec.inputs.items() if inp.window}
         self.n_windows = self._n_windows()
-        self.batches = Batches(self.data["train"], self.batch_size, shuffle=self.spec.data.shuffle, seed=seed) if "train" in self.data and self.spec.data else None
+        self.batches = (
+            Batches(self.data["train"], self.batch_size, shuffle=self.spec.data.shuffle, seed=seed)
+            if "train" in self.data and self.spec.data
+            else None
+        )
         self.noise = {
             name: Noise(inp.from_.split(".", 1)[1], tuple(inp.shape), seed=seed * 1000 + 17 + i, dtype=self.g.dtype)
             for i, (name, inp) in enumerate(self.spec.inputs.items())
@@ -105,7 +118,9 @@ class Trainer:
             length = self.data[split_name][field].shape[1] if split_name in self.data else w
             counts.add(length // w)
         if len(counts) > 1:
-            raise GraphError(f"windowed inputs split their sequences into different numbers of windows: {sorted(counts)}")
+            raise GraphError(
+                f"windowed inputs split their sequences into different numbers of windows: {sorted(counts)}"
+            )
         return counts.pop() if counts else 1
 
     def _set_batch(self, batch: dict[str, np.ndarray], window: int) -> int:
@@ -183,7 +198,7 @@ class Trainer:
                 opt = self.c.optimizers[o]
                 norm = _grad_norm(g, opt.params)
                 if not math.isfinite(norm):
-                    bad = next(p for p in opt.params if g.get_node_grad(p) is not None and not np.isfinite(g.get_node_grad(p)).all())
+                    bad = next(p for p in opt.params if not np.isfinite(_grad_or_zero(g, p)).all())
                     self._diverged(phase, bad, f"the gradient of parameter {bad.name!r} is not finite")
                 self.grad_norms[o] = norm
                 opt.step()
@@ -260,7 +275,10 @@ class Trainer:
             raise GraphError(f"there is no {split_name!r} split to evaluate")
         sums = dict.fromkeys(targets, 0.0)
         count = 0
-        noise = {name: Noise(n.kind, n.shape, seed=self.spec.seed + 99991, dtype=self.g.dtype) for name, n in self.noise.items()}
+        noise = {
+            name: Noise(n.kind, n.shape, seed=self.spec.seed + 99991, dtype=self.g.dtype)
+            for name, n in self.noise.items()
+        }
         with self.g.no_grad():
             for batch, n in self._eval_batches(arrays):
                 for name, nz in noise.items():
@@ -298,7 +316,9 @@ class Trainer:
             self.g.set_value(name, value if value is not None else np.zeros((n, *node.shape[1:]), dtype=self.g.dtype))
 
     def _stash_eval_carries(self) -> None:
-        self._eval_carry = {name: np.array(self.g.forward_node(node), copy=True) for name, node in self.c.carries.items()}
+        self._eval_carry = {
+            name: np.array(self.g.forward_node(node), copy=True) for name, node in self.c.carries.items()
+        }
 
     def sample(self, node: str, n: int, seed: int = 12345) -> np.ndarray:
         """Values of a node that depends only on noise inputs (generated samples), under no_grad."""
@@ -314,9 +334,9 @@ class Trainer:
         g = self.g
         out: dict[str, np.ndarray] = {"meta/step": np.array(self.step), "meta/window": np.array(self.window)}
         for p in g.parameters():
-            out[f"param/{p.name}"] = g.get_node_value(p)
+            out[f"param/{p.name}"] = g.require_value(p)
         for s in g.states():
-            out[f"state/{s.name}"] = g.get_node_value(s)
+            out[f"state/{s.name}"] = g.require_value(s)
         for name, opt in self.c.optimizers.items():
             for k, v in opt.state_dict().items():
                 out[f"opt/{name}/{k}"] = v
@@ -345,10 +365,12 @@ class Trainer:
         for p in g.parameters():
             key = f"param/{p.name}"
             if key not in state:
-                raise ckpt.CheckpointError(f"the checkpoint has no parameter {p.name!r}: it was written for another spec")
-            if state[key].shape != g.get_node_value(p).shape:
                 raise ckpt.CheckpointError(
-                    f"parameter {p.name!r} has shape {g.get_node_value(p).shape} in the spec but {state[key].shape} in the checkpoint"
+                    f"the checkpoint has no parameter {p.name!r}: it was written for another spec"
+                )
+            if state[key].shape != g.require_value(p).shape:
+                raise ckpt.CheckpointError(
+                    f"parameter {p.name!r} has shape {g.require_value(p).shape} in the spec but {state[key].shape} in the checkpoint"
                 )
             g.set_value(p, state[key])
         for s in g.states():
@@ -374,6 +396,11 @@ class Trainer:
         self.carry = {name: state.get(f"carry/{name}") for name in self.carry}
         self.step = int(state.get("meta/step", 0))
         self.window = int(state.get("meta/window", 0))
+
+
+def _grad_or_zero(g: Any, p: NodeId) -> np.ndarray:
+    grad = g.get_node_grad(p)
+    return np.zeros(()) if grad is None else grad
 
 
 def _grad_norm(g: Any, params: Any) -> float:

@@ -133,7 +133,9 @@ def test_polyak_sync_moves_the_target_by_tau():
 
 
 def test_an_optimizer_may_not_train_a_target_copy():
-    compiled, report = compile_text(TARGET.replace("SYNC", "{every: 2}").replace("params: [Q]", "params: [Q, Q_target]"))
+    compiled, report = compile_text(
+        TARGET.replace("SYNC", "{every: 2}").replace("params: [Q]", "params: [Q, Q_target]")
+    )
     assert compiled is None
     assert [d.code for d in report.errors] == ["E-PHASE"]
     assert "target-copy parameters" in report.errors[0].message
