@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import shlex
@@ -237,10 +238,9 @@ def _interrupt_on_signals(stop: _StopRequest) -> dict[int, Any]:
 
     previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        # Outside the main thread (an embedding application) signal() refuses: keep its handlers.
+        with contextlib.suppress(ValueError):
             previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (e.g. an embedding application): keep its handlers
-            pass
     return previous
 
 
