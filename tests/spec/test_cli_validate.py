@@ -269,11 +269,6 @@ def test_non_utf8_bytes(tmp_path: pathlib.Path) -> None:
     assert data["errors"] == 1 and data["diagnostics"][0]["code"] == "E-YAML"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compile_file reports undecodable bytes as 'FILE: E-YAML cannot read the spec: ... in position 17' "
-    "with line/column None, although design §2 says every message carries file:line:column (here 2:10)",
-)
 def test_non_utf8_bytes_are_located(tmp_path: pathlib.Path) -> None:
     spec = write(tmp_path, "latin1.yaml", b"version: 1\nname: caf\xe9\ninputs: {}\nlosses: {}\n")
     data = json.loads(run("validate", "--json", spec).stdout)
@@ -362,13 +357,6 @@ def test_real_process(tmp_path: pathlib.Path, via: str) -> None:
         assert proc.stderr.strip()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a misspelt module call (`mean(nett(x))`, E-NAME with hint \"did you mean 'net'?\") also yields two "
-    "W-UNUSED cascades about the module it meant: 'module net is never called' at modules.net and "
-    "'module net is never called, so it has no parameters' at optimizers.opt.params[0] "
-    "(compile.py: used_by_broken only counts broken definitions that name the module exactly)",
-)
 def test_a_misspelt_module_call_is_reported_once(tmp_path: pathlib.Path) -> None:
     spec = write(
         tmp_path, "typo.yaml", RETAIN.replace("mean(net(x))", "mean(nett(x))").replace(", retain_graph: true", "")
