@@ -3,6 +3,7 @@ same folder, then a rename) and read with ``allow_pickle=False``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import tempfile
@@ -34,10 +35,8 @@ def save(path: str | pathlib.Path, arrays: Mapping[str, np.ndarray]) -> pathlib.
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(e, OSError):
             raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
         raise
@@ -53,7 +52,9 @@ def _umask() -> int:
 def load(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     path = pathlib.Path(path)
     if path.is_file() and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"cannot read checkpoint {path}: not an .npz archive (truncated, or another kind of file)")
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not an .npz archive (truncated, or another kind of file)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

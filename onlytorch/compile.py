@@ -11,6 +11,7 @@ which ``retain_graph: true`` nothing uses."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import fnmatch
 import pathlib
 from collections.abc import Callable
@@ -30,7 +31,10 @@ from .spec import schema as S
 from .spec.diagnostics import Diagnostic, Path, Report, did_you_mean
 from .spec.yaml_loader import Located, load
 
-SPECIAL_FUNCTIONS = {"grad": "grad(y, x): d y / d x as a node (y a scalar), differentiable again", "scan": "scan(cell, xs, h0): run a cell over axis 1 of xs, returning all states stacked on axis 1"}
+SPECIAL_FUNCTIONS = {
+    "grad": "grad(y, x): d y / d x as a node (y a scalar), differentiable again",
+    "scan": "scan(cell, xs, h0): run a cell over axis 1 of xs, returning all states stacked on axis 1",
+}
 LAYERS_WITH_PARAMS = ("linear", "batch_norm", "layer_norm", "embedding")
 
 
@@ -88,7 +92,9 @@ class _Poisoned(Exception):
     """A name whose definition already produced a diagnostic: dependents stay quiet."""
 
 
-def compile_file(path: str | pathlib.Path, overrides: list[tuple[str, Any]] | None = None) -> tuple[Compiled | None, Report]:
+def compile_file(
+    path: str | pathlib.Path, overrides: list[tuple[str, Any]] | None = None
+) -> tuple[Compiled | None, Report]:
     """Compile the spec at path, with ``--set`` overrides (dotted path, value) applied first."""
     p = pathlib.Path(path)
     try:
@@ -103,13 +109,20 @@ def compile_file(path: str | pathlib.Path, overrides: list[tuple[str, Any]] | No
         line = raw.count(b"\n", 0, e.start) + 1
         column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         report = Report(str(path), raw.decode("utf-8", errors="replace"))
-        report.add(Diagnostic("E-YAML", f"the spec is not UTF-8 text: byte {raw[e.start]:#04x} cannot be decoded", (), line, column))
+        report.add(
+            Diagnostic(
+                "E-YAML", f"the spec is not UTF-8 text: byte {raw[e.start]:#04x} cannot be decoded", (), line, column
+            )
+        )
         return None, report
     return compile_text(text, str(path), p.resolve().parent, overrides)
 
 
 def compile_text(
-    text: str, filename: str = "<spec>", base_dir: pathlib.Path | None = None, overrides: list[tuple[str, Any]] | None = None
+    text: str,
+    filename: str = "<spec>",
+    base_dir: pathlib.Path | None = None,
+    overrides: list[tuple[str, Any]] | None = None,
 ) -> tuple[Compiled | None, Report]:
     """Compile a spec; returns (compiled or None when there are errors, the full report)."""
     report = Report(filename, text)
@@ -119,7 +132,11 @@ def compile_text(
         return None, report
     if not isinstance(located.data, dict):
         line, col = located.at(())
-        report.add(Diagnostic("E-TYPE", "a spec is a mapping of sections (version, name, inputs, ...)", (), line or 1, col or 1))
+        report.add(
+            Diagnostic(
+                "E-TYPE", "a spec is a mapping of sections (version, name, inputs, ...)", (), line or 1, col or 1
+            )
+        )
         return None, report
     if overrides:
         from .spec.overrides import apply
@@ -148,10 +165,9 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, list[Any]]:
     skipped: list[Any] = []
     cur = data
     for part in loc:
-        if isinstance(cur, dict) and part in cur:
-            path.append(part)
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        if (isinstance(cur, dict) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        ):
             path.append(part)
             cur = cur[part]
         else:
@@ -236,25 +252,50 @@ def _validation_diagnostics(err: ValidationError, located: Located, base: Path, 
             parent = path if key not in path[-1:] else path[:-1]
             line, col = located.at(parent + (key,), key=True)
             allowed = _allowed_keys(_model_for(model, root_data, rel[:-1] if rel and rel[-1] == key else rel))
-            hint = did_you_mean(key, allowed)
+            hint = did_you_mean(str(key), allowed)
             known = f" (known here: {', '.join(allowed)})" if allowed else ""
-            out.append(Diagnostic("E-KEY", f"unknown key {key!r}{known}", parent + (key,), line, col, hint, width=len(str(key))))
+            out.append(
+                Diagnostic(
+                    "E-KEY", f"unknown key {key!r}{known}", parent + (key,), line, col, hint, width=len(str(key))
+                )
+            )
         elif kind == "missing":
             key = e["loc"][-1]
             line, col = located.at(path)
             where = ".".join(str(p) for p in path) or "the spec"
             out.append(Diagnostic("E-MISSING", f"{where} needs the key {key!r}", path, line, col))
-        elif kind in ("union_tag_invalid", "union_tag_not_found", "literal_error") and rel and rel[-1] in ("source", "type") or kind in ("union_tag_invalid", "union_tag_not_found"):
+        elif (
+            kind in ("union_tag_invalid", "union_tag_not_found", "literal_error")
+            and rel
+            and rel[-1] in ("source", "type")
+        ) or kind in ("union_tag_invalid", "union_tag_not_found"):
             value_path, options = _tag_problem(e, path, located)
             line, col = located.at(value_path)
             got = _get(located.data, value_path)
             hint = did_you_mean(got, options) if isinstance(got, str) else None
-            out.append(Diagnostic("E-TYPE", f"unknown {value_path[-1] if value_path else 'value'} {got!r}; use one of: {', '.join(options)}", value_path, line, col, hint))
+            out.append(
+                Diagnostic(
+                    "E-TYPE",
+                    f"unknown {value_path[-1] if value_path else 'value'} {got!r}; use one of: {', '.join(options)}",
+                    value_path,
+                    line,
+                    col,
+                    hint,
+                )
+            )
         elif _is_layer_item(path) and not isinstance(_get(located.data, path), (str, dict)):
             # one diagnostic, not one per member of the layer union (str | dict)
             line, col = located.at(path)
             got = _get(located.data, path)
-            out.append(Diagnostic("E-MODULE", f"a layer is a name (relu) or a one-key mapping ({{linear: 64}}), got {got!r}", path, line, col))
+            out.append(
+                Diagnostic(
+                    "E-MODULE",
+                    f"a layer is a name (relu) or a one-key mapping ({{linear: 64}}), got {got!r}",
+                    path,
+                    line,
+                    col,
+                )
+            )
         else:
             line, col = located.at(path)
             msg = e["msg"].removeprefix("Value error, ")
@@ -272,7 +313,12 @@ def _validation_diagnostics(err: ValidationError, located: Located, base: Path, 
 
 def _is_layer_item(path: Path) -> bool:
     """Whether path is an item of a module's layer list (short form modules.M.i, or modules.M.layers.i)."""
-    return len(path) >= 3 and path[0] == "modules" and isinstance(path[-1], int) and (len(path) == 3 or (len(path) == 4 and path[2] == "layers"))
+    return (
+        len(path) >= 3
+        and path[0] == "modules"
+        and isinstance(path[-1], int)
+        and (len(path) == 3 or (len(path) == 4 and path[2] == "layers"))
+    )
 
 
 def _tag_problem(e: Any, path: Path, located: Located) -> tuple[Path, list[str]]:
@@ -317,7 +363,9 @@ class _Compiler:
 
     # -------------------------------------------------------------- helpers
 
-    def error(self, code: str, message: str, path: Path, key: bool = False, hint: str | None = None, width: int = 1) -> None:
+    def error(
+        self, code: str, message: str, path: Path, key: bool = False, hint: str | None = None, width: int = 1
+    ) -> None:
         if self.quiet(path):
             return
         line, col = self.loc.at(path, key=key)
@@ -348,7 +396,9 @@ class _Compiler:
             if key in ("inputs", "modules", "nodes", "losses", "metrics", "optimizers") and isinstance(value, dict):
                 import typing
 
-                item_type = typing.get_args(_unwrap(ann, value))[1] if typing.get_origin(_unwrap(ann, value)) is dict else Any
+                item_type = (
+                    typing.get_args(_unwrap(ann, value))[1] if typing.get_origin(_unwrap(ann, value)) is dict else Any
+                )
                 adapter = TypeAdapter(item_type)
                 good = {}
                 for name, item in value.items():
@@ -364,7 +414,7 @@ class _Compiler:
                 kept[key] = {k: v for k, v in good.items() if k not in self.broken}
             else:
                 try:
-                    kept[key] = TypeAdapter(ann).validate_python(value)
+                    kept[key] = TypeAdapter(ann if ann is not None else Any).validate_python(value)
                 except ValidationError:
                     salvaged = self.salvage(key, value)
                     if salvaged is None:
@@ -384,12 +434,15 @@ class _Compiler:
         """Section data or train without its broken optional keys and broken phases, so that one
         bad value (batch_size: 0, log_every: 0) does not hide the problems the later checks find.
         Each dropped key is marked broken as ``<section.key>``; None when nothing can be kept."""
-        model = {"data": S.DataSpec, "train": S.TrainSpec}.get(key)
+        sections: dict[str, type[BaseModel]] = {"data": S.DataSpec, "train": S.TrainSpec}
+        model = sections.get(key)
         if model is None or not isinstance(value, dict):
             return None
         by_alias = {(f.alias or k): f for k, f in model.model_fields.items()}
         value = dict(value)
-        origin = {k: list(range(len(v))) for k, v in value.items() if isinstance(v, list)}  # item -> its index in the file
+        origin = {
+            k: list(range(len(v))) for k, v in value.items() if isinstance(v, list)
+        }  # item -> its index in the file
         for _ in range(4):
             try:
                 return model.model_validate(value)
@@ -398,7 +451,7 @@ class _Compiler:
                 drop_items: dict[str, set[int]] = {}
                 for e in err.errors():
                     loc = e["loc"]
-                    if not loc or loc[0] not in value or loc[0] not in by_alias:
+                    if not loc or not isinstance(loc[0], str) or loc[0] not in value or loc[0] not in by_alias:
                         return None  # a rule about the whole section, or a missing required key
                     k = loc[0]
                     if isinstance(value[k], list) and len(loc) > 1 and isinstance(loc[1], int):
@@ -434,12 +487,12 @@ class _Compiler:
         self.data_fields = self.check_data()
         self.inputs = self.build_inputs()
         for name, m in spec.modules.items():
-            self.modules[name] = ModuleInfo(name, m, "copy" if m.copy_of else "layers" if m.layers is not None else "cell" if m.cell else "subgraph")
+            self.modules[name] = ModuleInfo(
+                name, m, "copy" if m.copy_of else "layers" if m.layers is not None else "cell" if m.cell else "subgraph"
+            )
         for section, name in self.build_order():
-            try:
+            with contextlib.suppress(_Poisoned):
                 self.resolve(name, (section, name), 0, 1)
-            except _Poisoned:
-                pass
         losses = {k: self.names[k] for k in spec.losses if k in self.names}
         metrics = {k: self.names[k] for k in spec.metrics if k in self.names}
         self.check_losses(losses)
@@ -478,13 +531,25 @@ class _Compiler:
         for section in ("inputs", "modules", "nodes", "losses", "metrics"):
             for name in getattr(self.spec, section):
                 if name in seen:
-                    self.error("E-DUP", f"{name!r} is defined in both {seen[name]} and {section}", (section, name), key=True, width=len(name))
+                    self.error(
+                        "E-DUP",
+                        f"{name!r} is defined in both {seen[name]} and {section}",
+                        (section, name),
+                        key=True,
+                        width=len(name),
+                    )
                     self.broken.add(name)
                 else:
                     seen[name] = section
         for name in self.spec.modules:
             if name in self.ops or name in SPECIAL_FUNCTIONS:
-                self.error("E-DUP", f"the module name {name!r} hides the function {name}(); rename the module", ("modules", name), key=True, width=len(name))
+                self.error(
+                    "E-DUP",
+                    f"the module name {name!r} hides the function {name}(); rename the module",
+                    ("modules", name),
+                    key=True,
+                    width=len(name),
+                )
                 self.broken.add(name)
 
     def build_order(self) -> list[tuple[str, str]]:
@@ -500,7 +565,11 @@ class _Compiler:
                 uses[name] = []
                 continue
             called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-            names = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called and n.id in where and n.id != name]
+            names = [
+                n
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Name) and id(n) not in called and n.id in where and n.id != name
+            ]
             uses[name] = [n.id for n in sorted(names, key=lambda n: n.col_offset)]  # in evaluation order
         order: list[str] = []
         state: dict[str, int] = {}  # 1: being visited, 2: done
@@ -520,14 +589,20 @@ class _Compiler:
                     state[dep] = 1
                     stack.append((dep, iter(uses[dep])))
                 elif state[dep] == 1 and dep not in self.broken:
-                    names = [n for n, _ in stack]
-                    self.report_cycle(names[names.index(dep) :] + [dep], where)
+                    path_names = [n for n, _ in stack]
+                    self.report_cycle(path_names[path_names.index(dep) :] + [dep], where)
         return [(where[n], n) for n in order]
 
     def report_cycle(self, cycle: list[str], where: dict[str, str]) -> None:
         shown = cycle if len(cycle) <= 9 else [*cycle[:4], "...", *cycle[-4:]]
         head = cycle[0]
-        self.error("E-CYCLE", "these definitions depend on each other in a circle: " + " -> ".join(shown), (where[head], head), key=True, width=len(head))
+        self.error(
+            "E-CYCLE",
+            "these definitions depend on each other in a circle: " + " -> ".join(shown),
+            (where[head], head),
+            key=True,
+            width=len(head),
+        )
         self.broken.update(cycle)
 
     def known_names(self) -> list[str]:
@@ -546,7 +621,13 @@ class _Compiler:
             raise X.ExprError("E-NAME", f"unknown name {name!r}", offset, width, did_you_mean(name, self.known_names()))
         if name in self.building:
             cycle = self.building[self.building.index(name) :] + [name]
-            self.error("E-CYCLE", "these definitions depend on each other in a circle: " + " -> ".join(cycle), (section, name), key=True, width=len(name))
+            self.error(
+                "E-CYCLE",
+                "these definitions depend on each other in a circle: " + " -> ".join(cycle),
+                (section, name),
+                key=True,
+                width=len(name),
+            )
             for n in cycle:
                 self.broken.add(n)
             raise _Poisoned(name)
@@ -557,7 +638,11 @@ class _Compiler:
             node = X.evaluate(tree, self.scope(own, {}))
             if name in self.broken:  # a cycle through it was found while building it
                 raise _Poisoned(name)
-            node = self.g.identity(node, name=name) if self.g._node(node).user_named or self.g._node(node).kind != "op" else self._rename(node, name)
+            node = (
+                self.g.identity(node, name=name)
+                if self.g._node(node).user_named or self.g._node(node).kind != "op"
+                else self._rename(node, name)
+            )
             self.names[name] = node
             return node
         except X.ExprError as e:
@@ -600,7 +685,12 @@ class _Compiler:
                 raise X.ExprError("E-ARG", "grad takes two nodes: grad(y, x), y a scalar", start, width)
             y, x = args
             if any(d not in (1,) for d in y.shape):
-                raise X.ExprError("E-SHAPE", f"grad(y, x) needs a scalar y, got shape {_fmt(y.shape)}: reduce it first, e.g. grad(sum(y), x)", start, width)
+                raise X.ExprError(
+                    "E-SHAPE",
+                    f"grad(y, x) needs a scalar y, got shape {_fmt(y.shape)}: reduce it first, e.g. grad(sum(y), x)",
+                    start,
+                    width,
+                )
             try:
                 return self.g.grad(y, x, create_graph=True)
             except GraphError as e:
@@ -630,9 +720,19 @@ class _Compiler:
         if not isinstance(xs, NodeId) or not isinstance(h, NodeId):
             raise X.ExprError("E-ARG", "scan takes a cell module and two nodes: scan(cell, xs, h0)", start, width)
         if len(xs.shape) < 2 or xs.shape[1] is None:
-            raise X.ExprError("E-SHAPE", f"scan runs over axis 1 of xs, which needs a fixed length; xs has shape {_fmt(xs.shape)}", start, width)
+            raise X.ExprError(
+                "E-SHAPE",
+                f"scan runs over axis 1 of xs, which needs a fixed length; xs has shape {_fmt(xs.shape)}",
+                start,
+                width,
+            )
         if xs.shape[1] > MAX_UNROLL:
-            raise X.ExprError("E-SHAPE", f"scan would unroll {xs.shape[1]} steps, more than {MAX_UNROLL}: feed the sequence in windows (input 'window')", start, width)
+            raise X.ExprError(
+                "E-SHAPE",
+                f"scan would unroll {xs.shape[1]} steps, more than {MAX_UNROLL}: feed the sequence in windows (input 'window')",
+                start,
+                width,
+            )
         states = []
         for t in range(xs.shape[1]):
             h = self.call_module(self.modules[cell], [xs[:, t], h], start, width)
@@ -641,7 +741,9 @@ class _Compiler:
 
     def call_module(self, m: ModuleInfo, args: list[Any], start: int, width: int) -> NodeId:
         # Numbers are constants; anything else (a list, a string) is not a module input.
-        args = [self.g.constant(float(a)) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args]
+        args = [
+            self.g.constant(float(a)) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args
+        ]
         if not all(isinstance(a, NodeId) for a in args):
             raise X.ExprError("E-ARG", f"module {m.name} takes nodes or numbers as inputs", start, width)
         if m.call is None:
@@ -658,7 +760,9 @@ class _Compiler:
             code = "E-SHAPE" if isinstance(e, ShapeError) else "E-ARG"
             raise X.ExprError(code, f"calling module {m.name}: {e}", start, width) from None
         except TypeError:
-            raise X.ExprError("E-ARG", f"module {m.name} takes a different number of inputs ({len(args)} given)", start, width) from None
+            raise X.ExprError(
+                "E-ARG", f"module {m.name} takes a different number of inputs ({len(args)} given)", start, width
+            ) from None
 
     # -------------------------------------------------------------- modules
 
@@ -669,11 +773,20 @@ class _Compiler:
             src_name = spec.copy_of
             if src_name not in self.modules:
                 if src_name not in self.broken:
-                    self.error("E-NAME", f"copy_of: unknown module {src_name!r}", ("modules", m.name, "copy_of"), hint=did_you_mean(str(src_name), self.modules))
+                    self.error(
+                        "E-NAME",
+                        f"copy_of: unknown module {src_name!r}",
+                        ("modules", m.name, "copy_of"),
+                        hint=did_you_mean(str(src_name), self.modules),
+                    )
                 return
             source = self.modules[src_name]
             if source.kind == "copy":
-                self.error("E-MODULE", "copy_of must name a module with its own layers, not another copy", ("modules", m.name, "copy_of"))
+                self.error(
+                    "E-MODULE",
+                    "copy_of must name a module with its own layers, not another copy",
+                    ("modules", m.name, "copy_of"),
+                )
                 return
             spec = source.spec
         path: Path = ("modules", source.name)
@@ -686,7 +799,12 @@ class _Compiler:
             cls = nn.GRUCell if spec.cell == "gru" else nn.RNNCell
             x = args[0]
             if not x.shape or x.shape[-1] is None:
-                raise X.ExprError("E-SHAPE", f"cell {m.name}: its input needs a fixed last dimension, got {_fmt(x.shape)}", start, width)
+                raise X.ExprError(
+                    "E-SHAPE",
+                    f"cell {m.name}: its input needs a fixed last dimension, got {_fmt(x.shape)}",
+                    start,
+                    width,
+                )
             try:
                 _check_size(f"cell {m.name}", (x.shape[-1] + (spec.hidden or 1), 3 * (spec.hidden or 1)))
             except _LayerError as e:
@@ -700,7 +818,9 @@ class _Compiler:
             m.params = [NodeId(self.g, n.index) for n in self.g._nodes[before:] if n.kind == "parameter"]
             m.states = [NodeId(self.g, n.index) for n in self.g._nodes[before:] if n.kind == "state"]
 
-    def build_layers(self, m: ModuleInfo, items: list[Any], args: list[NodeId], path: Path) -> Callable[..., NodeId] | None:
+    def build_layers(
+        self, m: ModuleInfo, items: list[Any], args: list[NodeId], path: Path
+    ) -> Callable[..., NodeId] | None:
         if len(args) != 1:
             self.error("E-ARG", f"module {m.name} is a layer list and takes one input, got {len(args)}", path)
             return None
@@ -712,7 +832,9 @@ class _Compiler:
                 layer = self.layer(m.name, i, item, x, ipath)
                 x = layer(x)
             except GraphError as e:
-                self.error("E-SHAPE" if isinstance(e, ShapeError) else "E-MODULE", f"layer {i} of module {m.name}: {e}", ipath)
+                self.error(
+                    "E-SHAPE" if isinstance(e, ShapeError) else "E-MODULE", f"layer {i} of module {m.name}: {e}", ipath
+                )
                 return None
             except _LayerError as e:
                 self.error("E-MODULE", str(e), ipath, hint=e.hint)
@@ -759,8 +881,16 @@ class _Compiler:
         if kind in LAYERS_WITH_PARAMS:
             return kind, arg
         op = self.ops.get(kind)
-        if op is None or len(op.input_names) != 1 or op.variadic or op.build is None and op.vjp_rule is None and kind != "dropout":
-            options = [*LAYERS_WITH_PARAMS, *(k for k, v in self.ops.items() if len(v.input_names) == 1 and not v.variadic)]
+        if (
+            op is None
+            or len(op.input_names) != 1
+            or op.variadic
+            or (op.build is None and op.vjp_rule is None and kind != "dropout")
+        ):
+            options = [
+                *LAYERS_WITH_PARAMS,
+                *(k for k, v in self.ops.items() if len(v.input_names) == 1 and not v.variadic),
+            ]
             raise _LayerError(f"unknown layer {kind!r}", did_you_mean(str(kind), options))
         return kind, arg
 
@@ -796,7 +926,9 @@ class _Compiler:
                 raise _LayerError(f"{kind}: {e}") from None
         if kind == "embedding":
             opts = dict(arg) if isinstance(arg, dict) else {}
-            if set(opts) != {"num", "dim"} or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in opts.values()):
+            if set(opts) != {"num", "dim"} or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in opts.values()
+            ):
                 raise _LayerError("embedding takes {num: N, dim: D}, two positive integers")
             _check_size("embedding", (opts["num"], opts["dim"]))
             return nn.Embedding(g, opts["num"], opts["dim"], name=name)
@@ -804,7 +936,11 @@ class _Compiler:
         method = getattr(g, op.name)
         if isinstance(arg, dict) and not all(isinstance(k, str) for k in arg):
             raise _LayerError(f"{kind} takes options by name, e.g. {{{kind}: {{name: value}}}}")
-        problem = _attr_problem(op, [None, *(arg if isinstance(arg, list) else [] if arg is None or isinstance(arg, dict) else [arg])], arg if isinstance(arg, dict) else {})
+        problem = _attr_problem(
+            op,
+            [None, *(arg if isinstance(arg, list) else [] if arg is None or isinstance(arg, dict) else [arg])],
+            arg if isinstance(arg, dict) else {},
+        )
         if problem:
             raise _LayerError(problem)
         if arg is None:
@@ -824,7 +960,8 @@ class _Compiler:
                 self.error("E-MODULE", f"module {m.name}: {e}", path + ("params", pname, "shape"))
                 return None
             try:
-                params[pname] = self.g.parameter(f"{m.name}.{pname}", shape=tuple(p.shape), init=p.init, **p.init_args)
+                init_args: dict[str, Any] = dict(p.init_args)
+                params[pname] = self.g.parameter(f"{m.name}.{pname}", shape=tuple(p.shape), init=p.init, **init_args)
             except GraphError as e:
                 self.error("E-MODULE", f"parameter {pname} of module {m.name}: {e}", path + ("params", pname))
                 return None
@@ -864,10 +1001,20 @@ class _Compiler:
                 continue
             if m.call is None:
                 if not self.used_by_broken(m.name):
-                    self.error("W-UNUSED", f"target module {m.name} is never called", ("modules", m.name), key=True, width=len(m.name))
+                    self.error(
+                        "W-UNUSED",
+                        f"target module {m.name} is never called",
+                        ("modules", m.name),
+                        key=True,
+                        width=len(m.name),
+                    )
                 continue
             if len(src.params) != len(m.params) or any(a.shape != b.shape for a, b in zip(src.params, m.params)):
-                self.error("E-MODULE", f"{m.name} must be called with inputs shaped like {src.name}'s so that their parameters match", ("modules", m.name, "copy_of"))
+                self.error(
+                    "E-MODULE",
+                    f"{m.name} must be called with inputs shaped like {src.name}'s so that their parameters match",
+                    ("modules", m.name, "copy_of"),
+                )
                 continue
             nn.copy_parameters(self.g, src.params, m.params)
             targets[m.name] = (src.name, m.spec.sync)
@@ -896,7 +1043,11 @@ class _Compiler:
                 params = source.parse(src.model_dump(exclude={"source"}), self.base_dir)
                 out[split] = source.fields(params)
             except DataError as e:
-                where = ("data", split, e.param) if e.param and e.param in (self.loc.data["data"][split] or {}) else ("data", split)
+                where = (
+                    ("data", split, e.param)
+                    if e.param and e.param in (self.loc.data["data"][split] or {})
+                    else ("data", split)
+                )
                 self.error("E-DATA", str(e), where)
         return out
 
@@ -923,10 +1074,17 @@ class _Compiler:
             return
         split, _, fname = src.partition(".")
         if src.startswith("noise."):
-            self.error("E-DATA", f"unknown noise {src!r}; use noise.normal or noise.uniform", where, hint=did_you_mean(src, ["noise.normal", "noise.uniform"]))
+            self.error(
+                "E-DATA",
+                f"unknown noise {src!r}; use noise.normal or noise.uniform",
+                where,
+                hint=did_you_mean(src, ["noise.normal", "noise.uniform"]),
+            )
             return
         if not fname or split not in ("train", "val", "test"):
-            self.error("E-DATA", f"'from' takes SPLIT.FIELD (e.g. train.x), noise.normal or noise.uniform; got {src!r}", where)
+            self.error(
+                "E-DATA", f"'from' takes SPLIT.FIELD (e.g. train.x), noise.normal or noise.uniform; got {src!r}", where
+            )
             return
         if self.spec.data is None:
             if "<data>" not in self.broken:
@@ -938,22 +1096,41 @@ class _Compiler:
             return
         fields = self.data_fields[split]
         if fname not in fields:
-            self.error("E-DATA", f"the {split} data has no field {fname!r} (it has: {', '.join(fields)})", where, hint=did_you_mean(fname, fields))
+            self.error(
+                "E-DATA",
+                f"the {split} data has no field {fname!r} (it has: {', '.join(fields)})",
+                where,
+                hint=did_you_mean(fname, fields),
+            )
             return
         f = fields[fname]
         want_shape = list(f.shape)
         if spec.window is not None:
             if len(f.shape) < 1 or f.shape[0] % spec.window:
-                self.error("E-SHAPE", f"input {name}: window {spec.window} must divide the length of {src}'s axis 1 (per-sample shape {list(f.shape)})", path + ("window",))
+                self.error(
+                    "E-SHAPE",
+                    f"input {name}: window {spec.window} must divide the length of {src}'s axis 1 (per-sample shape {list(f.shape)})",
+                    path + ("window",),
+                )
                 return
             want_shape = [spec.window, *f.shape[1:]]
         if list(spec.shape) != want_shape:
             where = path + ("shape",) if "shape" in (self.loc.data.get("inputs", {}).get(name) or {}) else path
             per = f"windows of {src} have" if spec.window else f"{src} has"
-            self.error("E-SHAPE", f"input {name} has shape {list(spec.shape)}, but {per} per-sample shape {want_shape}", where, hint=f"use shape: {want_shape}")
+            self.error(
+                "E-SHAPE",
+                f"input {name} has shape {list(spec.shape)}, but {per} per-sample shape {want_shape}",
+                where,
+                hint=f"use shape: {want_shape}",
+            )
         want = "int64" if f.dtype == "int64" else "float"
         if want != spec.dtype:
-            self.error("E-TYPE", f"input {name} is {spec.dtype}, but {src} holds {want} values", path, hint=f"use dtype: {want}")
+            self.error(
+                "E-TYPE",
+                f"input {name} is {spec.dtype}, but {src} holds {want} values",
+                path,
+                hint=f"use dtype: {want}",
+            )
 
     def check_carries(self) -> dict[str, NodeId]:
         carries = {}
@@ -964,11 +1141,20 @@ class _Compiler:
             node = self.names.get(spec.carry)
             if node is None:
                 if spec.carry not in self.broken:
-                    self.error("E-NAME", f"carry: unknown node {spec.carry!r}", path, hint=did_you_mean(spec.carry, self.known_names()))
+                    self.error(
+                        "E-NAME",
+                        f"carry: unknown node {spec.carry!r}",
+                        path,
+                        hint=did_you_mean(spec.carry, self.known_names()),
+                    )
                 continue
             inp = self.inputs[name]
             if tuple(node.shape) != tuple(inp.shape):
-                self.error("E-SHAPE", f"input {name} {_fmt(inp.shape)} carries {spec.carry} {_fmt(node.shape)}: the shapes must be equal", path)
+                self.error(
+                    "E-SHAPE",
+                    f"input {name} {_fmt(inp.shape)} carries {spec.carry} {_fmt(node.shape)}: the shapes must be equal",
+                    path,
+                )
                 continue
             carries[name] = node
         return carries
@@ -978,34 +1164,66 @@ class _Compiler:
     def check_losses(self, losses: dict[str, NodeId]) -> None:
         for name, node in list(losses.items()):
             if any(d != 1 for d in node.shape):
-                self.error("E-LOSS", f"loss {name} must be a scalar, but has shape {_fmt(node.shape)}", ("losses", name), hint="reduce it, e.g. mean(...)")
+                self.error(
+                    "E-LOSS",
+                    f"loss {name} must be a scalar, but has shape {_fmt(node.shape)}",
+                    ("losses", name),
+                    hint="reduce it, e.g. mean(...)",
+                )
                 del losses[name]  # no backward can run on it; the phases that use it stay quiet
                 self.broken.add(name)
 
     def check_metrics(self, metrics: dict[str, NodeId]) -> None:
         for name, node in metrics.items():
             if any(d != 1 for d in node.shape):
-                self.error("E-LOSS", f"metric {name} must be a scalar, but has shape {_fmt(node.shape)}", ("metrics", name), hint="reduce it, e.g. mean(...)")
+                self.error(
+                    "E-LOSS",
+                    f"metric {name} must be a scalar, but has shape {_fmt(node.shape)}",
+                    ("metrics", name),
+                    hint="reduce it, e.g. mean(...)",
+                )
 
     def check_eval(self, losses: dict[str, NodeId], metrics: dict[str, NodeId]) -> None:
         ev = self.spec.eval
         if ev is None:
             return
-        if self.spec.data is not None and getattr(self.spec.data, ev.split) is None and f"<data.{ev.split}>" not in self.broken:
+        if (
+            self.spec.data is not None
+            and getattr(self.spec.data, ev.split) is None
+            and f"<data.{ev.split}>" not in self.broken
+        ):
             self.error("E-DATA", f"eval uses the {ev.split} split, which data does not define", ("eval", "split"))
         for i, name in enumerate(ev.metrics or []):
             if name not in metrics and name not in losses and name not in self.broken:
-                self.error("E-NAME", f"eval: unknown metric {name!r}", ("eval", "metrics", i), hint=did_you_mean(name, [*metrics, *losses]))
+                self.error(
+                    "E-NAME",
+                    f"eval: unknown metric {name!r}",
+                    ("eval", "metrics", i),
+                    hint=did_you_mean(name, [*metrics, *losses]),
+                )
         if ev.samples is not None:
             node = self.names.get(ev.samples.node)
             if node is None:
                 if ev.samples.node not in self.broken:
-                    self.error("E-NAME", f"eval.samples: unknown node {ev.samples.node!r}", ("eval", "samples", "node"), hint=did_you_mean(ev.samples.node, self.known_names()))
+                    self.error(
+                        "E-NAME",
+                        f"eval.samples: unknown node {ev.samples.node!r}",
+                        ("eval", "samples", "node"),
+                        hint=did_you_mean(ev.samples.node, self.known_names()),
+                    )
             else:
-                data_inputs = [n for n, i in self.spec.inputs.items() if i.from_ and not i.from_.startswith("noise.") and n in self.inputs]
+                data_inputs = [
+                    n
+                    for n, i in self.spec.inputs.items()
+                    if i.from_ and not i.from_.startswith("noise.") and n in self.inputs
+                ]
                 reads = {a.name for a in self.g._forward_plan([self.g._node(node)]).nodes if a.kind == "input"}
                 if reads & set(data_inputs):
-                    self.error("E-ARG", f"eval.samples: {ev.samples.node} reads data inputs ({', '.join(sorted(reads & set(data_inputs)))}); samples must come from noise only", ("eval", "samples", "node"))
+                    self.error(
+                        "E-ARG",
+                        f"eval.samples: {ev.samples.node} reads data inputs ({', '.join(sorted(reads & set(data_inputs)))}); samples must come from noise only",
+                        ("eval", "samples", "node"),
+                    )
 
     # -------------------------------------------------------------- optimizers
 
@@ -1028,9 +1246,16 @@ class _Compiler:
                 continue
             else:
                 mods = [m for m in self.modules if fnmatch.fnmatchcase(m, pat)]
-                hit = [p for m in mods for p in self.modules[m].params] + [p for n, p in by_name.items() if fnmatch.fnmatchcase(n, pat)]
+                hit = [p for m in mods for p in self.modules[m].params] + [
+                    p for n, p in by_name.items() if fnmatch.fnmatchcase(n, pat)
+                ]
                 if not hit:
-                    self.error("E-NAME", f"{pat!r} names no module or parameter", path + (i,), hint=did_you_mean(pat, [*self.modules, *by_name]))
+                    self.error(
+                        "E-NAME",
+                        f"{pat!r} names no module or parameter",
+                        path + (i,),
+                        hint=did_you_mean(pat, [*self.modules, *by_name]),
+                    )
                     ok = False
             for p in hit:
                 out.setdefault(p.name, p)
@@ -1046,7 +1271,11 @@ class _Compiler:
                 continue
             bad = [p.name for p in params if p.name in copies]
             if bad:
-                self.error("E-PHASE", f"optimizer {name} would train target-copy parameters ({', '.join(bad[:3])}); a copy_of module follows its source by sync", ("optimizers", name, "params"))
+                self.error(
+                    "E-PHASE",
+                    f"optimizer {name} would train target-copy parameters ({', '.join(bad[:3])}); a copy_of module follows its source by sync",
+                    ("optimizers", name, "params"),
+                )
             out[name] = params
         return out
 
@@ -1073,7 +1302,9 @@ class _Compiler:
                 try:
                     SCHEDULES[opt.schedule.type](probe, **(sched or {}))
                 except GraphError as e:
-                    self.error("E-TYPE", f"schedule of optimizer {name}: {e}", self._hyper_path(path + ("schedule",), str(e)))
+                    self.error(
+                        "E-TYPE", f"schedule of optimizer {name}: {e}", self._hyper_path(path + ("schedule",), str(e))
+                    )
                     continue
             if name not in opt_params or not opt_params[name]:
                 continue
@@ -1086,7 +1317,9 @@ class _Compiler:
                 try:
                     schedules[name] = SCHEDULES[opt.schedule.type](optimizers[name], **(sched or {}))
                 except GraphError as e:
-                    self.error("E-TYPE", f"schedule of optimizer {name}: {e}", self._hyper_path(path + ("schedule",), str(e)))
+                    self.error(
+                        "E-TYPE", f"schedule of optimizer {name}: {e}", self._hyper_path(path + ("schedule",), str(e))
+                    )
         return optimizers, schedules
 
     def _hyper_path(self, path: Path, message: str) -> Path:
@@ -1102,7 +1335,9 @@ class _Compiler:
 
     # -------------------------------------------------------------- phases
 
-    def analyse_phases(self, losses: dict[str, NodeId], opt_params: dict[str, list[NodeId]], optimizers: dict[str, Any]) -> list[PhaseInfo]:
+    def analyse_phases(
+        self, losses: dict[str, NodeId], opt_params: dict[str, list[NodeId]], optimizers: dict[str, Any]
+    ) -> list[PhaseInfo]:
         train = self.spec.train
         if train is None:
             return []
@@ -1119,7 +1354,12 @@ class _Compiler:
                 if d in self.names:
                     detach.append(self.names[d])
                 elif d not in self.broken:
-                    self.error("E-NAME", f"detach: unknown node {d!r}", path + ("detach", i), hint=did_you_mean(d, self.known_names()))
+                    self.error(
+                        "E-NAME",
+                        f"detach: unknown node {d!r}",
+                        path + ("detach", i),
+                        hint=did_you_mean(d, self.known_names()),
+                    )
                     ok = False
                 else:
                     ok = False
@@ -1128,7 +1368,12 @@ class _Compiler:
                 if o in self.broken:
                     ok = False
                 elif o not in self.spec.optimizers:
-                    self.error("E-NAME", f"step: unknown optimizer {o!r}", path + ("step", i), hint=did_you_mean(o, self.spec.optimizers))
+                    self.error(
+                        "E-NAME",
+                        f"step: unknown optimizer {o!r}",
+                        path + ("step", i),
+                        hint=did_you_mean(o, self.spec.optimizers),
+                    )
                     ok = False
                 elif o not in optimizers:
                     ok = False
@@ -1153,7 +1398,11 @@ class _Compiler:
                 else:
                     targets = default_wrt
                     if not targets and ok:
-                        self.error("E-PHASE", f"phase {ph.name}: backward of {b.loss} has no targets: give 'wrt', or 'step' an optimizer", bpath)
+                        self.error(
+                            "E-PHASE",
+                            f"phase {ph.name}: backward of {b.loss} has no targets: give 'wrt', or 'step' an optimizer",
+                            bpath,
+                        )
                         ok = False
                         continue
                 loss_node = losses[b.loss] if b.weight == 1.0 else self.g.mul(losses[b.loss], b.weight)
@@ -1190,7 +1439,12 @@ class _Compiler:
             if names and not any(n in reached for n in names):
                 cuts = [d for d, ps in info.cut.items() if any(n in ps for n in names)]
                 why = f": {', '.join(cuts)} {'is' if len(cuts) == 1 else 'are'} detached" if cuts else ""
-                self.error("E-PHASE", f"phase {info.name} steps {o}, but no backward of the phase reaches its parameters{why}", path + ("step", i), hint="check the phase's detach list and the backward's wrt")
+                self.error(
+                    "E-PHASE",
+                    f"phase {info.name} steps {o}, but no backward of the phase reaches its parameters{why}",
+                    path + ("step", i),
+                    hint="check the phase's detach list and the backward's wrt",
+                )
         bpath = path + ("backward",)
         for k, b in enumerate(info.backward):
             if b.plan is None:
@@ -1207,18 +1461,25 @@ class _Compiler:
                 for j, needs in later_need:
                     hit = sorted(released & needs)
                     if hit:
-                        names = ", ".join(repr(g._nodes[i].name) for i in hit[:3])
+                        shown = ", ".join(repr(g._nodes[i].name) for i in hit[:3])
                         self.error(
                             "E-RELEASED",
-                            f"phase {info.name}: backward {j + 1} ({info.backward[j].loss}) needs values that backward {k + 1} ({b.loss}) releases: {names}",
+                            f"phase {info.name}: backward {j + 1} ({info.backward[j].loss}) needs values that backward {k + 1} ({b.loss}) releases: {shown}",
                             bpath + (j,),
                             hint=f"add retain_graph: true to backward {k + 1}",
                         )
                         break
             elif not any(released & needs for _, needs in later_need):
-                self.error("W-RETAIN", f"phase {info.name}: retain_graph on backward {k + 1} ({b.loss}) keeps values no later backward of the phase needs (wasted memory)", bpath + (k, "retain_graph"), hint="remove retain_graph: true")
+                self.error(
+                    "W-RETAIN",
+                    f"phase {info.name}: retain_graph on backward {k + 1} ({b.loss}) keeps values no later backward of the phase needs (wasted memory)",
+                    bpath + (k, "retain_graph"),
+                    hint="remove retain_graph: true",
+                )
 
-    def check_unused(self, opt_params: dict[str, list[NodeId]], phases: list[PhaseInfo], targets: dict[str, Any]) -> None:
+    def check_unused(
+        self, opt_params: dict[str, list[NodeId]], phases: list[PhaseInfo], targets: dict[str, Any]
+    ) -> None:
         trained: set[str] = set()
         for ph in phases:
             reached = {p.name for b in ph.backward for p in b.reached}
@@ -1233,7 +1494,13 @@ class _Compiler:
             for module, names in idle.items():
                 where = ("modules", module) if module in self.spec.modules else ("optimizers",)
                 what = f"parameter {names[0]} is" if len(names) == 1 else f"parameters {', '.join(names)} are"
-                self.error("W-UNUSED", f"{what} never updated by any phase", where, key=module in self.spec.modules, width=len(module))
+                self.error(
+                    "W-UNUSED",
+                    f"{what} never updated by any phase",
+                    where,
+                    key=module in self.spec.modules,
+                    width=len(module),
+                )
         for name, m in self.modules.items():
             if m.call is None and name not in self.broken and m.kind != "copy" and not self.used_by_broken(name):
                 self.error("W-UNUSED", f"module {name} is never called", ("modules", name), key=True, width=len(name))
@@ -1280,7 +1547,9 @@ def _check_size(what: str, shape: tuple[int, ...]) -> None:
     for d in shape:
         n *= d
     if n > MAX_ELEMENTS:
-        raise _LayerError(f"{what} would need a parameter of {n:,} values (shape {tuple(shape)}); the limit is {MAX_ELEMENTS:,}")
+        raise _LayerError(
+            f"{what} would need a parameter of {n:,} values (shape {tuple(shape)}); the limit is {MAX_ELEMENTS:,}"
+        )
 
 
 def _attr_problem(op: Any, args: list[Any], kwargs: dict[str, Any]) -> str | None:

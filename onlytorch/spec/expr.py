@@ -109,7 +109,9 @@ def parse(text: str) -> ast.expr:
             raise ExprError("E-EXPR", f"the constant {node.value!r} is not allowed", start, width)
         if isinstance(node, ast.Constant) and isinstance(node.value, int) and not _int64(node.value):
             start, width = _span(node)
-            raise ExprError("E-EXPR", "integer constants must fit in 64 bits; write large numbers as floats (1.0e30)", start, width)
+            raise ExprError(
+                "E-EXPR", "integer constants must fit in 64 bits; write large numbers as floats (1.0e30)", start, width
+            )
     return tree.body
 
 
@@ -131,7 +133,9 @@ def evaluate(tree: ast.expr, scope: Scope) -> NodeId:
         out = _eval(tree, scope)
     except RecursionError:
         start, width = _span(tree)
-        raise ExprError("E-EXPR", "the expression nests too deeply to build; split it into named nodes", start, width) from None
+        raise ExprError(
+            "E-EXPR", "the expression nests too deeply to build; split it into named nodes", start, width
+        ) from None
     if not isinstance(out, NodeId):
         return scope.graph.constant(float(out)) if isinstance(out, (int, float)) else _not_a_node(tree, out)
     return out
@@ -148,7 +152,9 @@ def _eval(node: ast.expr, scope: Scope) -> Any:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, str):
                 start, width = _span(node)
-                raise ExprError("E-EXPR", "strings are only allowed as keyword arguments, e.g. reduction='sum'", start, width)
+                raise ExprError(
+                    "E-EXPR", "strings are only allowed as keyword arguments, e.g. reduction='sum'", start, width
+                )
             return _fits(node.value, node, scope)
         if isinstance(node, ast.Name):
             start, width = _span(node)
@@ -216,7 +222,12 @@ def _fits(value: Any, node: ast.expr, scope: Scope) -> Any:
         largest = float(np.finfo(scope.float_type).max)
         if abs(value) > largest:
             start, width = _span(node)
-            raise ExprError("E-EXPR", f"the number {value:g} does not fit in {scope.float_type} (at most {largest:.4g})", start, width)
+            raise ExprError(
+                "E-EXPR",
+                f"the number {value:g} does not fit in {scope.float_type} (at most {largest:.4g})",
+                start,
+                width,
+            )
     return value
 
 
@@ -276,7 +287,12 @@ def _literal(node: ast.expr) -> Any:
     if isinstance(node, (ast.Tuple, ast.List)):
         return tuple(_literal(e) for e in node.elts)
     start, width = _span(node)
-    raise ExprError("E-ARG", "keyword arguments take constants (numbers, strings, True/False, tuples); pass nodes by position", start, width)
+    raise ExprError(
+        "E-ARG",
+        "keyword arguments take constants (numbers, strings, True/False, tuples); pass nodes by position",
+        start,
+        width,
+    )
 
 
 def _index_key(node: ast.expr) -> Any:

@@ -39,7 +39,15 @@ def apply(data: dict[str, Any], overrides: list[tuple[str, Any]]) -> list[Diagno
                 idx = _list_index(cur, part)
                 if idx is None:
                     names = [str(x.get("name")) for x in cur if isinstance(x, dict) and "name" in x]
-                    problems.append(Diagnostic("E-KEY", f"--set {dotted}: no item {part!r} here (use an index 0..{len(cur) - 1}" + (f" or a name: {', '.join(names)})" if names else ")"), tuple(path), hint=did_you_mean(part, names)))
+                    problems.append(
+                        Diagnostic(
+                            "E-KEY",
+                            f"--set {dotted}: no item {part!r} here (use an index 0..{len(cur) - 1}"
+                            + (f" or a name: {', '.join(names)})" if names else ")"),
+                            tuple(path),
+                            hint=did_you_mean(part, names),
+                        )
+                    )
                     break
                 if last:
                     cur[idx] = value
@@ -48,16 +56,39 @@ def apply(data: dict[str, Any], overrides: list[tuple[str, Any]]) -> list[Diagno
                     cur = cur[idx]
                 continue
             if not isinstance(cur, dict):
-                problems.append(Diagnostic("E-KEY", f"--set {dotted}: {'.'.join(map(str, path)) or 'the spec'} is not a mapping", tuple(path)))
+                problems.append(
+                    Diagnostic(
+                        "E-KEY",
+                        f"--set {dotted}: {'.'.join(map(str, path)) or 'the spec'} is not a mapping",
+                        tuple(path),
+                    )
+                )
                 break
             model = _model_for(Spec, data, tuple(path))
             allowed = _allowed_keys(model)
-            is_table = model is None and path and path[-1] in ("inputs", "modules", "nodes", "losses", "metrics", "optimizers")
+            is_table = (
+                model is None and path and path[-1] in ("inputs", "modules", "nodes", "losses", "metrics", "optimizers")
+            )
             if part not in cur and allowed and part not in allowed:
-                problems.append(Diagnostic("E-KEY", f"--set {dotted}: unknown key {part!r}" + (f" (known here: {', '.join(allowed)})" if allowed else ""), tuple(path), hint=did_you_mean(part, allowed)))
+                problems.append(
+                    Diagnostic(
+                        "E-KEY",
+                        f"--set {dotted}: unknown key {part!r}"
+                        + (f" (known here: {', '.join(allowed)})" if allowed else ""),
+                        tuple(path),
+                        hint=did_you_mean(part, allowed),
+                    )
+                )
                 break
             if part not in cur and not allowed and not last and not is_table:
-                problems.append(Diagnostic("E-KEY", f"--set {dotted}: unknown key {part!r}", tuple(path), hint=did_you_mean(part, list(cur))))
+                problems.append(
+                    Diagnostic(
+                        "E-KEY",
+                        f"--set {dotted}: unknown key {part!r}",
+                        tuple(path),
+                        hint=did_you_mean(part, list(cur)),
+                    )
+                )
                 break
             if last:
                 cur[part] = value

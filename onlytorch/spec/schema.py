@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator, model_validator
 
@@ -32,7 +32,7 @@ def _source_models() -> dict[str, type[BaseModel]]:
             "Source_" + re.sub(r"\W", "_", name),
             __base__=src.params,
             __doc__=src.doc,
-            source=(Literal[name], Field(description="the data source")),  # type: ignore[valid-type]
+            source=(Literal[name], Field(description="the data source")),  # type: ignore[valid-type, arg-type]
         )
     return models
 
@@ -56,23 +56,29 @@ def _source_tag(v: Any) -> str | None:
     return getattr(v, "source", None) or ("split" if isinstance(v, SplitSpec) else None)
 
 
-SourceSpec = Annotated[
-    Union[tuple(Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(_source_tag),
-]
-HeldOutSpec = Annotated[
-    Union[(Annotated[SplitSpec, Tag("split")], *(Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items()))],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(_source_tag),
-]
+if TYPE_CHECKING:  # built from registries at import: to the type checker, any model
+    SourceSpec = Any
+else:
+    SourceSpec = Annotated[
+        Union[tuple(Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+        Discriminator(_source_tag),
+    ]
+if TYPE_CHECKING:  # built from registries at import: to the type checker, any model
+    HeldOutSpec = Any
+else:
+    HeldOutSpec = Annotated[
+        Union[(Annotated[SplitSpec, Tag("split")], *(Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items()))],  # type: ignore[valid-type, arg-type]
+        Discriminator(_source_tag),
+    ]
 
 
 class DataSpec(Strict):
     """Where the samples come from. Inputs read fields as ``train.x``; during evaluation the same
     input reads that field of the evaluated split."""
 
-    train: SourceSpec = Field(description="the training source")  # type: ignore[valid-type]
-    val: HeldOutSpec | None = Field(None, description="a validation source, or {from_split: train, fraction: 0.1}")  # type: ignore[valid-type]
-    test: HeldOutSpec | None = Field(None, description="a test source, or {from_split: train, fraction: 0.2}")  # type: ignore[valid-type]
+    train: SourceSpec = Field(description="the training source")  # type: ignore[valid-type, arg-type]
+    val: HeldOutSpec | None = Field(None, description="a validation source, or {from_split: train, fraction: 0.1}")  # type: ignore[valid-type, arg-type]
+    test: HeldOutSpec | None = Field(None, description="a test source, or {from_split: train, fraction: 0.2}")  # type: ignore[valid-type, arg-type]
     batch_size: int = Field(64, gt=0, description="samples per step")
     shuffle: bool = Field(True, description="reshuffle the training samples every epoch (seeded)")
 
@@ -83,7 +89,9 @@ class DataSpec(Strict):
 class InputSpec(Strict):
     """A value fed to the graph each step: a data field, noise, or a carried node value."""
 
-    shape: list[Annotated[int, Field(gt=0, lt=2**31)]] = Field(default_factory=list, description="per-sample shape (the batch dimension is implicit)")
+    shape: list[Annotated[int, Field(gt=0, lt=2**31)]] = Field(
+        default_factory=list, description="per-sample shape (the batch dimension is implicit)"
+    )
     dtype: Literal["float", "int64"] = Field("float", description="'int64' for labels and indices")
     from_: str | None = Field(
         None,
@@ -118,7 +126,9 @@ class SyncSpec(Strict):
     """How a target copy follows its source: a hard copy every N steps, or Polyak averaging."""
 
     every: int | None = Field(None, gt=0, description="copy the source's values every this many steps")
-    tau: float | None = Field(None, gt=0, le=1, description="after every step: target = tau * source + (1 - tau) * target")
+    tau: float | None = Field(
+        None, gt=0, le=1, description="after every step: target = tau * source + (1 - tau) * target"
+    )
 
     @model_validator(mode="after")
     def _one(self) -> SyncSpec:
@@ -131,8 +141,13 @@ class ParamSpec(Strict):
     """A parameter of a subgraph module."""
 
     shape: list[Annotated[int, Field(gt=0, lt=2**31)]] = Field(description="its shape")
-    init: str = Field("xavier_uniform", description="an initialiser: zeros, ones, constant, normal, uniform, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, lecun_uniform")
-    init_args: dict[str, float | str] = Field(default_factory=dict, description="the initialiser's arguments, e.g. {std: 0.1}")
+    init: str = Field(
+        "xavier_uniform",
+        description="an initialiser: zeros, ones, constant, normal, uniform, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, lecun_uniform",
+    )
+    init_args: dict[str, float | str] = Field(
+        default_factory=dict, description="the initialiser's arguments, e.g. {std: 0.1}"
+    )
 
 
 LayerItem = Union[str, dict[str, Any]]  # noqa: UP007
@@ -143,14 +158,18 @@ class ModuleSpec(Strict):
     subgraph with arguments, or a target copy of another module. Calling a module twice shares
     its weights."""
 
-    layers: list[LayerItem] | None = Field(None, description="layers applied in order, e.g. [{linear: 64}, relu, {linear: 1}]")
+    layers: list[LayerItem] | None = Field(
+        None, description="layers applied in order, e.g. [{linear: 64}, relu, {linear: 1}]"
+    )
     cell: Literal["rnn", "gru"] | None = Field(None, description="a recurrent cell called as cell(x, h)")
     hidden: int | None = Field(None, gt=0, description="the hidden size of a cell")
     args: list[str] | None = Field(None, description="a subgraph's argument names")
     params: dict[str, ParamSpec] = Field(default_factory=dict, description="a subgraph's own parameters")
     nodes: dict[str, str] = Field(default_factory=dict, description="a subgraph's intermediate nodes (expressions)")
     output: str | None = Field(None, description="a subgraph's result (an expression)")
-    copy_of: str | None = Field(None, description="build a target copy of this module (same layers, own parameters, no gradient)")
+    copy_of: str | None = Field(
+        None, description="build a target copy of this module (same layers, own parameters, no gradient)"
+    )
     sync: SyncSpec | None = Field(None, description="how a target copy follows its source")
 
     @model_validator(mode="before")
@@ -160,9 +179,21 @@ class ModuleSpec(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModuleSpec:
-        kinds = [k for k, on in (("layers", self.layers is not None), ("cell", self.cell is not None), ("output", self.output is not None), ("copy_of", self.copy_of is not None)) if on]
+        kinds = [
+            k
+            for k, on in (
+                ("layers", self.layers is not None),
+                ("cell", self.cell is not None),
+                ("output", self.output is not None),
+                ("copy_of", self.copy_of is not None),
+            )
+            if on
+        ]
         if len(kinds) != 1:
-            raise ValueError("a module is exactly one of: a layer list, 'cell', a subgraph ('args' + 'output'), or 'copy_of'" + (f"; got {', '.join(kinds)}" if kinds else ""))
+            raise ValueError(
+                "a module is exactly one of: a layer list, 'cell', a subgraph ('args' + 'output'), or 'copy_of'"
+                + (f"; got {', '.join(kinds)}" if kinds else "")
+            )
         if self.cell is not None and self.hidden is None:
             raise ValueError("a cell needs 'hidden' (its hidden size)")
         if self.output is not None and self.args is None:
@@ -228,7 +259,7 @@ def _schedule_models() -> dict[str, type[BaseModel]]:
             "Schedule_" + name,
             __base__=Strict,
             __doc__=_first_paragraph(cls, name),
-            type=(Literal[name], Field(description="the schedule")),  # type: ignore[valid-type]
+            type=(Literal[name], Field(description="the schedule")),  # type: ignore[valid-type, arg-type]
             **_hyper_fields(cls, skip=1),
         )
         for name, cls in SCHEDULES.items()
@@ -236,16 +267,19 @@ def _schedule_models() -> dict[str, type[BaseModel]]:
 
 
 SCHEDULE_MODELS = _schedule_models()
-ScheduleSpec = Annotated[
-    Union[tuple(Annotated[m, Tag(k)] for k, m in SCHEDULE_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
-]
+if TYPE_CHECKING:  # built from registries at import: to the type checker, any model
+    ScheduleSpec = Any
+else:
+    ScheduleSpec = Annotated[
+        Union[tuple(Annotated[m, Tag(k)] for k, m in SCHEDULE_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+        Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
+    ]
 
 
 def _optimizer_models() -> dict[str, type[BaseModel]]:
     from ..optim import OPTIMIZERS
 
-    models = {}
+    models: dict[str, type[BaseModel]] = {}
     for name, cls in OPTIMIZERS.items():
         fields = _hyper_fields(cls, skip=2)
         lr_type, lr_field = fields.pop("lr")
@@ -253,20 +287,32 @@ def _optimizer_models() -> dict[str, type[BaseModel]]:
             "Optimizer_" + name,
             __base__=Strict,
             __doc__=_first_paragraph(cls, name),
-            type=(Literal[name], Field(description="the optimizer")),  # type: ignore[valid-type]
-            params=(list[str], Field(min_length=1, description="module names, parameter names or globs (D, D.*, backbone*) whose parameters it updates")),
+            type=(Literal[name], Field(description="the optimizer")),  # type: ignore[valid-type, arg-type]
+            params=(
+                list[str],
+                Field(
+                    min_length=1,
+                    description="module names, parameter names or globs (D, D.*, backbone*) whose parameters it updates",
+                ),
+            ),
             lr=(lr_type, Field(lr_field.default, description="the learning rate")),
-            schedule=(ScheduleSpec | None, Field(None, description="a learning-rate schedule, stepped after every optimizer step")),
+            schedule=(
+                ScheduleSpec | None,
+                Field(None, description="a learning-rate schedule, stepped after every optimizer step"),
+            ),
             **fields,
         )
     return models
 
 
 OPTIMIZER_MODELS = _optimizer_models()
-OptimizerSpec = Annotated[
-    Union[tuple(Annotated[m, Tag(k)] for k, m in OPTIMIZER_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
-]
+if TYPE_CHECKING:  # built from registries at import: to the type checker, any model
+    OptimizerSpec = Any
+else:
+    OptimizerSpec = Annotated[
+        Union[tuple(Annotated[m, Tag(k)] for k, m in OPTIMIZER_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+        Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
+    ]
 
 
 # ---------------------------------------------------------------- training schedule
@@ -276,8 +322,13 @@ class BackwardSpec(Strict):
     """One backward call: d(weight * loss) / d(wrt), accumulated into the gradients."""
 
     loss: str = Field(description="the loss to differentiate")
-    wrt: list[str] | None = Field(None, description="module or parameter names (globs allowed); default: the parameters of the optimizers this phase steps")
-    retain_graph: bool = Field(False, description="keep the values this backward goes through, for a later backward of the phase")
+    wrt: list[str] | None = Field(
+        None,
+        description="module or parameter names (globs allowed); default: the parameters of the optimizers this phase steps",
+    )
+    retain_graph: bool = Field(
+        False, description="keep the values this backward goes through, for a later backward of the phase"
+    )
     weight: float = Field(1.0, description="a factor on the loss")
 
 
@@ -289,7 +340,10 @@ class PhaseSpec(Strict):
     detach: list[str] = Field(default_factory=list, description="nodes detached during this phase only")
     backward: list[BackwardSpec] = Field(min_length=1, description="the backward calls, in order")
     step: list[str] = Field(default_factory=list, description="the optimizers to step after the backward calls")
-    zero_grad: Literal["before", "after", "never"] = Field("before", description="when this phase clears gradients: before its backward calls, after its steps, or never (accumulate)")
+    zero_grad: Literal["before", "after", "never"] = Field(
+        "before",
+        description="when this phase clears gradients: before its backward calls, after its steps, or never (accumulate)",
+    )
 
 
 class TrainSpec(Strict):
@@ -339,8 +393,12 @@ class Spec(Strict):
     modules: dict[str, ModuleSpec] = Field(default_factory=dict, description="modules with parameters")
     nodes: dict[str, str] = Field(default_factory=dict, description="named intermediate nodes (expressions)")
     losses: dict[str, str] = Field(description="scalar losses (expressions)")
-    metrics: dict[str, str] = Field(default_factory=dict, description="scalars reported during training and evaluation (expressions)")
-    optimizers: dict[str, OptimizerSpec] = Field(default_factory=dict, description="optimizers and the parameters they update")  # type: ignore[valid-type]
+    metrics: dict[str, str] = Field(
+        default_factory=dict, description="scalars reported during training and evaluation (expressions)"
+    )
+    optimizers: dict[str, OptimizerSpec] = Field(
+        default_factory=dict, description="optimizers and the parameters they update"
+    )  # type: ignore[valid-type, arg-type]
     train: TrainSpec | None = Field(None, description="the training schedule")
     eval: EvalSpec | None = Field(None, description="what evaluation reports")
 

@@ -66,7 +66,9 @@ class Located:
         style = self.styles.get(tuple(path))
         raw = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
         if style in (None, ""):
-            return line, min(col + offset, max(col, len(raw) + 1))  # a plain scalar folded over lines: stay on the first
+            return line, min(
+                col + offset, max(col, len(raw) + 1)
+            )  # a plain scalar folded over lines: stay on the first
         if style in ("'", '"'):
             # walk the quoted text: '' (single quotes) and \x.. escapes (double quotes) are one character
             i, n = col, 0  # i: 0-based index of the character after the opening quote
@@ -91,7 +93,9 @@ def load(text: str) -> Located:
     except yaml.reader.ReaderError as e:  # a control character anywhere in the text
         line = text.count("\n", 0, e.position) + 1
         col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
-        out.diagnostics.append(Diagnostic("E-YAML", f"the character {e.character:#06x} is not allowed in YAML: {e.reason}", (), line, col))
+        out.diagnostics.append(
+            Diagnostic("E-YAML", f"the character {e.character:#06x} is not allowed in YAML: {e.reason}", (), line, col)
+        )
         return out
     try:
         root = loader.get_single_node()
@@ -114,7 +118,11 @@ def load(text: str) -> Located:
         return out
     except RecursionError:
         mark = loader.get_mark()
-        out.diagnostics.append(Diagnostic("E-YAML", f"the document nests more than {MAX_DEPTH} levels deep", (), mark.line + 1, mark.column + 1))
+        out.diagnostics.append(
+            Diagnostic(
+                "E-YAML", f"the document nests more than {MAX_DEPTH} levels deep", (), mark.line + 1, mark.column + 1
+            )
+        )
         return out
     finally:
         loader.dispose()
@@ -142,7 +150,9 @@ def _construct(node: yaml.Node, path: Path, out: Located, loader: _Loader, count
         else:  # point at the top-level key whose value blows up (an alias's node carries its anchor's position)
             what = f"the document expands to more than {MAX_VALUES} values"
             line, col = out.keys.get(path[:1], (line, col))
-        out.diagnostics.append(Diagnostic("E-YAML", what, path, line, col, hint="check the anchors (&a) and aliases (*a) around here"))
+        out.diagnostics.append(
+            Diagnostic("E-YAML", what, path, line, col, hint="check the anchors (&a) and aliases (*a) around here")
+        )
         raise _TooBig
     out.values[path] = (line, col)
     if node.tag not in _SAFE_TAGS:
@@ -169,12 +179,21 @@ def _construct(node: yaml.Node, path: Path, out: Located, loader: _Loader, count
                 continue  # the tag is reported already
             if isinstance(key, (list, dict)) or key is None:
                 line, col = _pos(key_node)
-                out.diagnostics.append(Diagnostic("E-KEY", f"a mapping key must be a name, got {key!r}", path, line, col))
+                out.diagnostics.append(
+                    Diagnostic("E-KEY", f"a mapping key must be a name, got {key!r}", path, line, col)
+                )
                 continue
             if key in result:
                 line, col = _pos(key_node)
                 out.diagnostics.append(
-                    Diagnostic("E-YAML-DUP", f"the key {key!r} appears twice here; the last one would win", path + (key,), line, col, width=len(str(key)))
+                    Diagnostic(
+                        "E-YAML-DUP",
+                        f"the key {key!r} appears twice here; the last one would win",
+                        path + (key,),
+                        line,
+                        col,
+                        width=len(str(key)),
+                    )
                 )
             out.keys[path + (key,)] = _pos(key_node)
             result[key] = _construct(value_node, path + (key,), out, loader, count)
@@ -189,5 +208,9 @@ def _construct(node: yaml.Node, path: Path, out: Located, loader: _Loader, count
         # an explicit tag that does not fit the text (!!int abc, !!bool maybe) or a date that does not exist
         problem = getattr(e, "problem", None) or (str(e) if isinstance(e, ValueError) else None)
         detail = f": {problem}" if problem else ""
-        out.diagnostics.append(Diagnostic("E-YAML", f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}{detail}", path, line, col))
+        out.diagnostics.append(
+            Diagnostic(
+                "E-YAML", f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}{detail}", path, line, col
+            )
+        )
         return None
