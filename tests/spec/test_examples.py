@@ -139,7 +139,7 @@ MODULES: dict[str, dict[str, tuple[str, int, int, str]]] = {
 OPTIMIZERS: dict[str, dict[str, tuple[str, float, list[str]]]] = {
     "xor": {"opt": ("adam", 0.05, ["net"])},
     "digits": {"opt": ("adamw", 3e-3, ["mlp"])},
-    "gan_ring": {"d_opt": ("adam", 2e-4, ["D"]), "g_opt": ("adam", 2e-4, ["G"])},
+    "gan_ring": {"d_opt": ("adam", 1e-3, ["D"]), "g_opt": ("adam", 1e-3, ["G"])},
     "wgan_gp": {"c_opt": ("adam", 1e-4, ["C"]), "g_opt": ("adam", 1e-4, ["G"])},
     "multitask": {"opt": ("adam", 1e-2, ["backbone", "cls_head", "reg_head"])},
     "tbptt_sine": {"opt": ("adam", 3e-3, ["cell", "readout"])},
@@ -385,7 +385,7 @@ def test_gan_ring_discriminator_and_generator() -> None:
     assert c.modules["D"].calls == 2 and c.modules["G"].calls == 1
     opt = c.optimizers["d_opt"]
     assert names(opt.params) == d_params
-    assert opt.hyper["betas"] == (0.5, 0.999) and opt.lr == pytest.approx(2e-4)
+    assert opt.hyper["betas"] == (0.5, 0.999) and opt.lr == pytest.approx(1e-3)
     disc, gen = c.phases
     # The discriminator's backward reaches D only: fake is detached, which cuts G off.
     assert names(disc.backward[0].reached) == d_params
