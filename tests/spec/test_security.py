@@ -22,44 +22,11 @@ from onlytorch_cli.main import cli
 import onlytorch.spec.summary  # noqa: F401  (imported before eval/exec are fenced: dataclasses use exec)
 from onlytorch.compile import compile_file, compile_text
 
+from .fixtures import XOR
+
 SPECS = pathlib.Path(__file__).resolve().parents[2] / "specs"
 EXAMPLES = sorted(SPECS.glob("*.yaml"))
 CORPUS = sorted((pathlib.Path(__file__).resolve().parent / "broken").glob("*.yaml"))
-# a fixed copy of specs/xor.yaml, so that the positions below do not move when the examples change
-XOR = """\
-# XOR with a 2-8-1 MLP: the smallest complete spec (data, inputs, one module, a loss, a metric,
-# one optimizer, one phase). The four points are repeated with a little noise.
-version: 1
-name: xor
-seed: 0
-data:
-  train: {source: synthetic.xor, n: 256, noise: 0.05}
-  test: {source: synthetic.xor, n: 64, noise: 0.05}
-  batch_size: 32
-inputs:
-  x: {shape: [2], from: train.x}
-  y: {shape: [1], from: train.y}
-modules:
-  net: [{linear: 8}, tanh, {linear: 1}]
-nodes:
-  logits: net(x)
-losses:
-  loss: bce_with_logits(logits, y)
-metrics:
-  accuracy: mean(equal(greater(logits, 0), y))
-optimizers:
-  opt: {type: adam, lr: 0.05, params: [net]}
-train:
-  steps: 400
-  log_every: 50
-  schedule:
-    - name: fit
-      backward: [{loss: loss}]
-      step: [opt]
-eval:
-  split: test
-  metrics: [accuracy, loss]
-"""
 
 
 def diagnostics(text: str) -> list[tuple[str, int | None, int | None]]:
