@@ -69,7 +69,14 @@ def summarize(compiled: Compiled) -> str:
                 out.append(f"{name:<16} {section:<8} {fmt(node.shape)}")
     for opt, params in compiled.optimizer_params.items():
         o = compiled.optimizers.get(opt)
-        lr = f", lr {o.lr:g}" if o is not None else ""
+        # Under a schedule the optimizer's current lr is the schedule's step-0 value (0 during a
+        # warmup); the report states the declared base lr and names the schedule.
+        sched = compiled.schedules.get(opt)
+        lr = ""
+        if o is not None:
+            lr = f", lr {(sched.base_lr if sched is not None else o.lr):g}"
+            if sched is not None:
+                lr += f" with {spec.optimizers[opt].schedule.type}"
         out.append("")
         out.append(
             f"optimizer {opt} ({spec.optimizers[opt].type}{lr}) updates {_group(compiled, [p.name for p in params])}"

@@ -28,10 +28,11 @@ SHORT = {
     "digits": ["train.steps=10"],
     "gan_ring": ["train.steps=10"],
     "wgan_gp": ["train.steps=3", "data.train.n=1024"],
+    "wgan_gp_grid": ["train.steps=3", "data.train.n=1024"],
     "multitask": ["train.steps=10", "data.train.n=256"],
     "tbptt_sine": ["train.steps=12", "data.train.n=64"],
 }
-GANS = ("gan_ring", "wgan_gp")
+GANS = ("gan_ring", "wgan_gp", "wgan_gp_grid")
 
 
 def sets(overrides: list[str]) -> list[str]:

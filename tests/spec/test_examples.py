@@ -18,7 +18,7 @@ from onlytorch.spec.summary import summarize
 
 SPECS = pathlib.Path(__file__).resolve().parents[2] / "specs"
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
-KNOWN = ("xor", "digits", "gan_ring", "wgan_gp", "multitask", "tbptt_sine")
+KNOWN = ("xor", "digits", "gan_ring", "wgan_gp", "wgan_gp_grid", "multitask", "tbptt_sine")
 
 
 # ------------------------------------------------------------------ independent arithmetic
@@ -77,7 +77,7 @@ SHAPES: dict[str, dict[str, tuple[str, tuple]]] = {
     },
     "wgan_gp": {
         "real": ("input", (N, 2)),
-        "z": ("input", (N, 8)),
+        "z": ("input", (N, 4)),
         "eps": ("input", (N, 1)),
         "fake": ("node", (N, 2)),
         "x_hat": ("node", (N, 2)),
@@ -118,9 +118,9 @@ MODULES: dict[str, dict[str, tuple[str, int, int, str]]] = {
         "D": ("layers", mlp(2, 128, 128, 1), 6, "shared: called 2 times"),
     },
     "wgan_gp": {
-        "G": ("layers", mlp(8, 256, 256, 2), 6, ""),
+        "G": ("layers", mlp(4, 128, 128, 2), 6, ""),
         # C(real), C(fake) and C(x_hat) inside the gradient penalty.
-        "C": ("layers", mlp(2, 256, 256, 1), 6, "shared: called 3 times"),
+        "C": ("layers", mlp(2, 64, 64, 1), 6, "shared: called 3 times"),
     },
     "multitask": {
         "backbone": ("layers", mlp(2, 64, 64), 4, ""),
@@ -135,14 +135,17 @@ MODULES: dict[str, dict[str, tuple[str, int, int, str]]] = {
     },
 }
 
-# optimizer -> (type, lr, modules it updates)
-OPTIMIZERS: dict[str, dict[str, tuple[str, float, list[str]]]] = {
-    "xor": {"opt": ("adam", 0.05, ["net"])},
-    "digits": {"opt": ("adamw", 3e-3, ["mlp"])},
-    "gan_ring": {"d_opt": ("adam", 1e-3, ["D"]), "g_opt": ("adam", 1e-3, ["G"])},
-    "wgan_gp": {"c_opt": ("adam", 1e-4, ["C"]), "g_opt": ("adam", 1e-4, ["G"])},
-    "multitask": {"opt": ("adam", 1e-2, ["backbone", "cls_head", "reg_head"])},
-    "tbptt_sine": {"opt": ("adam", 3e-3, ["cell", "readout"])},
+# optimizer -> (type, declared lr, schedule or None, modules it updates)
+OPTIMIZERS: dict[str, dict[str, tuple[str, float, str | None, list[str]]]] = {
+    "xor": {"opt": ("adam", 0.05, None, ["net"])},
+    "digits": {"opt": ("adamw", 3e-3, "cosine_annealing_lr", ["mlp"])},
+    "gan_ring": {
+        "d_opt": ("adam", 1e-3, "cosine_annealing_lr", ["D"]),
+        "g_opt": ("adam", 1e-3, "cosine_annealing_lr", ["G"]),
+    },
+    "wgan_gp": {"c_opt": ("adam", 4e-3, "warmup_cosine", ["C"]), "g_opt": ("adam", 1e-3, "warmup_cosine", ["G"])},
+    "multitask": {"opt": ("adam", 1e-2, None, ["backbone", "cls_head", "reg_head"])},
+    "tbptt_sine": {"opt": ("adam", 3e-3, None, ["cell", "readout"])},
 }
 
 # phase -> (repeat, detach, steps, [(loss, retain_graph, modules reached)], {detached: modules cut off})
@@ -171,11 +174,17 @@ PHASES: dict[
     "tbptt_sine": {"fit": (1, [], ["opt"], [("loss", False, ["cell", "readout"])], {})},
 }
 
+# wgan_gp_grid.yaml runs the ring's loop on the 5x5 grid: the same graph, modules and phases.
+for _table in (SHAPES, MODULES, PHASES):
+    _table["wgan_gp_grid"] = _table["wgan_gp"]  # type: ignore[index]
+OPTIMIZERS["wgan_gp_grid"] = OPTIMIZERS["wgan_gp"]
+
 SPEC_NAMES = {
     "xor": "xor",
     "digits": "digits",
     "gan_ring": "gan-ring",
     "wgan_gp": "wgan-gp-ring",
+    "wgan_gp_grid": "wgan-gp-grid",
     "multitask": "multitask-moons",
     "tbptt_sine": "tbptt-sine",
 }
@@ -333,14 +342,19 @@ def test_report_node_shapes(stem: str) -> None:
 def test_report_optimizers(stem: str) -> None:
     compiled = compile_example(stem)
     lines = report_lines(compiled)
-    for opt, (kind, lr, modules) in OPTIMIZERS[stem].items():
-        assert f"optimizer {opt} ({kind}, lr {lr:g}) updates {group(compiled, modules)}" in lines
+    for opt, (kind, lr, schedule, modules) in OPTIMIZERS[stem].items():
+        with_schedule = f" with {schedule}" if schedule else ""
+        assert f"optimizer {opt} ({kind}, lr {lr:g}{with_schedule}) updates {group(compiled, modules)}" in lines
         # The optimizer object holds exactly its modules' parameters, no more, no less.
         want = module_params(compiled, *modules)
         assert names(compiled.optimizer_params[opt]) == want
         assert names(compiled.optimizers[opt].params) == want
         assert len(compiled.optimizers[opt].params) == len(want)
-        assert compiled.optimizers[opt].lr == pytest.approx(lr)
+        if schedule is None:
+            assert compiled.optimizers[opt].lr == pytest.approx(lr)
+        else:
+            assert type(compiled.schedules[opt]).__name__.lower() == schedule.replace("_", "")
+            assert compiled.schedules[opt].base_lr == pytest.approx(lr)
 
 
 @pytest.mark.parametrize("stem", KNOWN)
@@ -466,7 +480,7 @@ def test_wgan_gp_gradient_of_gradient_matches_torch() -> None:
     g = c.graph
     rng = np.random.default_rng(0)
     n = 12
-    feed = {"real": rng.normal(size=(n, 2)), "z": rng.normal(size=(n, 8)), "eps": rng.uniform(size=(n, 1))}
+    feed = {"real": rng.normal(size=(n, 2)), "z": rng.normal(size=(n, 4)), "eps": rng.uniform(-1, 1, size=(n, 1))}
     for k, v in feed.items():
         g.set_value(c.inputs[k], v)
     c_params = c.modules["C"].params
@@ -498,7 +512,7 @@ def test_wgan_gp_gradient_of_gradient_matches_torch() -> None:
 
     real, z, eps = (torch.tensor(feed[k]) for k in ("real", "z", "eps"))
     fake = mlp3("G", z).detach()
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    x_hat = (eps.abs() * real + (1 - eps.abs()) * fake).requires_grad_(True)
     (dx,) = torch.autograd.grad(mlp3("C", x_hat).sum(), x_hat, create_graph=True)
     gp = ((dx.norm(dim=1) - 1) ** 2).mean()
     c_loss = mlp3("C", fake).mean() - mlp3("C", real).mean() + 10 * gp
