@@ -95,6 +95,7 @@ COVERED_MODULES = (
     "onlytorch.ops.reduce",
     "onlytorch.ops.shape_ops",
     "onlytorch.ops.linalg",
+    "onlytorch.ops.distributions",
 )
 
 
