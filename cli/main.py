@@ -65,7 +65,8 @@ def _compile_or_exit(spec: str, overrides: list[tuple[str, object]]):  # type: i
     if report.items:
         click.echo(report.render(), err=True)
     if compiled is None:
-        click.echo(f"{spec}: invalid ({len(report.errors)} errors); see onlytorch validate {spec}", err=True)
+        n = len(report.errors)
+        click.echo(f"{spec}: invalid ({n} error{'s' if n != 1 else ''}); see onlytorch validate {spec}", err=True)
         sys.exit(2)
     return compiled
 
@@ -118,13 +119,32 @@ def train_command(
 )
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a spec value (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_command(spec: str, checkpoint: str, split: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--episodes",
+    type=click.IntRange(min=1),
+    help="RL specs (a gym training source): episodes to run (default: the spec's eval.episodes, else 20).",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["greedy", "sampled"]),
+    help="RL specs: act with the most likely action (greedy) or draw it as in training (default: the spec's).",
+)
+def eval_command(
+    spec: str,
+    checkpoint: str,
+    split: str | None,
+    sets: tuple[str, ...],
+    as_json: bool,
+    episodes: int | None,
+    policy: str | None,
+) -> None:
     """Evaluate a checkpoint of SPEC under no_grad (eval mode: dropout off, batch-norm running
-    statistics) and print its metrics."""
+    statistics) and print its metrics. For an RL spec, run whole episodes with its policy and
+    print the mean and std of their returns."""
     from onlytorch_cli.train_cmd import run_eval
 
     compiled = _compile_or_exit(spec, _overrides(sets, None))
-    sys.exit(run_eval(compiled, checkpoint, split, as_json))
+    sys.exit(run_eval(compiled, checkpoint, split, as_json, episodes, policy))
 
 
 @cli.command("graph")

@@ -157,12 +157,13 @@ def run_training(
     stop = _StopRequest()
     previous = _interrupt_on_signals(stop)
     try:
-        on_eval_ = on_eval if compiled.spec.eval else None
+        evaluates = compiled.spec.eval is not None or trainer.live is not None
+        on_eval_ = on_eval if evaluates else None
         train_loop(trainer, total, on_log, on_eval_, on_checkpoint, progress.update, should_stop=stop)
         progress.close()
         run.checkpoint()
         evaluated = any(r.get("kind") == "eval" and r.get("step") == trainer.step for r in run.rows)
-        final_eval = run.evaluate(trainer.step) if compiled.spec.eval and not evaluated else _last_eval(run)
+        final_eval = run.evaluate(trainer.step) if evaluates and not evaluated else _last_eval(run)
         run.finish("completed")
     except Diverged as e:
         progress.close()
@@ -204,7 +205,12 @@ def run_training(
         _restore_signals(previous)
     train_values = {k: v for k, v in trainer.last.items()}
     click.echo(_table(f"final training losses (step {trainer.step})", train_values))
-    if final_eval:
+    if final_eval and trainer.live is not None:
+        ev = compiled.spec.eval
+        n = ev.episodes if ev is not None and ev.episodes else 20
+        policy = ev.policy if ev is not None else "greedy"
+        click.echo(_table(f"evaluation: {n} episodes, {policy} policy (no_grad)", final_eval))
+    elif final_eval:
         split = compiled.spec.eval.split if compiled.spec.eval else "test"
         click.echo(_table(f"evaluation on {split} (no_grad)", final_eval))
     click.echo(f"run directory: {path}  (onlytorch report {path})")
@@ -256,19 +262,30 @@ def _last_eval(run: Any) -> dict[str, float]:
     return {k.removeprefix("eval/"): v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {}
 
 
-def run_eval(compiled: Compiled, checkpoint: str, split: str | None, as_json: bool) -> int:
+def run_eval(
+    compiled: Compiled,
+    checkpoint: str,
+    split: str | None,
+    as_json: bool,
+    episodes: int | None = None,
+    policy: str | None = None,
+) -> int:
     from onlytorch import checkpoint as ckpt
     from onlytorch.data.sources import DataError
     from onlytorch.run import evaluate
     from onlytorch.train import Trainer
 
-    if compiled.spec.eval is None and split is None:
-        raise click.UsageError("the spec has no eval section; give --split")
     try:
         trainer = Trainer(compiled)
     except DataError as e:
         click.echo(f"error: data: {e}", err=True)
         return EXIT_FAILED
+    if trainer.live is not None:
+        return _eval_episodes(trainer, checkpoint, split, as_json, episodes, policy)
+    if episodes is not None or policy is not None:
+        raise click.UsageError("--episodes and --policy apply to specs with a gym training source")
+    if compiled.spec.eval is None and split is None:
+        raise click.UsageError("the spec has no eval section; give --split")
     used = split or (compiled.spec.eval.split if compiled.spec.eval else "test")
     if trainer.fields and used not in trainer.data:
         have = ", ".join(sorted(trainer.data)) or "none"
@@ -283,4 +300,30 @@ def run_eval(compiled: Compiled, checkpoint: str, split: str | None, as_json: bo
         click.echo(json.dumps({"split": used, "checkpoint": checkpoint, "metrics": values}, indent=2))
     else:
         click.echo(_table(f"evaluation of {checkpoint} on {used} (no_grad)", values))
+    return EXIT_OK
+
+
+def _eval_episodes(
+    trainer: Any, checkpoint: str, split: str | None, as_json: bool, episodes: int | None, policy: str | None
+) -> int:
+    """Evaluation of an RL spec: whole episodes with the checkpoint's policy, under no_grad."""
+    from onlytorch import checkpoint as ckpt
+
+    if split is not None:
+        raise click.UsageError("a spec with a gym training source is evaluated in episodes; --split does not apply")
+    try:
+        trainer.restore_weights(ckpt.load(checkpoint))
+    except ckpt.CheckpointError as e:
+        click.echo(f"error: {e}", err=True)
+        return EXIT_USAGE
+    values = trainer.episodes(episodes, policy)
+    ev = trainer.spec.eval
+    used_policy = policy or (ev.policy if ev is not None else "greedy")
+    n = episodes or (ev.episodes if ev is not None and ev.episodes else 20)
+    if as_json:
+        click.echo(
+            json.dumps({"episodes": n, "policy": used_policy, "checkpoint": checkpoint, "metrics": values}, indent=2)
+        )
+    else:
+        click.echo(_table(f"{n} episodes of {checkpoint} ({used_policy} policy, no_grad)", values))
     return EXIT_OK

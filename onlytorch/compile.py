@@ -498,6 +498,7 @@ class _Compiler:
         self.check_losses(losses)
         self.check_metrics(metrics)
         carries = self.check_carries()
+        self.check_live_source()
         targets = self.finish_copies()
         opt_params = self.select_optimizer_params()
         optimizers, schedules = self.build_optimizers(opt_params)
@@ -1053,6 +1054,7 @@ class _Compiler:
 
     def build_inputs(self) -> dict[str, NodeId]:
         inputs: dict[str, NodeId] = {}
+        self.unfed: set[str] = set()
         for name, spec in self.spec.inputs.items():
             if name in self.broken:
                 continue
@@ -1066,6 +1068,12 @@ class _Compiler:
         return inputs
 
     def check_input_source(self, name: str, spec: S.InputSpec, path: Path) -> None:
+        errors = len(self.report.errors)
+        self._check_input_source(name, spec, path)
+        if len(self.report.errors) > errors:
+            self.unfed.add(name)  # its data problem is reported: later checks stay quiet about it
+
+    def _check_input_source(self, name: str, spec: S.InputSpec, path: Path) -> None:
         src = spec.from_ or ""
         where = path + ("from",)
         if src in ("noise.normal", "noise.uniform"):
@@ -1159,6 +1167,122 @@ class _Compiler:
             carries[name] = node
         return carries
 
+    def live_source(self) -> Any:
+        """The train source when it is a gym source (filled while training), else None."""
+        from .data.sources import SOURCES
+
+        data = self.spec.data
+        src = data.train if data is not None else None
+        return src if src is not None and src.source in SOURCES and SOURCES[src.source].live else None
+
+    def check_live_source(self) -> None:
+        """A gym source runs nodes of the graph: they must exist, have the right types and
+        shapes, and read nothing but the observations (and noise)."""
+        from .data.sources import SOURCES
+
+        data = self.spec.data
+        if data is None:
+            return
+        for split in ("val", "test"):
+            src = getattr(data, split)
+            if src is not None and not isinstance(src, S.SplitSpec) and SOURCES[src.source].live:
+                self.error(
+                    "E-DATA",
+                    f"{src.source} can only be the train source: evaluation runs whole episodes instead "
+                    "(eval.episodes)",
+                    ("data", split, "source"),
+                )
+        src = self.live_source()
+        if src is None:
+            for key in ("episodes", "policy"):
+                if self.spec.eval is not None and key in self.spec.eval.model_fields_set:
+                    self.error(
+                        "E-ARG", f"eval.{key} needs a gym training source (gym.rollout or gym.replay)", ("eval", key)
+                    )
+            return
+        if "<data.train>" in self.broken or "train" not in self.data_fields:
+            return
+        path: Path = ("data", "train")
+        obs = [n for n, i in self.spec.inputs.items() if i.from_ == "train.obs" and n in self.inputs]
+        if not obs and not self.unfed:
+            self.error(
+                "E-DATA",
+                f"{src.source}: no input reads the observations; declare one, e.g. "
+                f"obs: {{shape: {list(self.data_fields['train']['obs'].shape)}, from: train.obs}}",
+                path + ("source",),
+            )
+        allowed = {
+            *obs,
+            *self.unfed,
+            *(n for n, i in self.spec.inputs.items() if i.from_ and i.from_.startswith("noise.")),
+        }
+        for key, want in (("action", "action"), ("log_prob", "float"), ("value", "float")):
+            name = getattr(src, key, None)
+            if name is None:
+                continue
+            where = path + (key,)
+            node = self.names.get(name)
+            if node is None:
+                if name in self.modules:
+                    self.error(
+                        "E-NAME",
+                        f"{src.source}: {key}: {name!r} is a module, not a node",
+                        where,
+                        hint=f"name a node that calls it, e.g. nodes: {{{key}_out: {name}(...)}}",
+                    )
+                elif name not in self.broken:
+                    self.error(
+                        "E-NAME",
+                        f"{src.source}: {key}: unknown node {name!r}",
+                        where,
+                        hint=did_you_mean(name, self.known_names()),
+                    )
+                continue
+            shape = tuple(node.shape)
+            if want == "action":
+                if self.g._node(node).dtype.kind != "i" or shape != (None,):
+                    self.error(
+                        "E-TYPE",
+                        f"{src.source}: action node {name} must be integer actions of shape (N,), "
+                        f"not {self.g._node(node).dtype} {_fmt(shape)}",
+                        where,
+                        hint="e.g. categorical_sample(logits) or argmax(q, axis=1)",
+                    )
+            elif self.g._node(node).dtype.kind != "f":
+                self.error(
+                    "E-TYPE", f"{src.source}: {key} node {name} must be float, not {self.g._node(node).dtype}", where
+                )
+            elif shape not in ((None,), (None, 1)):
+                self.error(
+                    "E-SHAPE",
+                    f"{src.source}: {key} node {name} must have shape (N,) or (N, 1), not {_fmt(shape)}",
+                    where,
+                )
+            reads = {a.name for a in self.g._forward_plan([self.g._node(node)]).nodes if a.kind == "input"}
+            if reads - allowed:
+                self.error(
+                    "E-ARG",
+                    f"{src.source}: {key} node {name} reads {', '.join(sorted(reads - allowed))}, which the rollout "
+                    "cannot feed: while acting, only the observations (inputs from train.obs) and noise have values",
+                    where,
+                )
+        train = self.spec.train
+        if train is not None and train.epochs is not None:
+            self.error(
+                "E-ARG",
+                f"train.epochs counts passes over a fixed data set; with {src.source} give train.steps (iterations)",
+                ("train", "epochs"),
+            )
+        if train is not None and src.source == "gym.replay":
+            for pi, ph in enumerate(train.schedule):
+                if ph.epochs is not None:
+                    self.error(
+                        "E-ARG",
+                        f"phase {ph.name}: epochs needs a fixed set of samples; a replay buffer serves one random "
+                        "minibatch per repetition (use repeat)",
+                        ("train", "schedule", self.phase_index[pi] if self.phase_index else pi, "epochs"),
+                    )
+
     # -------------------------------------------------------------- losses, metrics, eval
 
     def check_losses(self, losses: dict[str, NodeId]) -> None:
@@ -1189,6 +1313,7 @@ class _Compiler:
             return
         if (
             self.spec.data is not None
+            and self.live_source() is None
             and getattr(self.spec.data, ev.split) is None
             and f"<data.{ev.split}>" not in self.broken
         ):
@@ -1347,6 +1472,13 @@ class _Compiler:
             path: Path = ("train", "schedule", self.phase_index[pi] if self.phase_index else pi)
             if ph.name in seen:
                 self.error("E-DUP", f"two phases are called {ph.name!r}", path + ("name",))
+            if ph.epochs is not None and "repeat" in ph.model_fields_set:
+                self.error(
+                    "E-ARG",
+                    f"phase {ph.name}: give 'repeat' (runs per iteration) or 'epochs' (passes over the data), not both",
+                    path + ("epochs",),
+                    key=True,
+                )
             seen.add(ph.name)
             ok = True
             detach = []

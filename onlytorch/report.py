@@ -28,7 +28,14 @@ PLOT_EXTRA_HINT = "pip install 'onlytorch[plot]'"
 DPI = 110
 _LOG_SPAN = 100.0  # a log y axis when all values are positive and span more than 2 decades
 _NOT_QUANTITIES = {"step", "kind", "time"}
-_GROUP_TITLES = {"loss": "losses", "train": "train metrics", "eval": "eval metrics"}
+_GROUP_TITLES = {
+    "loss": "losses",
+    "rollout": "rollout (training episodes of a gym source)",
+    "train": "train metrics",
+    "eval": "eval metrics",
+}
+# Counters a gym source logs: in the table, not worth a picture.
+_COUNTERS = ("rollout/env_steps", "rollout/episodes", "rollout/buffer")
 
 
 class ReportError(Exception):
@@ -63,7 +70,7 @@ class Quantity:
     """One logged quantity: its final value and its best (min for losses, max otherwise)."""
 
     name: str
-    group: str  # "loss", "train" or "eval"
+    group: str  # "loss", "rollout", "train" or "eval"
     final: float
     final_step: int
     best: float | None  # None when no value is finite
@@ -202,14 +209,15 @@ def _read_samples(path: Path, notes: list[str]) -> dict[str, np.ndarray] | None:
 
 
 def group_of(name: str) -> str | None:
-    """``"loss"`` for ``<phase>/<loss>``, ``"train"``/``"eval"`` for metrics, ``"lr"``,
-    ``"grad_norm"``, or None for bookkeeping (step, kind, time)."""
+    """``"loss"`` for ``<phase>/<loss>``, ``"train"``/``"eval"`` for metrics, ``"rollout"`` for a
+    gym source's episode statistics, ``"lr"``, ``"grad_norm"``, or None for bookkeeping (step,
+    kind, time)."""
     if name in _NOT_QUANTITIES:
         return None
     prefix, sep, _ = name.partition("/")
     if not sep:
         return "train"
-    return prefix if prefix in ("train", "eval", "lr", "grad_norm") else "loss"
+    return prefix if prefix in ("train", "eval", "lr", "grad_norm", "rollout") else "loss"
 
 
 def lower_is_better(name: str) -> bool:
@@ -242,7 +250,7 @@ def names_in(run: Run, *groups: str) -> list[str]:
 def quantities(run: Run) -> list[Quantity]:
     """Final and best value of every loss, train metric and eval metric."""
     out = []
-    for name in names_in(run, "loss", "train", "eval"):
+    for name in names_in(run, "loss", "rollout", "train", "eval"):
         steps, values = series(run, name)
         finite = np.isfinite(values)
         best_i: int | None = None
@@ -497,7 +505,7 @@ def _draw_losses(run: Run) -> Figure | None:
 
 def _draw_metrics(run: Run) -> Figure | None:
     """One panel per metric name; train/<m> as a line and eval/<m> as markers share a panel."""
-    names = names_in(run, "train", "eval")
+    names = [n for n in names_in(run, "rollout", "train", "eval") if n not in _COUNTERS]
     if not names:
         return None
     panels: dict[str, list[str]] = {}

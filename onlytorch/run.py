@@ -210,6 +210,8 @@ def evaluate(
 ) -> dict[str, float]:
     """The spec's eval metrics on its eval split (under no_grad), plus sample metrics."""
     ev = compiled.spec.eval
+    if trainer.live is not None:
+        return trainer.episodes()
     if ev is None:
         return {}
     values = trainer.evaluate(split or ev.split, ev.metrics)

@@ -22,7 +22,10 @@ import numpy as np
 from . import checkpoint as ckpt
 from .compile import Compiled, PhaseInfo
 from .data.batches import Batches, Noise, rng_from_array, rng_to_array
-from .data.sources import DataError, LoadContext, load_source, split
+from .data.policy import Policy
+from .data.replay import Replay
+from .data.rollout import Rollout
+from .data.sources import DataError, LoadContext, get_source, load_source, split
 from .errors import GraphError
 from .nn import copy_parameters
 from .node import NodeId
@@ -59,12 +62,14 @@ def load_data(compiled: Compiled) -> dict[str, dict[str, np.ndarray]]:
             continue
         if isinstance(src, S.SplitSpec):
             holdout[name] = src.fraction
+        elif get_source(src.source).live:
+            continue  # collected while training (see make_live)
         else:
             entry = src.model_dump(by_alias=True)
             out[name] = load_source(
                 entry, LoadContext(base_dir=ctx.base_dir, seed=ctx.seed + {"train": 0, "val": 1, "test": 2}[name])
             )
-    if holdout:
+    if holdout and "train" in out:
         parts = split(out["train"], holdout, seed=compiled.spec.seed)
         out.update(parts)
     dtype = compiled.graph.dtype
@@ -72,6 +77,22 @@ def load_data(compiled: Compiled) -> dict[str, dict[str, np.ndarray]]:
         k: {f: (a.astype(dtype) if a.dtype.kind == "f" else a.astype(np.int64)) for f, a in v.items()}
         for k, v in out.items()
     }
+
+
+def make_live(compiled: Compiled) -> Rollout | Replay | None:
+    """The gym source that the trainer fills while it trains (None for data loaded up front).
+    Its policy reads observations through every input declared ``from: train.obs``."""
+    spec = compiled.spec
+    src = spec.data.train if spec.data is not None else None
+    if src is None or not get_source(src.source).live:
+        return None
+    obs_inputs = [compiled.inputs[n] for n, i in spec.inputs.items() if i.from_ == "train.obs"]
+    extra = {k: compiled.names[getattr(src, k)] for k in ("log_prob", "value") if getattr(src, k, None)}
+    policy = Policy(compiled.graph, obs_inputs, compiled.names[src.action], extra)
+    assert spec.data is not None
+    if src.source == "gym.rollout":
+        return Rollout(src, policy, spec.data.batch_size, spec.data.shuffle, spec.seed, compiled.graph.dtype)
+    return Replay(src, policy, spec.data.batch_size, spec.seed, compiled.graph.dtype)
 
 
 class Trainer:
@@ -99,6 +120,7 @@ class Trainer:
             if "train" in self.data and self.spec.data
             else None
         )
+        self.live = make_live(compiled)
         self.noise = {
             name: Noise(inp.from_.split(".", 1)[1], tuple(inp.shape), seed=seed * 1000 + 17 + i, dtype=self.g.dtype)
             for i, (name, inp) in enumerate(self.spec.inputs.items())
@@ -145,8 +167,13 @@ class Trainer:
                 value = np.zeros((n, *node.shape[1:]), dtype=self.g.dtype)
             self.g.set_value(name, value)
 
-    def _next_batch(self) -> int:
-        if self.batches is None:
+    def _next_batch(self, new_iteration: bool = False) -> int:
+        if self.live is not None:
+            if new_iteration:
+                self.live.begin_iteration()
+            self.batch = self.live.next_batch()
+            n = self._set_batch(self.batch, 0)
+        elif self.batches is None:
             n = self.batch_size
         else:
             if self.window == 0 or not self.windows:
@@ -161,9 +188,9 @@ class Trainer:
     def run_iteration(self) -> dict[str, float]:
         """One iteration of the schedule; returns the losses it computed (by phase)."""
         values: dict[str, float] = {}
-        n = self._next_batch()
+        n = self._next_batch(new_iteration=True)
         for phase in self.c.phases:
-            for r in range(phase.spec.repeat):
+            for r in range(self._repeats(phase)):
                 if r > 0 and not self.windows:
                     n = self._next_batch()
                 self._sample_noise(n)
@@ -175,6 +202,16 @@ class Trainer:
         self._sync_targets()
         self.last = values
         return values
+
+    def _repeats(self, phase: PhaseInfo) -> int:
+        """A phase's runs per iteration: its repeat, or one per minibatch for its epochs."""
+        if phase.spec.epochs is None:
+            return phase.spec.repeat
+        if self.live is not None:
+            per_epoch = self.live.batches_per_epoch
+        else:
+            per_epoch = self.batches.batches_per_epoch if self.batches is not None else 1
+        return phase.spec.epochs * per_epoch
 
     def _run_phase(self, phase: PhaseInfo) -> dict[str, float]:
         g = self.g
@@ -266,7 +303,10 @@ class Trainer:
     # -------------------------------------------------------------- evaluation
 
     def evaluate(self, split_name: str, names: list[str] | None = None) -> dict[str, float]:
-        """Metrics (and losses) averaged over a split, under no_grad and eval mode."""
+        """Metrics (and losses) averaged over a split, under no_grad and eval mode; with a gym
+        source, the returns of whole episodes instead (see episodes())."""
+        if self.live is not None:
+            return self.episodes()
         targets = self._eval_targets(names)
         if not targets:
             return {}
@@ -293,6 +333,15 @@ class Trainer:
                         sums[k] += float(np.asarray(v).reshape(-1)[0]) * n
                     count += n
         return {k: s / count for k, s in sums.items()} if count else {}
+
+    def episodes(self, n: int | None = None, policy: str | None = None) -> dict[str, float]:
+        """Returns of ``n`` whole episodes (default: the spec's eval.episodes, else 20) with the
+        greedy or the sampled policy, under no_grad, on environments seeded apart from training's."""
+        assert self.live is not None, "episodes() needs a gym training source"
+        ev = self.spec.eval
+        n = n or (ev.episodes if ev is not None and ev.episodes else 20)
+        policy = policy or (ev.policy if ev is not None else "greedy")
+        return self.live.episodes(n, seed=self.spec.seed + 1_000_003, greedy=policy == "greedy")
 
     def _eval_targets(self, names: list[str] | None) -> dict[str, NodeId]:
         every = {**self.c.metrics, **self.c.losses}
@@ -356,6 +405,8 @@ class Trainer:
         for name, value in self.carry.items():
             if value is not None:
                 out[f"carry/{name}"] = value
+        if self.live is not None:
+            out.update({f"live/{k}": v for k, v in self.live.state().items()})
         return out
 
     def restore_weights(self, state: dict[str, np.ndarray]) -> None:
@@ -394,6 +445,8 @@ class Trainer:
         for name, nz in self.noise.items():
             nz.restore(ckpt.with_prefix(state, f"noise/{name}"))
         self.carry = {name: state.get(f"carry/{name}") for name in self.carry}
+        if self.live is not None:
+            self.live.restore(ckpt.with_prefix(state, "live"))
         self.step = int(state.get("meta/step", 0))
         self.window = int(state.get("meta/window", 0))
 
@@ -441,6 +494,8 @@ def train_loop(
             with trainer.g.no_grad():
                 for name, node in trainer.c.metrics.items():
                     row[f"train/{name}"] = float(np.asarray(trainer.g.forward_node(node)).reshape(-1)[0])
+            if trainer.live is not None:
+                row.update({f"rollout/{k}": v for k, v in trainer.live.stats().items()})
             for o, opt in trainer.c.optimizers.items():
                 row[f"lr/{o}"] = float(opt.lr)
                 if o in trainer.grad_norms:

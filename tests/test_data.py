@@ -50,11 +50,14 @@ def test_registry_lists_the_promised_sources():
         *(f"sklearn.{s}" for s in ("digits", "iris", "breast_cancer", "wine")),
         "file.npz",
         "file.csv",
+        "gym.rollout",
+        "gym.replay",
     }
     assert set(SOURCES) == expected
     for s in SOURCES.values():
         assert s.doc and s.params.model_config.get("extra") == "forbid"
-        assert s.extra == ("datasets" if s.name.startswith("sklearn.") else None)
+        assert s.extra == {"sklearn": "datasets", "gym": "gym"}.get(s.name.split(".")[0])
+        assert s.live == s.name.startswith("gym.")
         for name, info in s.params.model_fields.items():
             assert info.description, f"{s.name}.{name} has no description"
 

@@ -3,7 +3,7 @@
 Importing this package registers every source in SOURCES.
 """
 
-from . import bundled, files, synthetic  # noqa: F401  (registration)
+from . import bundled, files, replay, rollout, synthetic  # noqa: F401  (registration)
 from .batches import Batches, Noise, rng_from_array, rng_to_array
 from .sources import (
     SOURCES,

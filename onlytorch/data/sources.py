@@ -69,6 +69,9 @@ class Source:
     load: Callable[[Any, LoadContext], dict[str, np.ndarray]]  # every sample; first axis = sample
     doc: str
     extra: str | None = None  # the pip extra the source needs, e.g. "datasets"
+    # A live source (a gym rollout or replay buffer) is filled by the trainer while it trains,
+    # by running graph nodes the spec names; it has nothing to load beforehand.
+    live: bool = False
 
     def parse(self, params: Mapping[str, Any], base_dir: pathlib.Path | None = None) -> pydantic.BaseModel:
         """Validate raw parameters; file paths are made absolute against base_dir when it is given."""

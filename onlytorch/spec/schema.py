@@ -123,11 +123,15 @@ class InputSpec(Strict):
 
 
 class SyncSpec(Strict):
-    """How a target copy follows its source: a hard copy every N steps, or Polyak averaging."""
+    """How a target copy follows its source: a hard copy every N iterations, or Polyak averaging.
+    Both happen at the end of a training iteration (``train.steps`` counts iterations), after all
+    its phases and their repeats."""
 
-    every: int | None = Field(None, gt=0, description="copy the source's values every this many steps")
+    every: int | None = Field(
+        None, gt=0, description="copy the source's values every this many iterations (train.steps counts them)"
+    )
     tau: float | None = Field(
-        None, gt=0, le=1, description="after every step: target = tau * source + (1 - tau) * target"
+        None, gt=0, le=1, description="after every iteration: target = tau * source + (1 - tau) * target"
     )
 
     @model_validator(mode="after")
@@ -337,6 +341,12 @@ class PhaseSpec(Strict):
 
     name: str = Field(description="the phase's name (in logs and metrics)")
     repeat: int = Field(1, gt=0, description="run the phase this many times per iteration (e.g. 5 critic steps)")
+    epochs: int | None = Field(
+        None,
+        gt=0,
+        description="instead of repeat: run the phase once per minibatch for this many passes over the training "
+        "data, reshuffled each pass (PPO's epochs over each rollout)",
+    )
     detach: list[str] = Field(default_factory=list, description="nodes detached during this phase only")
     backward: list[BackwardSpec] = Field(min_length=1, description="the backward calls, in order")
     step: list[str] = Field(default_factory=list, description="the optimizers to step after the backward calls")
@@ -378,6 +388,15 @@ class EvalSpec(Strict):
     split: Literal["train", "val", "test"] = Field("test", description="the split to evaluate")
     metrics: list[str] | None = Field(None, description="the metrics (and losses) to report; default: all metrics")
     samples: SamplesSpec | None = Field(None, description="draw generated samples (GANs)")
+    episodes: int | None = Field(
+        None,
+        gt=0,
+        description="with a gym training source: whole episodes to run (default 20), one per environment copy",
+    )
+    policy: Literal["greedy", "sampled"] = Field(
+        "greedy",
+        description="with a gym training source: act with the most likely action, or draw it as in training",
+    )
 
 
 class Spec(Strict):

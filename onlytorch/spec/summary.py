@@ -37,6 +37,7 @@ def summarize(compiled: Compiled) -> str:
     out = [
         f"spec {spec.name!r}: {len(compiled.graph.parameters())} parameter tensors, {_count(compiled.graph.parameters()):,} weights"
     ]
+    out.extend(_gym_lines(compiled))
     if compiled.modules:
         out.append("")
         out.append(f"{'module':<16} {'kind':<8} {'weights':>9}  notes")
@@ -47,7 +48,11 @@ def summarize(compiled: Compiled) -> str:
                 how = (
                     ""
                     if sync is None
-                    else (f", sync every {sync.every} steps" if sync.every else f", Polyak tau={sync.tau}")
+                    else (
+                        (f", sync every {sync.every} iterations" if sync.every > 1 else ", sync every iteration")
+                        if sync.every
+                        else f", Polyak tau={sync.tau}"
+                    )
                 )
                 notes.append(f"target copy of {src} (not trained{how})")
             if m.calls > 1:
@@ -86,6 +91,8 @@ def summarize(compiled: Compiled) -> str:
         extra = []
         if ph.spec.repeat > 1:
             extra.append(f"repeat {ph.spec.repeat}")
+        if ph.spec.epochs is not None:
+            extra.append(f"{ph.spec.epochs} epochs of minibatches")
         if ph.detach:
             extra.append("detach " + ", ".join(d.name for d in ph.detach))
         if ph.step:
@@ -100,3 +107,34 @@ def summarize(compiled: Compiled) -> str:
         for d, cut in ph.cut.items():
             out.append(f"  detach {d} cuts off {_group(compiled, cut) if cut else 'no parameter'}")
     return "\n".join(out)
+
+
+def _gym_lines(compiled: Compiled) -> list[str]:
+    """What a gym training source does each iteration, and which nodes it runs."""
+    from ..data.envs import env_spaces
+    from ..data.sources import SOURCES
+
+    data = compiled.spec.data
+    src = data.train if data is not None else None
+    if src is None or not SOURCES[src.source].live:
+        return []
+    spaces = env_spaces(src.env, src.env_kwargs)
+    obs = ", ".join(n for n, i in compiled.spec.inputs.items() if i.from_ == "train.obs")
+    head = f"{src.source} {src.env}: observations {fmt(spaces.obs_shape)} -> {obs}, {spaces.n_actions} actions"
+    if src.source == "gym.rollout":
+        recorded = [f"{k} = {getattr(src, k)}" for k in ("log_prob", "value") if getattr(src, k)]
+        return [
+            "",
+            head,
+            f"  each iteration: {src.envs} copies x {src.steps} steps = {src.envs * src.steps:,} transitions, "
+            f"acting with {src.action} under no_grad" + (f"; records {', '.join(recorded)}" if recorded else ""),
+            f"  returns and GAE advantages: gamma {src.gamma:g}, lambda {src.lam:g}"
+            + (", normalised per collection" if src.normalize_advantages else ""),
+        ]
+    return [
+        "",
+        head,
+        f"  replay buffer of {src.capacity:,} transitions; {src.warmup:,} random ones first; each iteration "
+        f"{src.envs * src.env_steps:,} step(s) acting with {src.action} under no_grad, epsilon-greedy "
+        f"({src.epsilon_start:g} -> {src.epsilon_end:g} over {src.epsilon_steps:,} environment steps)",
+    ]

@@ -145,6 +145,12 @@ def test_warnings_pass_validate_but_fail_it_with_strict(path: pathlib.Path) -> N
 
 
 HINTS = {
+    "gym_unknown_action_node": "did you mean 'action'?",
+    "gym_float_action": "e.g. categorical_sample(logits)",
+    "gym_unknown_field": "did you mean 'advantage'?",
+    "gym_unknown_param": "did you mean 'gamma'?",
+    "gym_obs_field_typo": "did you mean 'obs'?",
+    "gym_action_is_a_module": "name a node that calls it",
     "key_top_level": "did you mean 'train'?",
     "key_in_data": "did you mean 'shuffle'?",
     "key_in_input": "did you mean 'dtype'?",
@@ -176,6 +182,9 @@ def test_promised_hints_appear(name: str) -> None:
 
 
 MESSAGES = {
+    "gym_unknown_env": "unknown environment 'CartPole-v9'; did you mean 'CartPole-v1'?",
+    "gym_log_prob_integer": "log_prob node action must be float, not int64",
+    "gym_phase_repeat_and_epochs": "phase a2c: give 'repeat' (runs per iteration) or 'epochs' (passes over the data), not both",
     "data_missing_file": "no such file",
     "data_wrong_noise": "use noise.normal or noise.uniform",
     "dup_module_named_like_op": "hides the function mean()",

@@ -65,7 +65,7 @@ def dqn(tmp_path: pathlib.Path) -> pathlib.Path:
     p.write_text(DQN, encoding="utf-8")
     report = run("validate", str(p))
     assert report.exit_code == 0 and report.stderr == "", report.output
-    assert "target copy of Q (not trained, sync every 100 steps)" in report.stdout
+    assert "target copy of Q (not trained, sync every 100 iterations)" in report.stdout
     return p
 
 

@@ -18,7 +18,18 @@ from onlytorch.spec.summary import summarize
 
 SPECS = pathlib.Path(__file__).resolve().parents[2] / "specs"
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
-KNOWN = ("xor", "digits", "gan_ring", "wgan_gp", "wgan_gp_grid", "multitask", "tbptt_sine")
+KNOWN = (
+    "xor",
+    "digits",
+    "gan_ring",
+    "wgan_gp",
+    "wgan_gp_grid",
+    "multitask",
+    "tbptt_sine",
+    "a2c_cartpole",
+    "ppo_cartpole",
+    "dqn_cartpole",
+)
 
 
 # ------------------------------------------------------------------ independent arithmetic
@@ -97,6 +108,51 @@ SHAPES: dict[str, dict[str, tuple[str, tuple]]] = {
         "reg_loss": ("loss", ()),
         "accuracy": ("metric", ()),
     },
+    "a2c_cartpole": {
+        "obs": ("input", (N, 4)),
+        "act": ("input", (N,)),
+        "ret": ("input", (N,)),
+        "h": ("node", (N, 64)),
+        "logits": ("node", (N, 2)),
+        "action": ("node", (N,)),
+        "value": ("node", (N,)),
+        "advantage": ("node", (N,)),
+        "adv_c": ("node", (N,)),
+        "adv_n": ("node", (N,)),
+        "actor_loss": ("loss", ()),
+        "critic_loss": ("loss", ()),
+    },
+    "ppo_cartpole": {
+        "obs": ("input", (N, 4)),
+        "act": ("input", (N,)),
+        "old_logp": ("input", (N,)),
+        "adv": ("input", (N,)),
+        "ret": ("input", (N,)),
+        "h": ("node", (N, 64)),
+        "logits": ("node", (N, 2)),
+        "action": ("node", (N,)),
+        "action_logp": ("node", (N,)),
+        "value": ("node", (N,)),
+        "logp": ("node", (N,)),
+        "ratio": ("node", (N,)),
+        "policy_loss": ("loss", ()),
+        "value_loss": ("loss", ()),
+        "approx_kl": ("metric", ()),
+        "entropy": ("metric", ()),
+    },
+    "dqn_cartpole": {
+        "s": ("input", (N, 4)),
+        "a": ("input", (N,)),
+        "r": ("input", (N,)),
+        "s2": ("input", (N, 4)),
+        "done": ("input", (N,)),
+        "q": ("node", (N, 2)),
+        "greedy": ("node", (N,)),
+        "q_taken": ("node", (N,)),
+        "target": ("node", (N,)),
+        "td": ("loss", ()),
+        "q_mean": ("metric", ()),
+    },
     "tbptt_sine": {
         "x": ("input", (N, 20, 1)),
         "y": ("input", (N, 20, 1)),
@@ -128,6 +184,21 @@ MODULES: dict[str, dict[str, tuple[str, int, int, str]]] = {
         "cls_head": ("layers", mlp(64, 2), 2, "shared: called 2 times"),
         "reg_head": ("layers", mlp(64, 1), 2, ""),
     },
+    "a2c_cartpole": {
+        "body": ("layers", mlp(4, 64, 64), 4, ""),
+        "pi": ("layers", mlp(64, 2), 2, ""),
+        "v": ("layers", mlp(64, 1), 2, ""),
+    },
+    "ppo_cartpole": {
+        "body": ("layers", mlp(4, 64, 64), 4, ""),
+        "pi": ("layers", mlp(64, 2), 2, ""),
+        "v": ("layers", mlp(64, 1), 2, ""),
+    },
+    "dqn_cartpole": {
+        # Q(s) in q; Q_target(s2) in the TD target: a copy with its own weights, never trained
+        "Q": ("layers", mlp(4, 256, 256, 2), 6, ""),
+        "Q_target": ("copy", mlp(4, 256, 256, 2), 6, "target copy of Q (not trained, sync every iteration)"),
+    },
     "tbptt_sine": {
         # scan unrolls the cell over the 20 steps of a window.
         "cell": ("cell", gru(1, 32), 4, "shared: called 20 times"),
@@ -146,6 +217,9 @@ OPTIMIZERS: dict[str, dict[str, tuple[str, float, str | None, list[str]]]] = {
     "wgan_gp": {"c_opt": ("adam", 4e-3, "warmup_cosine", ["C"]), "g_opt": ("adam", 1e-3, "warmup_cosine", ["G"])},
     "multitask": {"opt": ("adam", 1e-2, None, ["backbone", "cls_head", "reg_head"])},
     "tbptt_sine": {"opt": ("adam", 3e-3, None, ["cell", "readout"])},
+    "a2c_cartpole": {"opt": ("adam", 3e-3, "linear_lr", ["body", "pi", "v"])},
+    "ppo_cartpole": {"opt": ("adam", 1e-3, "linear_lr", ["body", "pi", "v"])},
+    "dqn_cartpole": {"opt": ("adam", 2.3e-3, "linear_lr", ["Q"])},
 }
 
 # phase -> (repeat, detach, steps, [(loss, retain_graph, modules reached)], {detached: modules cut off})
@@ -172,6 +246,53 @@ PHASES: dict[
         ),
     },
     "tbptt_sine": {"fit": (1, [], ["opt"], [("loss", False, ["cell", "readout"])], {})},
+    # one phase, two backward calls through the shared body: the first retains the graph
+    "a2c_cartpole": {
+        "a2c": (
+            1,
+            [],
+            ["opt"],
+            [("actor_loss", True, ["body", "pi"]), ("critic_loss", False, ["body", "v"])],
+            {},
+        )
+    },
+    "ppo_cartpole": {
+        "ppo": (
+            1,
+            [],
+            ["opt"],
+            [("policy_loss", True, ["body", "pi"]), ("value_loss", False, ["body", "v"])],
+            {},
+        )
+    },
+}
+
+# loss -> the weight its backward call puts on it, where not 1
+WEIGHTS = {"a2c_cartpole": {"critic_loss": 0.02}, "ppo_cartpole": {"value_loss": 0.25}}
+
+PHASES["dqn_cartpole"] = {"td": (128, [], ["opt"], [("td", False, ["Q"])], {})}
+
+# phase -> epochs (passes over each rollout, in minibatches) where a phase gives them
+EPOCHS = {"ppo_cartpole": {"ppo": 5}}
+
+# what the compile report says of a gym training source: (source line, detail lines)
+GYM = {
+    "a2c_cartpole": [
+        "gym.rollout CartPole-v1: observations (4,) -> obs, 2 actions",
+        "  each iteration: 8 copies x 16 steps = 128 transitions, acting with action under no_grad; records value = value",
+        "  returns and GAE advantages: gamma 0.99, lambda 0.95",
+    ],
+    "ppo_cartpole": [
+        "gym.rollout CartPole-v1: observations (4,) -> obs, 2 actions",
+        "  each iteration: 8 copies x 32 steps = 256 transitions, acting with action under no_grad; "
+        "records log_prob = action_logp, value = value",
+        "  returns and GAE advantages: gamma 0.98, lambda 0.8",
+    ],
+    "dqn_cartpole": [
+        "gym.replay CartPole-v1: observations (4,) -> s, 2 actions",
+        "  replay buffer of 100,000 transitions; 1,000 random ones first; each iteration 256 step(s) acting "
+        "with greedy under no_grad, epsilon-greedy (1 -> 0.04 over 8,000 environment steps)",
+    ],
 }
 
 # wgan_gp_grid.yaml runs the ring's loop on the 5x5 grid: the same graph, modules and phases.
@@ -187,6 +308,9 @@ SPEC_NAMES = {
     "wgan_gp_grid": "wgan-gp-grid",
     "multitask": "multitask-moons",
     "tbptt_sine": "tbptt-sine",
+    "a2c_cartpole": "a2c-cartpole",
+    "ppo_cartpole": "ppo-cartpole",
+    "dqn_cartpole": "dqn-cartpole",
 }
 
 
@@ -196,6 +320,8 @@ SPEC_NAMES = {
 def needs(stem: str) -> None:
     if stem == "digits":
         pytest.importorskip("sklearn", reason="specs/digits.yaml reads scikit-learn's bundled digits")
+    if stem.endswith("_cartpole"):
+        pytest.importorskip("gymnasium", reason=f"specs/{stem}.yaml runs a gymnasium environment")
 
 
 def compile_example(stem: str) -> Compiled:
@@ -367,18 +493,23 @@ def test_report_phases(stem: str) -> None:
         extra = []
         if repeat > 1:
             extra.append(f"repeat {repeat}")
+        epochs = EPOCHS.get(stem, {}).get(ph.name)
+        if epochs is not None:
+            extra.append(f"{epochs} epochs of minibatches")
         if detach:
             extra.append("detach " + ", ".join(detach))
         extra.append("steps " + ", ".join(steps))
         block = [f"phase {ph.name} ({'; '.join(extra)})"]
         for i, (loss, retain, reached) in enumerate(backwards, 1):
             flag = " [retain_graph]" if retain else ""
-            block.append(f"  backward {i}: {loss}{flag} reaches {group(compiled, reached)}")
+            weight = WEIGHTS.get(stem, {}).get(loss)
+            scaled = f" x {weight:g}" if weight is not None else ""
+            block.append(f"  backward {i}: {loss}{scaled}{flag} reaches {group(compiled, reached)}")
         for d, cut in cuts.items():
             block.append(f"  detach {d} cuts off {group(compiled, cut)}")
         assert "\n".join(block) in text, "expected the block\n" + "\n".join(block) + "\nin\n" + text
         # The same facts on the Compiled object.
-        assert ph.spec.repeat == repeat
+        assert ph.spec.repeat == repeat and ph.spec.epochs == epochs
         assert [d.name for d in ph.detach] == detach
         assert ph.step == steps
         assert [(b.loss, b.retain_graph) for b in ph.backward] == [(b[0], b[1]) for b in backwards]
@@ -577,3 +708,10 @@ def test_gan_ring_without_the_detach_still_trains_only_d_in_the_discriminator_ph
     assert disc.cut == {}
     assert names(disc.backward[0].reached) == module_params(c, "D")
     assert "detach" not in "\n".join(line for line in report_lines(c) if line.startswith("phase discriminator"))
+
+
+@pytest.mark.parametrize("stem", sorted(GYM))
+def test_report_describes_the_gym_source(stem: str) -> None:
+    lines = report_lines(compile_example(stem))
+    start = lines.index(GYM[stem][0])
+    assert lines[start : start + len(GYM[stem])] == GYM[stem]

@@ -1,0 +1,151 @@
+"""``gym.replay``: an experience-replay buffer for DQN.
+
+Before the first iteration the buffer fills with ``warmup`` transitions of uniformly random
+actions. Every iteration then steps each environment copy ``env_steps`` times with an
+epsilon-greedy policy (the spec's ``action`` node under no_grad, e.g. ``argmax(Q(s), axis=1)``,
+replaced by a random action with probability epsilon, which decays linearly from
+``epsilon_start`` to ``epsilon_end`` over ``epsilon_steps`` environment steps), and every phase
+repetition reads a minibatch drawn uniformly from the last ``capacity`` transitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field as Param
+from pydantic import model_validator
+
+from .batches import rng_from_array, rng_to_array
+from .envs import VectorEnv, env_spaces
+from .policy import Policy, run_episodes
+from .rollout import GymParams, _not_loaded, episode_stats, gym_fields
+from .sources import Field, Source, register
+
+
+class ReplayParams(GymParams):
+    envs: int = Param(1, gt=0, le=1024, description="environment copies stepped together")
+    capacity: int = Param(50_000, gt=0, description="transitions kept (the oldest are overwritten)")
+    warmup: int = Param(1_000, ge=0, description="transitions of random actions collected before training starts")
+    env_steps: int = Param(1, gt=0, description="steps of every environment copy per training iteration")
+    epsilon_start: float = Param(1.0, ge=0, le=1, description="exploration rate at the first training step")
+    epsilon_end: float = Param(0.05, ge=0, le=1, description="exploration rate after the decay")
+    epsilon_steps: int = Param(10_000, gt=0, description="environment steps over which epsilon decays linearly")
+
+    @model_validator(mode="after")
+    def _fits(self) -> ReplayParams:
+        if self.warmup > self.capacity:
+            raise ValueError(f"warmup ({self.warmup}) cannot exceed capacity ({self.capacity})")
+        return self
+
+
+def _replay_fields(p: ReplayParams) -> dict[str, Field]:
+    shape = env_spaces(p.env, p.env_kwargs).obs_shape
+    return gym_fields(
+        p,
+        {
+            "next_obs": Field(
+                shape, "float", "the observation the step reached (the final one where an episode ended)"
+            ),
+            "terminated": Field((), "float", "1.0 where the episode ended with no future (not a time limit), else 0.0"),
+        },
+    )
+
+
+register(
+    Source(
+        name="gym.replay",
+        params=ReplayParams,
+        fields=_replay_fields,
+        load=_not_loaded,
+        doc="An experience-replay buffer filled by an epsilon-greedy policy in a gymnasium environment (DQN).",
+        extra="gym",
+        live=True,
+    )
+)
+
+
+class Replay:
+    """The buffer, the environments that fill it and the minibatches drawn from it."""
+
+    def __init__(self, p: ReplayParams, policy: Policy, batch_size: int, seed: int, dtype: Any) -> None:
+        self.p = p
+        self.policy = policy
+        self.env = VectorEnv(p.env, p.envs, seed, p.env_kwargs)
+        self.n_actions = env_spaces(p.env, p.env_kwargs).n_actions
+        self.batch_size = batch_size
+        self.dtype = np.dtype(dtype)
+        self.rng = np.random.default_rng(seed + 104729)
+        shape = env_spaces(p.env, p.env_kwargs).obs_shape
+        self.arrays = {
+            "obs": np.zeros((p.capacity, *shape), dtype=self.dtype),
+            "action": np.zeros(p.capacity, dtype=np.int64),
+            "reward": np.zeros(p.capacity, dtype=self.dtype),
+            "next_obs": np.zeros((p.capacity, *shape), dtype=self.dtype),
+            "terminated": np.zeros(p.capacity, dtype=self.dtype),
+        }
+        self.size = 0
+        self.position = 0
+        self.explore_steps = 0  # environment steps taken after the warmup (epsilon's clock)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return 1
+
+    def epsilon(self) -> float:
+        frac = min(1.0, self.explore_steps / self.p.epsilon_steps)
+        return self.p.epsilon_start + frac * (self.p.epsilon_end - self.p.epsilon_start)
+
+    def begin_iteration(self) -> None:
+        if self.env.steps == 0 and self.p.warmup:
+            while self.size < self.p.warmup:
+                self._step(random=True)
+        for _ in range(self.p.env_steps):
+            self._step(random=False)
+            self.explore_steps += self.p.envs
+
+    def _step(self, random: bool) -> None:
+        obs = self.env.current()
+        explore = np.ones(self.p.envs, dtype=bool) if random else self.rng.random(self.p.envs) < self.epsilon()
+        if explore.all():
+            actions = self.rng.integers(self.n_actions, size=self.p.envs)
+        else:
+            actions, _ = self.policy.run(obs)
+            actions = np.where(explore, self.rng.integers(self.n_actions, size=self.p.envs), actions)
+        step = self.env.step(actions)
+        self.add(obs, actions, step.reward, step.final_obs, step.terminated)
+
+    def add(
+        self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray
+    ) -> None:
+        """Store a batch of transitions, overwriting the oldest when the buffer is full."""
+        for i in range(len(obs)):
+            j = self.position
+            a = self.arrays
+            a["obs"][j], a["action"][j], a["reward"][j] = obs[i], action[i], reward[i]
+            a["next_obs"][j], a["terminated"][j] = next_obs[i], terminated[i]
+            self.position = (j + 1) % self.p.capacity
+            self.size = min(self.size + 1, self.p.capacity)
+
+    def next_batch(self) -> dict[str, np.ndarray]:
+        idx = self.rng.integers(self.size, size=self.batch_size)
+        return {k: v[idx] for k, v in self.arrays.items()}
+
+    def stats(self) -> dict[str, float]:
+        return {**episode_stats(self.env), "epsilon": self.epsilon(), "buffer": float(self.size)}
+
+    def episodes(self, n: int, seed: int, greedy: bool) -> dict[str, float]:
+        return run_episodes(self.policy, self.p.env, self.p.env_kwargs, n, seed, greedy)
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {f"env/{k}": v for k, v in self.env.state().items()}
+        out.update({f"buffer/{k}": v[: self.size] for k, v in self.arrays.items()})
+        out["rng"] = rng_to_array(self.rng)
+        out["counters"] = np.array([self.size, self.position, self.explore_steps], dtype=np.int64)
+        return out
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        self.env.restore({k[4:]: v for k, v in state.items() if k.startswith("env/")})
+        self.size, self.position, self.explore_steps = (int(v) for v in state["counters"])
+        for k, v in self.arrays.items():
+            v[: self.size] = state[f"buffer/{k}"]
+        self.rng = rng_from_array(state["rng"])

@@ -1,0 +1,205 @@
+"""``gym.rollout``: on-policy experience for actor-critic and PPO.
+
+Every training iteration starts with a collection: the policy acts for ``steps`` steps in each of
+``envs`` environments under no_grad (the spec's ``action`` node, and its ``log_prob`` and
+``value`` nodes when named), and the rewards become returns and GAE advantages computed from the
+critic's values, which are plain numbers here, so no gradient can reach the critic through an
+advantage. The iteration's phases then read minibatches of these ``envs * steps`` transitions
+(a phase with ``epochs: K`` makes K passes over them, reshuffled each pass)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field as Param
+
+from .advantages import gae, normalize
+from .batches import Batches, rng_from_array, rng_to_array
+from .envs import VectorEnv, env_spaces
+from .policy import Policy, run_episodes
+from .sources import DataError, Field, LoadContext, Params, Source, register
+
+
+class GymParams(Params):
+    env: str = Param(description="a gymnasium environment id with discrete actions, e.g. CartPole-v1")
+    env_kwargs: dict[str, Any] = Param(
+        {}, description="keyword arguments for gymnasium.make, e.g. {max_episode_steps: 200}"
+    )
+    envs: int = Param(8, gt=0, le=1024, description="environment copies stepped together")
+    action: str = Param(description="the node that gives the action to take (int64, one per observation)")
+
+
+class RolloutParams(GymParams):
+    steps: int = Param(128, gt=0, description="steps of every environment copy per collection")
+    log_prob: str | None = Param(
+        None, description="a node recorded as field log_prob: the taken action's log-probability"
+    )
+    value: str | None = Param(None, description="the critic's value node: recorded as field value, and used for GAE")
+    gamma: float = Param(0.99, ge=0, le=1, description="discount factor")
+    lam: float = Param(0.95, ge=0, le=1, description="GAE's lambda (1: discounted returns, 0: one-step TD)")
+    normalize_advantages: bool = Param(False, description="rescale each collection's advantages to mean 0, std 1")
+
+
+def gym_fields(p: GymParams, fields: dict[str, Field]) -> dict[str, Field]:
+    spaces = env_spaces(p.env, p.env_kwargs)
+    return {
+        "obs": Field(spaces.obs_shape, "float", "the observation the action was taken in"),
+        "action": Field((), "int64", f"the action taken, in [0, {spaces.n_actions})", classes=spaces.n_actions),
+        "reward": Field((), "float", "the reward that followed"),
+        **fields,
+    }
+
+
+def _rollout_fields(p: RolloutParams) -> dict[str, Field]:
+    extra = {
+        "terminated": Field((), "float", "1.0 where the episode ended here (no future), else 0.0"),
+        "truncated": Field((), "float", "1.0 where a time limit cut the episode here, else 0.0"),
+        "advantage": Field((), "float", "the GAE advantage (0 with no value node: then it is the return)"),
+        "return": Field((), "float", "the discounted return (advantage + value), bootstrapped at cuts"),
+    }
+    if p.log_prob is not None:
+        extra["log_prob"] = Field((), "float", "the log_prob node's value when acting (the old policy's)")
+    if p.value is not None:
+        extra["value"] = Field((), "float", "the value node's value when acting")
+    return gym_fields(p, extra)
+
+
+def _not_loaded(p: GymParams, ctx: LoadContext) -> dict[str, np.ndarray]:
+    raise DataError("gym sources are collected by the trainer while it trains; they have no data to load")
+
+
+register(
+    Source(
+        name="gym.rollout",
+        params=RolloutParams,
+        fields=_rollout_fields,
+        load=_not_loaded,
+        doc="On-policy rollouts of a gymnasium environment, collected under no_grad at the start of "
+        "every iteration, with returns and GAE advantages (actor-critic, PPO).",
+        extra="gym",
+        live=True,
+    )
+)
+
+
+class Rollout:
+    """Collects, holds and serves one iteration's transitions."""
+
+    def __init__(self, p: RolloutParams, policy: Policy, batch_size: int, shuffle: bool, seed: int, dtype: Any) -> None:
+        self.p = p
+        self.policy = policy
+        self.env = VectorEnv(p.env, p.envs, seed, p.env_kwargs)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.dtype = np.dtype(dtype)
+        self._shuffle_rng = np.random.default_rng(seed + 7919)
+        self.buffer: dict[str, np.ndarray] = {}
+        self.batches: Batches | None = None
+        self.collections = 0
+        self.extra = [k for k in ("log_prob", "value") if getattr(p, k) is not None]
+
+    @property
+    def size(self) -> int:
+        return self.p.envs * self.p.steps
+
+    @property
+    def batches_per_epoch(self) -> int:
+        full, rest = divmod(self.size, min(self.batch_size, self.size))
+        return full + (1 if rest else 0)
+
+    def begin_iteration(self) -> None:
+        self.buffer = self.collect()
+        self.collections += 1
+        self.batches = Batches(
+            self.buffer,
+            self.batch_size,
+            shuffle=self.shuffle,
+            seed=int(self._shuffle_rng.integers(2**63)),
+        )
+
+    def next_batch(self) -> dict[str, np.ndarray]:
+        assert self.batches is not None, "begin_iteration() collects before batches are drawn"
+        return self.batches.next_batch()
+
+    def collect(self) -> dict[str, np.ndarray]:
+        """``steps`` steps of every environment; arrays flattened time-major to (steps * envs, ...)."""
+        p, T, E = self.p, self.p.steps, self.p.envs
+        obs = self.env.current()
+        obs_buf = np.empty((T, E, *obs.shape[1:]), dtype=self.dtype)
+        act = np.empty((T, E), dtype=np.int64)
+        rew, term, trunc = np.empty((T, E)), np.zeros((T, E), dtype=bool), np.zeros((T, E), dtype=bool)
+        extra = {k: np.zeros((T, E)) for k in self.extra}
+        next_values = np.zeros((T, E))
+        for t in range(T):
+            obs_buf[t] = obs
+            actions, vals = self.policy.run(obs, self.extra)
+            act[t] = actions
+            for k, v in vals.items():
+                extra[k][t] = v
+            step = self.env.step(actions)
+            rew[t], term[t], trunc[t] = step.reward, step.terminated, step.truncated
+            if "value" in extra and trunc[t].any():
+                # a time limit cut these episodes: their returns bootstrap from the value of the
+                # observation they reached, which the next step's values (a new episode) are not.
+                next_values[t, trunc[t]] = self.policy.value_of("value", step.final_obs[trunc[t]])
+            obs = step.obs
+        if "value" in extra:
+            values = extra["value"]
+            next_values[:-1] = np.where(trunc[:-1], next_values[:-1], values[1:])
+            next_values[-1] = np.where(trunc[-1], next_values[-1], self.policy.value_of("value", obs))
+        else:
+            values = np.zeros((T, E))
+        adv, ret = gae(rew, values, next_values, term, trunc, p.gamma, p.lam)
+        if p.normalize_advantages:
+            adv = normalize(adv)
+        out = {
+            "obs": obs_buf,
+            "action": act,
+            "reward": rew,
+            "terminated": term.astype(np.float64),
+            "truncated": trunc.astype(np.float64),
+            "advantage": adv,
+            "return": ret,
+            **extra,
+        }
+        flat = {}
+        for k, v in out.items():
+            v = v.reshape(T * E, *v.shape[2:])
+            flat[k] = v if v.dtype == np.int64 else v.astype(self.dtype)
+        return flat
+
+    def stats(self) -> dict[str, float]:
+        """Training-episode statistics for the metrics log."""
+        return episode_stats(self.env)
+
+    def episodes(self, n: int, seed: int, greedy: bool) -> dict[str, float]:
+        return run_episodes(self.policy, self.p.env, self.p.env_kwargs, n, seed, greedy)
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {f"env/{k}": v for k, v in self.env.state().items()}
+        out["shuffle_rng"] = rng_to_array(self._shuffle_rng)
+        out["collections"] = np.array(self.collections, dtype=np.int64)
+        if self.batches is not None:
+            out.update({f"buffer/{k}": v for k, v in self.buffer.items()})
+            out.update({f"batches/{k}": v for k, v in self.batches.state().items()})
+        return out
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        self.env.restore({k[4:]: v for k, v in state.items() if k.startswith("env/")})
+        self._shuffle_rng = rng_from_array(state["shuffle_rng"])
+        self.collections = int(state["collections"])
+        buffer = {k[7:]: v for k, v in state.items() if k.startswith("buffer/")}
+        if buffer:
+            self.buffer = buffer
+            self.batches = Batches(buffer, self.batch_size, shuffle=self.shuffle)
+            self.batches.restore({k[8:]: v for k, v in state.items() if k.startswith("batches/")})
+
+
+def episode_stats(env: VectorEnv, last: int = 20) -> dict[str, float]:
+    out = {"env_steps": float(env.steps), "episodes": float(len(env.returns))}
+    if env.returns:
+        recent = env.returns[-last:]
+        out["return_mean"] = float(np.mean(recent))
+        out["episode_length"] = float(np.mean(env.lengths[-last:]))
+    return out
