@@ -23,9 +23,10 @@ import numpy as np
 
 from . import ops as _ops  # noqa: F401  (registers every op)
 from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
+from .executor import all_stale, compile_steps, run
 from .init import initial_value
 from .node import Node, NodeId
-from .ops.registry import REGISTRY, OpDef, RunContext, ShapeRuleError, VJPContext
+from .ops.registry import REGISTRY, OpDef, ShapeRuleError, VJPContext
 from .ops.shapes import fmt
 from .plan import BackwardPlan, ForwardPlan
 
@@ -57,6 +58,7 @@ class Graph:
         self._fwd_plans: dict[tuple[int, ...], ForwardPlan] = {}
         self._bwd_plans: dict[tuple, BackwardPlan] = {}
         self._grad_nodes: dict[tuple, list[NodeId | None]] = {}
+        self._graded: dict[int, Node] = {}  # the nodes that may hold an accumulated gradient
 
     if TYPE_CHECKING:  # the op methods (g.tanh, g.matmul, ...) are generated from the registry
 
@@ -356,10 +358,11 @@ class Graph:
         """The gradient accumulated into node by backward calls, or None."""
         return self._node(node).grad
 
-    def _mark_changed(self, node: Node) -> None:
-        """A leaf's value was changed in place (an optimizer step)."""
+    def _mark_changed(self, *nodes: Node) -> None:
+        """Leaves' values were changed in place (an optimizer step): one new tick for all of them."""
         self._clock += 1
-        node.ver = self._clock
+        for node in nodes:
+            node.ver = self._clock
 
     # ------------------------------------------------------------ modes
 
@@ -416,7 +419,7 @@ class Graph:
     # ------------------------------------------------------------ forward
 
     def _forward_plan(self, targets: list[Node]) -> ForwardPlan:
-        key = tuple(t.index for t in targets)
+        key = tuple([t.index for t in targets])
         plan = self._fwd_plans.get(key)
         if plan is None:
             plan = self._fwd_plans[key] = ForwardPlan(targets)
@@ -427,65 +430,27 @@ class Graph:
         the value(s)."""
         many = isinstance(node, (list, tuple))
         items: Sequence[Any] = node if isinstance(node, (list, tuple)) else [node]
-        targets = [self._node(n) for n in items]
+        nodes = self._nodes
+        targets = [nodes[n.index] if type(n) is NodeId and n.graph is self else self._node(n) for n in items]
         plan = self._forward_plan(targets)
-        grad_on, train = self._grad_enabled, self._train
-        self._pass += 1
-        pid = self._pass
-        with np.errstate(all="ignore"):
-            for pos, n in enumerate(plan.nodes):
-                op = n.op
-                if op is None:
-                    if n.value is None:
-                        raise GraphError(f"{n.describe()} has no value: call set_value({n.name!r}, ...) before forward")
-                    continue
-                if n.value is not None and (not op.mode_dependent or n.mode == train):
-                    ver = n.ver
-                    for p in n.train_reads if train else n.inputs:
-                        if p.ver > ver:
-                            break
-                    else:
-                        if grad_on:
-                            n.tracked = True
-                        continue
-                self._eval(n, train, pid)
-                n.tracked = grad_on
-                if not grad_on:
-                    for d in plan.drops[pos]:
-                        if d.pass_id == pid and d.value is not None:
-                            self._account(-d.value.nbytes)
-                            d.value = None
+        for n in plan.leaves:
+            if n.value is None:
+                raise GraphError(f"{n.describe()} has no value: call set_value({n.name!r}, ...) before forward")
+        train, grad_on = self._train, self._grad_enabled
+        steps = plan.steps
+        if steps is None:
+            steps = plan.steps = compile_steps(self, plan.nodes)
+        # New inputs make everything downstream stale: then no node needs its own check.
+        check = not all_stale(plan.entries[train], train)
+        run(self, steps, train, grad_on, check, None if grad_on else plan.drops)
+        if plan.pure:
+            # Every ancestor of the targets now matches its inputs: until the clock moves, a
+            # backward of a target need not check that again (_check_differentiable).
+            stamp = (self._clock, train)
+            for t in targets:
+                t.fresh_at = stamp
         values = [t.value for t in targets]
         return values if many else values[0]  # type: ignore[return-value]
-
-    def _eval(self, n: Node, train: bool, pid: int) -> None:
-        op = n.op
-        assert op is not None
-        mask = n.shape_mask
-        args = [p.rshape if mask[i] else p.value for i, p in enumerate(n.inputs)]
-        try:
-            if op.needs_ctx:
-                out = op.forward(RunContext(self.rng, train, self, n), *args, **n.attrs)
-            else:
-                out = op.forward(*args, **n.attrs)
-        except GraphError:
-            raise
-        except Exception as e:
-            shown = ", ".join(f"{p.name!r} {p.rshape}" for p in n.inputs)
-            raise GraphError(f"{n.describe()} failed on inputs {shown}: {e}") from e
-        if type(out) is not np.ndarray or out.dtype != n.dtype:
-            out = np.asarray(out, dtype=n.dtype)
-        if self._anomaly and n.dtype.kind == "f" and not np.isfinite(out).all():
-            raise self._nonfinite(n, out)
-        old = n.value
-        n.value = out
-        n.rshape = out.shape
-        self._clock += 1
-        n.ver = self._clock
-        n.mode = train
-        n.released_by = None
-        n.pass_id = pid
-        self._account(out.nbytes - (old.nbytes if old is not None else 0))
 
     @staticmethod
     def _nonfinite(n: Node, out: np.ndarray) -> NonFiniteError:
@@ -528,9 +493,11 @@ class Graph:
         )
 
     def _plan_key(self, y: Node, xs: list[Node]) -> tuple:
-        anc = self._forward_plan([y]).index_set
-        cut = frozenset(i for i in self._detached if i in anc)
-        return (y.index, tuple(x.index for x in xs), cut, self._train)
+        cut: frozenset[int] = _NO_CUT
+        if self._detached:
+            anc = self._forward_plan([y]).index_set
+            cut = frozenset(i for i in self._detached if i in anc)
+        return (y.index, tuple([x.index for x in xs]), cut, self._train)
 
     def _backward_plan(self, y: Node, xs: list[Node]) -> BackwardPlan:
         key = self._plan_key(y, xs)
@@ -555,6 +522,8 @@ class Graph:
                 f"call forward_node({y.name!r}) with gradient tracking on first"
             )
         train = self._train
+        if y.fresh_at == (self._clock, train):
+            return
         for a in self._forward_plan([y]).nodes:
             if a.op is None:
                 continue
@@ -587,21 +556,12 @@ class Graph:
                     f"{what} needs the value of {n.describe()}, which is not held (dropped by a no_grad forward); "
                     f"run forward_node({plan.y.name!r}) with gradient tracking on first"
                 )
-        self._pass += 1
-        pid = self._pass
-        train = self._train
-        with np.errstate(all="ignore"):
-            for i, n in enumerate(plan.steps):
-                self._eval(n, train, pid)
-                for d in plan.frees[i]:
-                    if d.value is not None:
-                        self._account(-d.value.nbytes)
-                        d.value = None
+        run(self, plan.compiled, self._train, self._grad_enabled, False, plan.frees)
         # Two targets may share one gradient node (a + b): read them all before freeing any.
         out = [None if gn is None else gn.value for gn in plan.grads]
         for gn in plan.grads:
             if gn is not None and gn.op is not None and gn.value is not None:
-                self._account(-gn.value.nbytes)
+                self._bytes -= gn.value.nbytes
                 gn.value = None
         return out
 
@@ -614,11 +574,13 @@ class Graph:
 
     def _release(self, nodes: list[Node], by: str) -> None:
         """Drop the values of nodes; ``by`` says who did it, for the error a later backward raises."""
+        freed = 0
         for n in nodes:
             if n.value is not None:
-                self._account(-n.value.nbytes)
+                freed += n.value.nbytes
                 n.value = None
                 n.released_by = by
+        self._bytes -= freed
 
     def backward_nodes(self, targets: NodeId | Sequence[NodeId], loss: NodeId) -> None:
         """d loss / d target, ADDED into each target's gradient; releases what it went through."""
@@ -632,27 +594,35 @@ class Graph:
         self._check_differentiable(y, "backward")
         plan = self._backward_plan(y, xs)
         grads = self._run_backward(plan, f"backward of {y.name!r}")
-        for x, gv in zip(xs, grads):
+        anomaly, graded = self._anomaly, self._graded
+        added = 0
+        for x, gv, own in zip(xs, grads, plan.ownable):
             if gv is None:
                 continue
-            if self._anomaly and not np.isfinite(gv).all():
+            if anomaly and not np.isfinite(gv).all():
+                self._account(added)
                 raise NonFiniteError(f"the gradient of {y.name!r} with respect to {x.describe()} is not finite", x.name)
             if x.grad is None:
-                x.grad = np.array(gv, dtype=x.dtype, copy=True)
-                self._account(x.grad.nbytes)
+                # A fresh array that no node holds any more becomes the gradient as it is.
+                x.grad = gv if own and gv.base is None and gv.dtype == x.dtype else np.array(gv, dtype=x.dtype)
+                added += x.grad.nbytes
+                graded[x.index] = x
             else:
                 x.grad += gv
+        self._account(added)  # only additions: the peak is reached at the end
         if not retain_graph:
             self._release(plan.path, f"an earlier backward of {y.name!r} (retain_graph=False)")
 
     def _unique_nodes(self, targets: NodeId | Sequence[NodeId]) -> list[Node]:
-        items = [targets] if isinstance(targets, (NodeId, str)) else list(targets)
+        items = [targets] if isinstance(targets, (NodeId, str)) else targets
+        nodes = self._nodes
         seen: dict[int, Node] = {}
         for t in items:
-            n = self._node(t)
-            if not n.is_float:
-                raise GraphError(f"{n.describe()} holds integers and cannot have a gradient")
-            seen.setdefault(n.index, n)
+            n = nodes[t.index] if type(t) is NodeId and t.graph is self else self._node(t)
+            if n.index not in seen:
+                if n.dtype.kind != "f":
+                    raise GraphError(f"{n.describe()} holds integers and cannot have a gradient")
+                seen[n.index] = n
         return list(seen.values())
 
     def grad(
@@ -691,7 +661,7 @@ class Graph:
         plan = self._backward_plan(yn, xn)
         values = self._run_backward(plan, f"grad of {yn.name!r}")
         self._check_unused(yn, xn, values, allow_unused)
-        out = [None if v is None else np.array(v, copy=True) for v in values]
+        out = [v if v is None or (own and v.base is None) else np.array(v) for v, own in zip(values, plan.ownable)]
         if not retain_graph:
             self._release(plan.path, f"an earlier grad of {yn.name!r} (retain_graph=False)")
         if single:
@@ -717,10 +687,14 @@ class Graph:
         """Clear accumulated gradients (of all nodes, or of the given ones)."""
         if isinstance(nodes, (NodeId, str)):
             nodes = [nodes]
-        for n in self._nodes if nodes is None else [self._node(x) for x in nodes]:
+        graded = self._graded
+        freed = 0
+        for n in list(graded.values()) if nodes is None else [self._node(x) for x in nodes]:
             if n.grad is not None:
-                self._account(-n.grad.nbytes)
+                freed += n.grad.nbytes
                 n.grad = None
+            graded.pop(n.index, None)
+        self._bytes -= freed
 
     zero_grad = clear_jacobi
 
@@ -741,6 +715,7 @@ class Graph:
 
 _EMPTY = __import__("inspect").Parameter.empty
 _BY_RELEASE_VALUES = "release_values()"
+_NO_CUT: frozenset[int] = frozenset()
 
 
 def _as_dtype(what: str, dtype: Any) -> np.dtype:

@@ -23,6 +23,7 @@ class Node:
         "attrs",
         "detached",
         "dtype",
+        "fresh_at",
         "grad",
         "grad_of",
         "hidden",
@@ -70,6 +71,8 @@ class Node:
         self.train_reads: tuple[Node, ...] = ()
         # For a gradient node: the forward node whose derivative it helps compute (for messages).
         self.grad_of: Node | None = None
+        # (clock, train mode) when a forward left it and all its ancestors matching their inputs.
+        self.fresh_at: tuple[int, bool] | None = None
 
     @property
     def is_leaf(self) -> bool:

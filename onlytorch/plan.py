@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .executor import Step, compile_steps, entry_nodes
 from .node import Node, NodeId
 
 if TYPE_CHECKING:
@@ -53,13 +54,20 @@ def _last_uses(nodes: list[Node], keep: set[int]) -> list[list[Node]]:
 
 
 class ForwardPlan:
-    __slots__ = ("drops", "index_set", "nodes", "targets")
+    __slots__ = ("drops", "entries", "index_set", "leaves", "nodes", "pure", "steps", "targets")
 
     def __init__(self, targets: list[Node]) -> None:
         self.targets = targets
         self.nodes = ancestors(targets)
         self.index_set = frozenset(n.index for n in self.nodes)
-        self.drops = _last_uses(self.nodes, {t.index for t in targets})
+        self.leaves = [n for n in self.nodes if n.op is None]
+        # Indexed like the op nodes (the compiled steps), not like self.nodes.
+        drops = _last_uses(self.nodes, {t.index for t in targets})
+        self.drops = [d for n, d in zip(self.nodes, drops) if n.op is not None]
+        self.entries = {train: entry_nodes(self.nodes, train) for train in (True, False)}
+        self.steps: list[Step] | None = None  # compiled on the first forward that runs this plan
+        # No op of the plan changes other nodes while it runs (batch norm's running statistics do).
+        self.pure = not any(n.op is not None and n.op.writes for n in self.nodes)
 
 
 def _diff_inputs(n: Node) -> list[tuple[int, Node]]:
@@ -137,7 +145,7 @@ def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
 class BackwardPlan:
     """Everything a backward of y with respect to xs needs, computed once."""
 
-    __slots__ = ("check", "frees", "grads", "needed", "path", "steps", "xs", "y")
+    __slots__ = ("check", "compiled", "frees", "grads", "needed", "ownable", "path", "steps", "xs", "y")
 
     def __init__(self, g: Graph, y: Node, xs: list[Node]) -> None:
         built = build_gradients(g, y, xs)
@@ -158,3 +166,15 @@ class BackwardPlan:
         self.needed = [needed[i] for i in sorted(needed)]
         self.path = [n for n in built.path if n.op is not None and n is not y]
         self.check = ForwardPlan([y])
+        self.compiled = compile_steps(g, self.steps)
+        # A gradient array the targets may take over instead of copying it: computed by a step of
+        # this plan for one target only, by an op that never hands back an input array.
+        shared = {gn.index for gn in outputs if sum(o is gn for o in outputs) > 1}
+        self.ownable = [
+            gn is not None
+            and gn.index in step_set
+            and gn.index not in shared
+            and gn.op is not None
+            and not gn.op.passes_input
+            for gn in self.grads
+        ]

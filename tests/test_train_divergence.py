@@ -19,7 +19,7 @@ modules:
 nodes:
   pred: net(x)
 losses:
-  loss: mse(pred, y)
+  loss: LOSS
 optimizers:
   opt: {type: sgd, lr: 1.0e+30, params: [net]}
 train:
@@ -31,14 +31,25 @@ train:
 """
 
 
-def test_an_overflow_inside_mse_names_the_loss():
-    compiled, report = compile_text(SPEC)
+def diverge(loss: str) -> Diverged:
+    compiled, report = compile_text(SPEC.replace("LOSS", loss))
     assert compiled is not None, report.render()
     trainer = Trainer(compiled)
     with pytest.raises(Diverged) as info:
         for _ in range(5):
             trainer.run_iteration()
-    err = info.value
+    return info.value
+
+
+def test_an_overflow_inside_mse_names_the_loss():
+    # The pointwise form keeps mse's internal nodes (the mean form is one fused node, below).
+    err = diverge('mean(mse(pred, y, reduction="none"))')
     assert err.phase == "fit" and err.step == 2
     assert "(inside 'loss')" in str(err)
     assert err.node.startswith("square_")
+
+
+def test_an_overflow_in_the_fused_mse_names_the_loss_itself():
+    err = diverge("mse(pred, y)")
+    assert err.phase == "fit" and err.step == 2
+    assert err.node == "loss" and "went NaN/inf is 'loss'" in str(err)

@@ -299,8 +299,29 @@ def tanh(x):
 
 @tanh.vjp
 def _(ctx, gy):
-    y = ctx.out
-    return (gy * (1 - y * y),)
+    return (ctx.g.tanh_grad(gy, ctx.out),)
+
+
+# The activations' derivatives are single fused nodes (a few in-place numpy calls, not a chain of
+# small nodes); each is an op with its own derivative rule, so higher orders still work. They
+# compute the same expressions, in the same order, as the chains of graph ops they replace.
+
+
+@defop("tanh_grad", elementwise, public=False)
+def tanh_grad(gy, y):
+    """gy * (1 - y * y): the derivative of tanh through its output y."""
+    d = np.multiply(y, y)
+    if type(d) is not np.ndarray or d.shape != np.shape(gy):  # a 0-d result is a numpy scalar
+        return np.multiply(gy, np.subtract(1, d))
+    np.subtract(1, d, out=d)
+    return np.multiply(gy, d, out=d)
+
+
+@tanh_grad.vjp
+def _(ctx, gz):
+    gy, y = ctx.inputs
+    g_gy = ctx.g.tanh_grad(gz, y) if ctx.needs[0] else None
+    return g_gy, (-2 * (gz * gy * y) if ctx.needs[1] else None)
 
 
 @defop("sigmoid", same)
@@ -316,8 +337,21 @@ def sigmoid(x):
 
 @sigmoid.vjp
 def _(ctx, gy):
-    y = ctx.out
-    return (gy * y * (1 - y),)
+    return (ctx.g.sigmoid_grad(gy, ctx.out),)
+
+
+@defop("sigmoid_grad", elementwise, public=False)
+def sigmoid_grad(gy, y):
+    """gy * y * (1 - y): the derivative of sigmoid through its output y."""
+    d = np.multiply(gy, y)
+    return np.multiply(d, np.subtract(1, y), out=d if type(d) is np.ndarray and d.shape == np.shape(y) else None)
+
+
+@sigmoid_grad.vjp
+def _(ctx, gz):
+    gy, y = ctx.inputs
+    g_gy = ctx.g.sigmoid_grad(gz, y) if ctx.needs[0] else None
+    return g_gy, (gz * gy * (1 - 2 * y) if ctx.needs[1] else None)
 
 
 @defop("relu", same)
@@ -328,7 +362,18 @@ def relu(x):
 
 @relu.vjp
 def _(ctx, gy):
-    return (gy * ctx.g.greater(ctx.inputs[0], 0),)
+    return (ctx.g.relu_grad(gy, ctx.inputs[0]),)
+
+
+@defop("relu_grad", elementwise, public=False, nondiff=(1,))
+def relu_grad(gy, x):
+    """gy where x > 0, else 0: the derivative of relu (zero almost everywhere in x)."""
+    return np.multiply(gy, x > 0)
+
+
+@relu_grad.vjp
+def _(ctx, gz):
+    return ctx.g.relu_grad(gz, ctx.inputs[1]), None
 
 
 @defop("leaky_relu", same)
@@ -339,9 +384,19 @@ def leaky_relu(x, *, negative_slope=0.01):
 
 @leaky_relu.vjp
 def _(ctx, gy):
-    slope = ctx.attrs["negative_slope"]
-    pos = ctx.g.greater(ctx.inputs[0], 0)
-    return (gy * (pos * (1 - slope) + slope),)
+    return (ctx.g.leaky_relu_grad(gy, ctx.inputs[0], negative_slope=ctx.attrs["negative_slope"]),)
+
+
+@defop("leaky_relu_grad", elementwise, public=False, nondiff=(1,))
+def leaky_relu_grad(gy, x, *, negative_slope):
+    """gy where x > 0, else negative_slope * gy: the derivative of leaky_relu."""
+    pos = np.greater(x, 0).astype(np.result_type(gy, x))
+    return gy * (pos * (1 - negative_slope) + negative_slope)
+
+
+@leaky_relu_grad.vjp
+def _(ctx, gz):
+    return ctx.g.leaky_relu_grad(gz, ctx.inputs[1], negative_slope=ctx.attrs["negative_slope"]), None
 
 
 @defop("elu", same)
@@ -423,7 +478,7 @@ def _(ctx, gy):
     return (gy * 2 * ctx.inputs[0],)
 
 
-@defop("identity", same, keep_dtype=True)
+@defop("identity", same, keep_dtype=True, passes_input=True)
 def identity(x):
     """x itself (a named view of a node)."""
     return x
@@ -434,7 +489,7 @@ def _(ctx, gy):
     return (gy,)
 
 
-@defop("stop_gradient", same, nondiff=(0,), aliases=("detach",), keep_dtype=True)
+@defop("stop_gradient", same, nondiff=(0,), aliases=("detach",), keep_dtype=True, passes_input=True)
 def stop_gradient(x):
     """x's value with no gradient path (PyTorch .detach(), JAX stop_gradient): a permanent cut."""
     return x

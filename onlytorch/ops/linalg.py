@@ -1,4 +1,5 @@
-"""Matrix products: matmul (numpy/torch semantics) and linear (matmul plus bias, fused)."""
+"""Matrix products: matmul (numpy/torch semantics), linear (matmul plus bias, fused), and the
+products with a transposed operand that their derivatives use (one node instead of two)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from .shapes import broadcast, fmt, matmul_shape
 def _mT(g, x):
     nd = len(x.shape)
     return g.transpose(x, axes=tuple(range(nd - 2)) + (nd - 1, nd - 2))
+
+
+def _swap(shape):
+    return shape[:-2] + (shape[-1], shape[-2])
 
 
 def _matmul_rule(a, b):
@@ -40,9 +45,43 @@ def _(ctx, gy):
         ga = g.reshape(gy, shape=(-1, 1)) @ g.reshape(b, shape=(1, -1)) if ctx.needs[0] else None
         gb = g.matmul(_mT(g, a), gy) if ctx.needs[1] else None
         return ga, gb
-    ga = g.matmul(gy, _mT(g, b)) if ctx.needs[0] else None
-    gb = g.matmul(_mT(g, a), gy) if ctx.needs[1] else None
+    ga = g.matmul_nt(gy, b) if ctx.needs[0] else None
+    gb = g.matmul_tn(a, gy) if ctx.needs[1] else None
     return ga, gb
+
+
+def _transposed_rule(a, b, *, which):
+    if len(a) < 2 or len(b) < 2:
+        raise ShapeRuleError(f"{which} needs operands of at least 2 dimensions, got {fmt(a)} and {fmt(b)}")
+    if which == "matmul_nt":
+        return _matmul_rule(a, _swap(b))
+    return _matmul_rule(_swap(a), b)
+
+
+@defop("matmul_nt", lambda a, b: _transposed_rule(a, b, which="matmul_nt"), public=False)
+def matmul_nt(a, b):
+    """a @ b.T over the last two axes."""
+    return np.matmul(a, b.mT)
+
+
+@matmul_nt.vjp
+def _(ctx, gy):
+    g = ctx.g
+    a, b = ctx.inputs
+    return (g.matmul(gy, b) if ctx.needs[0] else None), (g.matmul_tn(gy, a) if ctx.needs[1] else None)
+
+
+@defop("matmul_tn", lambda a, b: _transposed_rule(a, b, which="matmul_tn"), public=False)
+def matmul_tn(a, b):
+    """a.T @ b over the last two axes."""
+    return np.matmul(a.mT, b)
+
+
+@matmul_tn.vjp
+def _(ctx, gy):
+    g = ctx.g
+    a, b = ctx.inputs
+    return (g.matmul_nt(b, gy) if ctx.needs[0] else None), (g.matmul(a, gy) if ctx.needs[1] else None)
 
 
 def _linear_rule(x, w, b):
@@ -67,13 +106,20 @@ def linear(x, w, b):
 @linear.vjp
 def _(ctx, gy):
     g = ctx.g
-    x, w, _b = ctx.inputs
-    gx = g.matmul(gy, g.transpose(w)) if ctx.needs[0] else None
+    x, w, b = ctx.inputs
+    gx = None
+    if ctx.needs[0]:
+        gx = g.matmul_nt(gy, w) if len(x.shape) >= 2 else g.matmul(gy, g.transpose(w))
     gw = None
     if ctx.needs[1]:
         if len(x.shape) == 2:
-            gw = g.matmul(g.transpose(x), gy)
+            gw = g.matmul_tn(x, gy)
         else:
             n_in, n_out = w.shape
-            gw = g.matmul(g.transpose(g.reshape(x, shape=(-1, n_in))), g.reshape(gy, shape=(-1, n_out)))
-    return gx, gw, (gy if ctx.needs[2] else None)
+            gw = g.matmul_tn(g.reshape(x, shape=(-1, n_in)), g.reshape(gy, shape=(-1, n_out)))
+    gb = None
+    if ctx.needs[2]:
+        lead = len(gy.shape) - len(b.shape)
+        # The usual bias (the output's trailing shape) sums over the leading axes in one node.
+        gb = g.sum(gy, axis=tuple(range(lead))) if lead > 0 and tuple(gy.shape[lead:]) == tuple(b.shape) else gy
+    return gx, gw, gb

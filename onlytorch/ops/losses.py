@@ -1,5 +1,9 @@
 """Losses. Each is a composite of registry ops (so its derivatives of every order are theirs),
 with one fused primitive where the composite would be numerically unsafe (bce_with_logits).
+mse, bce_with_logits and cross_entropy of integer labels (without label smoothing), reduced by
+mean or sum, are single fused nodes whose derivative is one
+fused node too (a training step's loss costs two numpy passes, not a chain of small nodes); those
+derivative nodes have derivative rules written with graph ops, so higher orders still work.
 
 ``reduction`` is "mean" (default), "sum", "none", or for kl_div also "batchmean"."""
 
@@ -8,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GraphError, ShapeError
-from .registry import defcomposite, defop
-from .shapes import elementwise, fmt
+from .elementwise import sigmoid
+from .reduce import log_softmax
+from .registry import ShapeRuleError, defcomposite, defop
+from .shapes import broadcast, elementwise, fmt
 
 REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
@@ -34,10 +40,84 @@ def _check_reduction(op: str, reduction: str) -> None:
         raise GraphError(f"{op}: reduction 'batchmean' is only for kl_div; use 'mean', 'sum' or 'none'")
 
 
+def _reduced_pair(a, b, *, reduction):
+    broadcast(a, b)
+    if reduction not in ("mean", "sum"):
+        raise ShapeRuleError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return (), "f"
+
+
+def _scale_like(ctx, gy, like):
+    """gy (the loss's gradient) spread over like's shape, divided by its size for a mean."""
+    return ctx.g.expand(gy, like, axis=None, keepdims=False, mean=ctx.attrs["mean"])
+
+
+def _reduce_all(ctx, x):
+    return ctx.g.mean(x) if ctx.attrs["mean"] else ctx.g.sum(x)
+
+
+def _spread(gy, size: int, mean: bool):
+    """What the mean's (or sum's) derivative spreads over each element: gy / size, or gy."""
+    return gy / size if mean else gy
+
+
+def _mean_all(x):
+    """np.mean(x) for a float32 or float64 array, without its Python wrapper (the same sum, and
+    the same division by the count as an intp)."""
+    if x.dtype.kind != "f" or x.dtype.itemsize < 4:
+        return np.mean(x)  # float16 accumulates in float32 there
+    total = np.add.reduce(x, axis=None)
+    return total.dtype.type(total / np.intp(x.size))
+
+
+def _own(d):
+    """d as the output buffer of the next ufunc (it is a fresh array), or None for a 0-d scalar."""
+    return d if isinstance(d, np.ndarray) else None
+
+
+def _difference(a, b):
+    """a - b in a's float type (as the sub node of the composite form would hold it)."""
+    d = np.subtract(a, b)
+    return d.astype(a.dtype) if d.dtype != a.dtype and a.dtype.kind == "f" else d
+
+
+@defop("mse_loss", _reduced_pair, public=False)
+def mse_loss(pred, target, *, reduction):
+    """(pred - target) ** 2, reduced by mean or sum."""
+    sq = np.square(_difference(pred, target))
+    return _mean_all(sq) if reduction == "mean" else np.sum(sq)
+
+
+@mse_loss.vjp
+def _(ctx, gy):
+    pred, target = ctx.inputs
+    gp = ctx.g.mse_grad(pred, target, gy, mean=ctx.attrs["reduction"] == "mean")
+    return (gp if ctx.needs[0] else None), (-gp if ctx.needs[1] else None)
+
+
+@defop("mse_grad", elementwise, public=False)
+def mse_grad(pred, target, gy, *, mean):
+    """The derivative of mse_loss with respect to pred: gy (/ size) * 2 * (pred - target)."""
+    d = _difference(pred, target)
+    return np.multiply(_spread(gy, d.size, mean) * 2, d, out=_own(d))
+
+
+@mse_grad.vjp
+def _(ctx, gz):
+    pred, target, gy = ctx.inputs
+    gd = None
+    if ctx.needs[0] or ctx.needs[1]:
+        gd = gz * (_scale_like(ctx, gy, ctx.out) * 2)
+    g_gy = _reduce_all(ctx, gz * 2 * (pred - target)) if ctx.needs[2] else None
+    return (gd if ctx.needs[0] else None), (-gd if ctx.needs[1] and gd is not None else None), g_gy
+
+
 @defcomposite("mse")
 def mse(g, pred, target, *, reduction="mean"):
     """Mean squared error: reduce((pred - target) ** 2)."""
     _check_reduction("mse", reduction)
+    if reduction in ("mean", "sum"):
+        return g.mse_loss(pred, target, reduction=reduction)
     return reduce_loss(g, g.square(pred - target), reduction, "mse")
 
 
@@ -107,10 +187,49 @@ def _(ctx, gy):
     return (gy * (g.sigmoid(x) - t) if ctx.needs[0] else None), (-(gy * x) if ctx.needs[1] else None)
 
 
+@defop("bce_logits_loss", _reduced_pair, public=False)
+def bce_logits_loss(x, t, *, reduction):
+    """bce_logits_pointwise(x, t), reduced by mean or sum."""
+    pointwise = bce_logits_pointwise.forward(x, t)
+    return _mean_all(pointwise) if reduction == "mean" else np.sum(pointwise)
+
+
+@bce_logits_loss.vjp
+def _(ctx, gy):
+    g = ctx.g
+    x, t = ctx.inputs
+    mean = ctx.attrs["reduction"] == "mean"
+    gx = g.bce_logits_grad(x, t, gy, mean=mean) if ctx.needs[0] else None
+    gt = None
+    if ctx.needs[1]:
+        like = x if tuple(x.shape) == broadcast(x.shape, t.shape) else x + t
+        gt = -(g.expand(gy, like, axis=None, keepdims=False, mean=mean) * x)
+    return gx, gt
+
+
+@defop("bce_logits_grad", elementwise, public=False)
+def bce_logits_grad(x, t, gy, *, mean):
+    """The derivative of bce_logits_loss with respect to x: gy (/ size) * (sigmoid(x) - t)."""
+    d = _difference(sigmoid.forward(x), t)
+    return np.multiply(_spread(gy, d.size, mean), d, out=_own(d))
+
+
+@bce_logits_grad.vjp
+def _(ctx, gz):
+    g = ctx.g
+    x, t, gy = ctx.inputs
+    scaled = gz * _scale_like(ctx, gy, ctx.out)
+    gx = g.sigmoid_grad(scaled, g.sigmoid(x)) if ctx.needs[0] else None
+    g_gy = _reduce_all(ctx, gz * (g.sigmoid(x) - t)) if ctx.needs[2] else None
+    return gx, (-scaled if ctx.needs[1] else None), g_gy
+
+
 @defcomposite("bce_with_logits")
 def bce_with_logits(g, logits, target, *, reduction="mean"):
     """Binary cross-entropy of sigmoid(logits), computed stably from the logits."""
     _check_reduction("bce_with_logits", reduction)
+    if reduction in ("mean", "sum"):
+        return g.bce_logits_loss(logits, target, reduction=reduction)
     return reduce_loss(g, g.bce_logits_pointwise(logits, target), reduction, "bce_with_logits")
 
 
@@ -127,24 +246,86 @@ def _same_shape(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x == y or None in (x, y) for x, y in zip(a, b))
 
 
-@defop("class_labels", lambda labels, *, num_classes, loss: (labels, "i"), public=False, keep_dtype=True)
+@defop(
+    "class_labels", lambda labels, *, num_classes, loss: (labels, "i"), public=False, keep_dtype=True, passes_input=True
+)
 def class_labels(ctx, labels, *, num_classes, loss):
     """The integer labels themselves, after checking that they lie in [0, num_classes)."""
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise GraphError(
-            f"{loss}: labels {ctx.node.inputs[0].name!r} must lie in [0, {num_classes}), got {labels[bad].flat[0]}"
-        )
+    _check_labels(loss, ctx.node.inputs[0].name, labels, num_classes)
     return labels
 
 
-def _pick(g, op: str, scores, labels):
-    """scores[..., labels] for integer labels shaped like scores without the class axis."""
+def _check_labels(loss: str, name: str, labels, num_classes: int) -> None:
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise GraphError(f"{loss}: labels {name!r} must lie in [0, {num_classes}), got {labels[bad].flat[0]}")
+
+
+def _label_column(labels):
+    return labels[..., None].astype(np.intp, copy=False)
+
+
+@defop(
+    "softmax_ce",
+    lambda logits, labels, *, num_classes, reduction: _reduced_pair((), (), reduction=reduction),
+    nondiff=(1,),
+    public=False,
+)
+def softmax_ce(ctx, logits, labels, *, num_classes, reduction):
+    """Softmax cross-entropy of integer labels over the last axis, reduced by mean or sum."""
+    _check_labels("cross_entropy", ctx.node.inputs[1].name, labels, num_classes)
+    logp = log_softmax.forward(logits, axis=-1)
+    pointwise = -np.take_along_axis(logp, _label_column(labels), axis=-1)[..., 0]
+    return _mean_all(pointwise) if reduction == "mean" else np.sum(pointwise)
+
+
+@softmax_ce.vjp
+def _(ctx, gy):
+    logits, labels = ctx.inputs
+    mean = ctx.attrs["reduction"] == "mean"
+    return ctx.g.softmax_ce_grad(logits, labels, gy, num_classes=ctx.attrs["num_classes"], mean=mean), None
+
+
+@defop("softmax_ce_grad", lambda logits, labels, gy, **attrs: (logits, "f"), nondiff=(1,), public=False)
+def softmax_ce_grad(logits, labels, gy, *, num_classes, mean):
+    """The derivative of softmax_ce with respect to the logits: s * softmax(logits), less s at each
+    label, with s = gy (/ number of rows)."""
+    s = _spread(gy, labels.size, mean)
+    out = np.exp(log_softmax.forward(logits, axis=-1))
+    out *= s
+    column = _label_column(labels)
+    np.put_along_axis(out, column, np.take_along_axis(out, column, axis=-1) - s, axis=-1)
+    return out
+
+
+@softmax_ce_grad.vjp
+def _(ctx, gz):
+    g = ctx.g
+    logits, labels, gy = ctx.inputs
+    mean = ctx.attrs["mean"]
+    p = g.softmax(logits, axis=-1)
+    g_logits = None
+    if ctx.needs[0]:
+        per_row = g.index(g.expand(gy, labels, axis=None, keepdims=False, mean=mean), key=(Ellipsis, None))
+        g_logits = per_row * (p * (gz - g.sum(gz * p, axis=-1, keepdims=True)))
+    g_gy = None
+    if ctx.needs[2]:
+        rows = g.sum(gz * (p - g.one_hot(labels, num_classes=ctx.attrs["num_classes"])), axis=-1)
+        g_gy = g.mean(rows) if mean else g.sum(rows)
+    return g_logits, None, g_gy
+
+
+def _check_label_shape(op: str, scores, labels) -> None:
     if not _same_shape(tuple(labels.shape), tuple(scores.shape[:-1])):
         raise ShapeError(
             f"{op}: integer labels must have the logits' shape without the class axis, "
             f"{fmt(scores.shape[:-1])}, got {fmt(labels.shape)}"
         )
+
+
+def _pick(g, op: str, scores, labels):
+    """scores[..., labels] for integer labels shaped like scores without the class axis."""
+    _check_label_shape(op, scores, labels)
     checked = g.class_labels(labels, num_classes=_n_classes(op, scores), loss=op)
     column = g.index(checked, key=(Ellipsis, None))
     return g.index(g.take_along(scores, column, axis=-1), key=(Ellipsis, 0))
@@ -159,6 +340,9 @@ def cross_entropy(g, logits, target, *, label_smoothing=0.0, reduction="mean"):
     if not 0.0 <= label_smoothing <= 1.0:
         raise GraphError(f"cross_entropy: label_smoothing must lie in [0, 1], got {label_smoothing}")
     n_classes = _n_classes("cross_entropy", logits)
+    if target.dtype.kind in "iu" and not label_smoothing and reduction in ("mean", "sum"):
+        _check_label_shape("cross_entropy", logits, target)
+        return g.softmax_ce(logits, target, num_classes=n_classes, reduction=reduction)
     logp = g.log_softmax(logits, axis=-1)
     if target.dtype.kind in "iu":
         pointwise = -_pick(g, "cross_entropy", logp, target)

@@ -21,7 +21,8 @@ def _expand(ctx, v, *, mean: bool = False):
 @defop("sum", reduction)
 def sum_(x, *, axis=None, keepdims=False):
     """Sum over axis (all axes when None)."""
-    return np.sum(x, axis=_np_axis(axis), keepdims=keepdims)
+    # np.sum's own reduction, without its Python wrapper (it is a gradient's hot path).
+    return np.add.reduce(x, axis=_np_axis(axis), keepdims=keepdims)
 
 
 @sum_.vjp
@@ -171,7 +172,7 @@ def sum_to_shape(v: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return v
 
 
-@defop("sum_to", _like_shape, shape_only=(1,), public=False)
+@defop("sum_to", _like_shape, shape_only=(1,), public=False, passes_input=True)
 def sum_to(v, like_shape):
     """v summed over the axes along which it was broadcast from like_shape."""
     return sum_to_shape(v, tuple(like_shape))

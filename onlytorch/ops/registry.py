@@ -79,6 +79,9 @@ class OpDef:
     # Inputs the op writes in train mode without reading them (batch norm's running statistics):
     # their changes do not make its train-mode value stale.
     writes: frozenset[int] = frozenset()
+    # The forward may return one of its input arrays itself (identity): its result is never
+    # handed over as a fresh array (see BackwardPlan.ownable).
+    passes_input: bool = False
     # A composite op builds its result from other ops: build(g, *inputs, **attrs) -> NodeId.
     # Its forward and derivative are those of the ops it is made of.
     build: Callable[..., NodeId] | None = None
@@ -110,6 +113,7 @@ def defop(
     aliases: Sequence[str] = (),
     keep_dtype: bool = False,
     writes: Sequence[int] = (),
+    passes_input: bool = False,
 ) -> Callable[[Callable[..., np.ndarray]], OpDef]:
     """Register an op. The forward's signature declares it: positional parameters are the input
     nodes (``*xs`` for a variable number), keyword-only parameters are attributes with defaults,
@@ -134,6 +138,7 @@ def defop(
             aliases=tuple(aliases),
             keep_dtype=keep_dtype,
             writes=frozenset(writes),
+            passes_input=passes_input,
         )
         _add(op)
         return op

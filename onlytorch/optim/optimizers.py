@@ -133,19 +133,18 @@ class Optimizer:
         nodes = self._nodes
         if self._hyper["max_grad_norm"] is not None:
             object.__setattr__(self, "last_grad_norm", _clip_norm(nodes, self._hyper["max_grad_norm"], 2.0))
-        steps = self._steps
+        steps, bufs = self._steps, self._bufs
         live = []
         for i, node in enumerate(nodes):
-            if node.grad is not None:
+            grad = node.grad
+            if grad is not None:
                 steps[i] += 1
-                live.append((node, node.grad, self._bufs[i], steps[i]))
+                live.append((node, grad, bufs[i], steps[i]))
         if not live:
             return
         with np.errstate(all="ignore"):
             self._update(live)
-        mark = self.graph._mark_changed
-        for node, *_ in live:
-            mark(node)
+        self.graph._mark_changed(*[entry[0] for entry in live])
 
     def _update(self, live: list[tuple[Node, np.ndarray, list[np.ndarray], int]]) -> None:
         """Update each (node, grad, buffers, step) in place; step already counts this one."""
@@ -392,6 +391,12 @@ class SGD(Optimizer):
         h = self._hyper
         lr, momentum, dampening, wd = self.lr, h["momentum"], h["dampening"], h["weight_decay"]
         nesterov, maximize = h["nesterov"], h["maximize"]
+        if momentum == 0 and wd == 0 and not maximize:
+            # Plain SGD: the same arithmetic as below, without the per-parameter branching.
+            for node, g, _, _ in live:
+                p = node.value
+                p -= lr * g
+            return
         for node, g, bufs, step in live:
             p = node.value
             d = _direction(g, p, maximize, wd)

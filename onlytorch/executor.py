@@ -1,0 +1,156 @@
+"""The compiled step runner: plans turned into flat lists of closures, run by one tight loop.
+
+Compiling a node binds its op's forward to its attributes and to its input nodes, so running it
+is one call with no registry, attribute or argument-mask lookups. ``run`` evaluates a list of
+such steps; with ``check`` it first applies the staleness rule of ``Graph.forward_node`` to each
+step (recompute only what is missing, older than an input, or computed in the other mode), and
+without it evaluates every step: the fast path, taken when the caller has proved that every step
+is stale anyway (``all_stale``) or when every step must run (a backward).
+
+The clock, byte count and peak live in locals during the loop; they are written back at the end,
+and around ops that may touch the graph themselves (batch norm marks its running statistics).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import GraphError
+from .node import Node
+from .ops.registry import RunContext
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+# (node, thunk returning its new value, whether the op sees the graph (RunContext), mode-dependent)
+Step = tuple[Node, Callable[[], Any], bool, bool]
+
+_ndarray = np.ndarray
+
+
+def compile_steps(g: Graph, nodes: Sequence[Node]) -> list[Step]:
+    """One step per op node, in the given (topological) order."""
+    return [(n, _thunk(g, n), n.op.needs_ctx, n.op.mode_dependent) for n in nodes if n.op is not None]
+
+
+def _thunk(g: Graph, n: Node) -> Callable[[], Any]:
+    op = n.op
+    assert op is not None
+    fn: Callable[..., Any] = functools.partial(op.forward, **n.attrs) if n.attrs else op.forward
+    ins = n.inputs
+    if op.needs_ctx:
+        fn = _with_context(g, n, fn)
+    if any(n.shape_mask):
+        mask = n.shape_mask
+        return lambda: fn(*[p.rshape if m else p.value for p, m in zip(ins, mask)])
+    if len(ins) == 1:
+        (a,) = ins
+        return lambda: fn(a.value)
+    if len(ins) == 2:
+        a, b = ins
+        return lambda: fn(a.value, b.value)
+    if len(ins) == 3:
+        a, b, c = ins
+        return lambda: fn(a.value, b.value, c.value)
+    return lambda: fn(*[p.value for p in ins])
+
+
+def _with_context(g: Graph, n: Node, forward: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        # The context carries the mode and RNG of the moment the node runs.
+        return forward(RunContext(g.rng, g._train, g, n), *args)
+
+    return call
+
+
+def entry_nodes(nodes: Sequence[Node], train: bool) -> list[Node]:
+    """The op nodes none of whose staleness-relevant inputs is an op node. If each of them is
+    stale, every op node of ``nodes`` is: any other one reads an op node that is recomputed
+    first, which gives that input a newer version than its reader's."""
+    return [n for n in nodes if n.op is not None and all(p.op is None for p in (n.train_reads if train else n.inputs))]
+
+
+def all_stale(entries: list[Node], train: bool) -> bool:
+    """Whether forward_node's staleness rule would recompute every entry node (see entry_nodes)."""
+    for n in entries:
+        if n.value is None or (n.op.mode_dependent and n.mode != train):  # type: ignore[union-attr]
+            continue
+        ver = n.ver
+        for p in n.train_reads if train else n.inputs:
+            if p.ver > ver:
+                break
+        else:
+            return False
+    return True
+
+
+def run(
+    g: Graph,
+    steps: list[Step],
+    train: bool,
+    grad_on: bool,
+    check: bool,
+    drops: list[list[Node]] | None,
+) -> None:
+    """Evaluate steps (with ``check``: only the stale ones) under a new pass id; after step i,
+    drop the values in ``drops[i]`` that this pass computed."""
+    g._pass += 1
+    pid = g._pass
+    clock, nbytes, peak = g._clock, g._bytes, g._peak
+    anomaly = g._anomaly
+    n: Node | None = None
+    try:
+        with np.errstate(all="ignore"):
+            for pos, (n, thunk, needs_ctx, mode_dependent) in enumerate(steps):
+                if check and n.value is not None and (not mode_dependent or n.mode == train):
+                    ver = n.ver
+                    for p in n.train_reads if train else n.inputs:
+                        if p.ver > ver:
+                            break
+                    else:
+                        if grad_on:
+                            n.tracked = True
+                        continue
+                if needs_ctx:
+                    # The op may change the graph (batch norm marks its running statistics).
+                    g._clock, g._bytes, g._peak = clock, nbytes, peak
+                    try:
+                        out = thunk()
+                    finally:
+                        clock, nbytes, peak = g._clock, g._bytes, g._peak
+                else:
+                    out = thunk()
+                dt = n.dtype
+                if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
+                    out = np.asarray(out, dtype=dt)
+                if anomaly and dt.kind == "f" and not np.isfinite(out).all():
+                    raise g._nonfinite(n, out)
+                old = n.value
+                n.value = out
+                n.rshape = out.shape
+                clock += 1
+                n.ver = clock
+                n.mode = train
+                n.released_by = None
+                n.pass_id = pid
+                n.tracked = grad_on
+                nbytes += out.nbytes if old is None else out.nbytes - old.nbytes
+                if nbytes > peak:
+                    peak = nbytes
+                if drops is not None:
+                    for d in drops[pos]:
+                        if d.pass_id == pid and d.value is not None:
+                            nbytes -= d.value.nbytes
+                            d.value = None
+    except GraphError:
+        raise
+    except Exception as e:
+        assert n is not None
+        shown = ", ".join(f"{p.name!r} {p.rshape}" for p in n.inputs)
+        raise GraphError(f"{n.describe()} failed on inputs {shown}: {e}") from e
+    finally:
+        g._clock, g._bytes, g._peak = clock, nbytes, peak

@@ -1,0 +1,328 @@
+"""The compiled executor: its fast path (every node stale) against the general path, gradient
+buffers taken over without copies, and the fused derivative nodes against PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import onlytorch as ot
+import onlytorch.graph as graph_module
+
+RNG = np.random.default_rng(7)
+
+
+def mlp(dtype: str = "float64"):
+    g = ot.Graph(seed=3, dtype=dtype)
+    x = g.input("x", (None, 3))
+    y = g.input("y", (None, 2))
+    w1 = g.parameter("w1", (3, 5))
+    b1 = g.parameter("b1", (5,), init="normal")
+    w2 = g.parameter("w2", (5, 2))
+    b2 = g.parameter("b2", (2,), init="normal")
+    h = g.tanh(g.linear(x, w1, b1), name="h")
+    r = g.relu(g.linear(h, w2, b2), name="r")
+    loss = g.mse(r + g.sigmoid(h @ w2), y, name="loss")
+    return g, x, y, [w1, b1, w2, b2], loss
+
+
+def held(g: ot.Graph) -> int:
+    """Bytes of every value and gradient the graph holds, counted directly."""
+    total = 0
+    for n in g._nodes:
+        total += 0 if n.value is None else n.value.nbytes
+        total += 0 if n.grad is None else n.grad.nbytes
+    return total
+
+
+def train_step(g, x, y, params, loss, X, Y):
+    g.set_value(x, X)
+    g.set_value(y, Y)
+    g.forward_node(loss)
+    g.backward_nodes(params, loss)
+    out = [g.get_node_grad(p).copy() for p in params], float(g.get_node_value(loss))
+    g.clear_jacobi()
+    return out
+
+
+def test_fast_and_general_paths_give_identical_values_and_gradients(monkeypatch):
+    X, Y = RNG.normal(size=(4, 3)), RNG.normal(size=(4, 2))
+    fast = mlp()
+    slow = mlp()
+    monkeypatch.setattr(graph_module, "all_stale", lambda entries, train: False)
+    for _ in range(3):
+        grads_slow, loss_slow = train_step(*slow, X, Y)
+        monkeypatch.undo()
+        grads_fast, loss_fast = train_step(*fast, X, Y)
+        monkeypatch.setattr(graph_module, "all_stale", lambda entries, train: False)
+        assert loss_fast == loss_slow
+        for a, b in zip(grads_fast, grads_slow):
+            assert np.array_equal(a, b)
+        X = X + 0.5
+
+
+def test_new_inputs_recompute_everything_downstream_and_nothing_else():
+    g = ot.Graph(dtype="float64")
+    x = g.input("x", (None, 2))
+    w = g.parameter("w", (2, 2))
+    c = g.parameter("c", (2,))
+    side = g.exp(c, name="side")  # depends on c only
+    out = g.sum(g.tanh(x @ w, name="t") * side, name="out")
+    g.set_value(x, RNG.normal(size=(3, 2)))
+    g.forward_node(out)
+    t_before, side_before = g.get_node_value("t"), g.get_node_value(side)
+    g.set_value(x, RNG.normal(size=(3, 2)))
+    g.forward_node(out)
+    assert g.get_node_value("t") is not t_before
+    assert g.get_node_value(side) is side_before  # its inputs did not change
+    g.set_value(c, np.ones(2))
+    t_now = g.get_node_value("t")
+    g.forward_node(out)
+    assert g.get_node_value("t") is t_now and g.get_node_value(side) is not side_before
+    assert np.allclose(g.get_node_value(side), np.e)
+
+
+def test_a_value_the_user_holds_never_changes_under_later_steps():
+    g, x, y, params, loss = mlp()
+    opt = ot.optim.SGD(g, params, lr=0.1)
+    g.set_value(x, RNG.normal(size=(4, 3)))
+    g.set_value(y, RNG.normal(size=(4, 2)))
+    g.forward_node(loss)
+    h = g.get_node_value("h")
+    kept = h.copy()
+    for _ in range(3):
+        g.set_value(x, RNG.normal(size=(4, 3)))
+        g.forward_node(loss)
+        g.backward_nodes(params, loss)
+        opt.step()
+        g.clear_jacobi()
+    assert np.array_equal(h, kept)
+
+
+def test_taken_over_gradients_accumulate_in_place_and_are_fresh_after_clearing():
+    g, x, y, params, loss = mlp()
+    g.set_value(x, RNG.normal(size=(4, 3)))
+    g.set_value(y, RNG.normal(size=(4, 2)))
+    g.forward_node(loss)
+    g.backward_nodes_ex(params, loss, retain_graph=True)
+    first = g.get_node_grad(params[0])
+    once = first.copy()
+    g.backward_nodes_ex(params, loss, retain_graph=True)
+    assert g.get_node_grad(params[0]) is first  # accumulated into the same array
+    assert np.allclose(first, 2 * once)
+    g.clear_jacobi()
+    g.backward_nodes(params, loss)
+    assert g.get_node_grad(params[0]) is not first and np.allclose(first, 2 * once)
+    assert np.allclose(g.get_node_grad(params[0]), once)
+
+
+def test_a_gradient_that_is_a_constant_or_a_forward_value_is_copied():
+    g = ot.Graph(dtype="float64")
+    a = g.parameter("a", value=np.array(2.0))
+    b = g.parameter("b", value=np.array(3.0))
+    w = g.parameter("w", value=np.array([1.0, 2.0]))
+    loss = g.add(a, b) + g.sum(g.identity(w) * a)  # d/da and d/db start from the constant 1
+    for _ in range(3):
+        g.forward_node(loss)
+        g.backward_nodes_ex([a, b, w], loss, retain_graph=True)
+        g.backward_nodes([a, b, w], loss)
+        assert g.get_node_grad(b) == 2.0
+        assert g.get_node_grad(a) == 2.0 * (1.0 + 3.0)
+        assert np.array_equal(g.get_node_grad(w), [4.0, 4.0])
+        g.clear_jacobi()
+    assert float(g.forward_node(g.add(b, 1.0))) == 4.0
+
+
+def test_memory_stats_match_what_the_graph_holds_through_training():
+    g, x, y, params, loss = mlp("float32")
+    opt = ot.optim.Adam(g, params, lr=1e-2)
+    for step in range(3):
+        g.set_value(x, RNG.normal(size=(8, 3)))
+        g.set_value(y, RNG.normal(size=(8, 2)))
+        g.forward_node(loss)
+        assert g.memory_stats()["current_bytes"] == held(g)
+        g.backward_nodes(params, loss)
+        assert g.memory_stats()["current_bytes"] == held(g)
+        opt.step()
+        if step < 2:
+            g.clear_jacobi()
+            assert g.memory_stats()["current_bytes"] == held(g)
+    g.clear_jacobi(params[:2])
+    assert g.memory_stats()["current_bytes"] == held(g)
+
+
+def test_a_failing_op_names_its_node_and_leaves_versions_consistent():
+    g = ot.Graph()
+    x = g.input("x", (None, 2))
+    t = g.tanh(x, name="t")
+    y = g.sum(g.reshape(t, shape=(4,), name="flat"), name="y")
+    g.set_value(x, np.ones((3, 2), dtype=np.float32))
+    with pytest.raises(ot.GraphError, match="'flat'"):
+        g.forward_node(y)
+    assert g.get_node_value(t) is not None  # computed before the failure
+    assert all(n.ver <= g._clock for n in g._nodes)
+    g.set_value(x, np.ones((2, 2), dtype=np.float32))
+    assert float(g.forward_node(y)) == pytest.approx(4 * np.tanh(1.0))
+
+
+# ------------------------------------------------------------------ fused derivatives, to second order
+
+
+def _torch_second_order(fn, *arrays):
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*ts)
+    grads = torch.autograd.grad(out, ts, create_graph=True)
+    penalty = sum((gr**2).sum() for gr in grads)
+    return [t.detach().numpy() for t in torch.autograd.grad(penalty, ts)], [gr.detach().numpy() for gr in grads]
+
+
+def _ours_second_order(build, *arrays):
+    g = ot.Graph(dtype="float64")
+    ps = [g.parameter(f"p{i}", value=a) for i, a in enumerate(arrays)]
+    out = build(g, *ps)
+    g.forward_node(out)
+    grads = g.grad(out, ps, create_graph=True)
+    total = g.sum(grads[0] * grads[0])
+    for gr in grads[1:]:
+        total = total + g.sum(gr * gr)
+    g.forward_node(total)
+    first = [g.get_node_value(gr) for gr in grads]
+    return g.grad(total, ps), first
+
+
+CASES = {
+    "mse mean": (lambda g, p, t: g.mse(g.tanh(p), t), lambda p, t: torch.nn.functional.mse_loss(torch.tanh(p), t)),
+    "mse sum, broadcast target": (
+        lambda g, p, t: g.mse(p, t, reduction="sum"),
+        lambda p, t: ((p - t) ** 2).sum(),
+    ),
+    "bce_with_logits mean": (
+        lambda g, p, t: g.bce_with_logits(p, g.sigmoid(t)),
+        lambda p, t: torch.nn.functional.binary_cross_entropy_with_logits(p, torch.sigmoid(t)),
+    ),
+    "bce_with_logits sum": (
+        lambda g, p, t: g.bce_with_logits(g.linear(p, t, g.sum(t, axis=0)), 0.5, reduction="sum"),
+        lambda p, t: torch.nn.functional.binary_cross_entropy_with_logits(
+            p @ t + t.sum(0), torch.full((4, 3), 0.5, dtype=torch.float64), reduction="sum"
+        ),
+    ),
+    "relu and leaky_relu": (
+        lambda g, p, t: g.sum(g.relu(p @ t) * g.leaky_relu(p @ t, 0.2) * g.sigmoid(p @ t)),
+        lambda p, t: (torch.relu(p @ t) * torch.nn.functional.leaky_relu(p @ t, 0.2) * torch.sigmoid(p @ t)).sum(),
+    ),
+}
+
+
+def test_fused_cross_entropy_matches_torch_to_second_order():
+    z = RNG.normal(size=(5, 4))
+    labels = np.array([0, 3, 1, 3, 2])
+    for reduction in ("mean", "sum"):
+        g = ot.Graph(dtype="float64")
+        zp = g.parameter("z", value=z)
+        y = g.input("y", (None,), dtype="int64")
+        g.set_value(y, labels)
+        loss = g.cross_entropy(g.tanh(zp), y, reduction=reduction)
+        g.forward_node(loss)
+        (gz,) = g.grad(loss, [zp], create_graph=True)
+        total = g.sum(gz * gz)
+        g.forward_node(total)
+        tz = torch.tensor(z, requires_grad=True)
+        tl = torch.nn.functional.cross_entropy(torch.tanh(tz), torch.tensor(labels), reduction=reduction)
+        (tg,) = torch.autograd.grad(tl, tz, create_graph=True)
+        (tg2,) = torch.autograd.grad((tg**2).sum(), tz)
+        np.testing.assert_allclose(float(g.get_node_value(loss)), tl.item(), rtol=1e-12)
+        np.testing.assert_allclose(g.get_node_value(gz), tg.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(g.grad(total, zp), tg2.numpy(), rtol=1e-10, atol=1e-12)
+        g.set_value(y, np.array([0, 4, 1, 3, 2]))
+        with pytest.raises(ot.GraphError, match=r"cross_entropy: labels 'y' must lie in \[0, 4\), got 4"):
+            g.forward_node(loss)
+
+
+def test_fused_losses_give_the_composite_forms_values_and_gradients_bit_for_bit():
+    """The fused nodes compute the same expressions, in the same order, as the composite forms
+    (reduction='none' followed by the reduction), in float32 where rounding would show."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(6, 5)).astype(np.float32)
+    t = rng.normal(size=(6, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=6)
+    forms = {
+        "mse": (lambda g, p, q, y: g.mse(p, q), lambda g, p, q, y: g.mean(g.mse(p, q, reduction="none"))),
+        "bce_with_logits": (
+            lambda g, p, q, y: g.bce_with_logits(p, g.sigmoid(q), reduction="sum"),
+            lambda g, p, q, y: g.sum(g.bce_with_logits(p, g.sigmoid(q), reduction="none")),
+        ),
+        "cross_entropy": (
+            lambda g, p, q, y: g.cross_entropy(p, y),
+            lambda g, p, q, y: g.mean(g.cross_entropy(p, y, reduction="none")),
+        ),
+    }
+    for name, builds in forms.items():
+        results = []
+        for build in builds:
+            g = ot.Graph()
+            p = g.parameter("p", value=z)
+            q = g.parameter("q", value=t)
+            y = g.input("y", (None,), dtype="int64")
+            g.set_value(y, labels)
+            loss = build(g, p, q, y)
+            g.forward_node(loss)
+            g.backward_nodes([p, q], loss)
+            results.append((g.get_node_value(loss), g.get_node_grad(p), g.get_node_grad(q)))
+        fused, composite = results
+        for a, b in zip(fused, composite):
+            assert (a is None and b is None) or np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_derivatives_match_torch_to_second_order(case):
+    ours, theirs = CASES[case]
+    p = RNG.normal(size=(4, 3))
+    t = RNG.normal(size=(3, 3)) if case in ("bce_with_logits sum", "relu and leaky_relu") else RNG.normal(size=(4, 3))
+    if case == "mse sum, broadcast target":
+        t = RNG.normal(size=(3,))
+    got2, got1 = _ours_second_order(ours, p, t)
+    want2, want1 = _torch_second_order(theirs, p, t)
+    for a, b in zip(got1, want1):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(got2, want2):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_backward_still_sees_values_that_changed_after_the_forward():
+    """The freshness a forward records is forgotten as soon as anything is recomputed or set."""
+    g, x, y, params, loss = mlp()
+    g.set_value(x, RNG.normal(size=(4, 3)))
+    g.set_value(y, RNG.normal(size=(4, 2)))
+    g.forward_node(loss)
+    g.backward_nodes(params, loss)  # releases h, keeps the loss
+    g.forward_node(g.node("h"))  # h is now newer than the loss computed from it
+    with pytest.raises(ot.StaleValueError, match=r"'h' \(tanh\) changed after 'loss'"):
+        g.backward_nodes(params, loss)
+    g.forward_node(loss)
+    g.backward_nodes(params, loss)
+    g.forward_node(loss)
+    g.set_value(params[0], np.zeros((3, 5)))
+    with pytest.raises(ot.StaleValueError, match="'w1' changed after 'loss'"):
+        g.backward_nodes(params, loss)
+    g.forward_node(loss)
+    g.set_eval_mode()
+    g.backward_nodes(params, loss)  # no op of this net depends on the mode
+
+
+def test_batch_norm_running_statistics_keep_the_general_checks():
+    g = ot.Graph(dtype="float64")
+    x = g.input("x", (None, 3))
+    gamma, beta = g.parameter("gamma", value=np.ones(3)), g.parameter("beta", value=np.zeros(3))
+    rm, rv = g.state("rm", value=np.zeros(3)), g.state("rv", value=np.ones(3))
+    # A node that reads the running mean before batch norm (built after it) updates it.
+    reads_rm = g.sum(g.exp(rm), name="reads_rm")
+    h = g.batch_norm(g.tanh(x), gamma, beta, rm, rv)
+    loss = g.mean(h * h) + reads_rm
+    g.set_value(x, RNG.normal(size=(5, 3)))
+    g.forward_node(loss)
+    with pytest.raises(ot.StaleValueError, match="'rm' changed after"):
+        g.backward_nodes([gamma, beta], loss)
+    g.forward_node(loss)  # recomputes reads_rm only: batch norm's own inputs did not change
+    g.backward_nodes([gamma, beta], loss)
+    assert g.get_node_grad(gamma) is not None
