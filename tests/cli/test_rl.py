@@ -97,7 +97,7 @@ def test_eval_refuses_options_that_do_not_apply(tmp_path, monkeypatch):
     assert "the checkpoint has no parameter" in out
 
 
-@pytest.mark.parametrize("name", ["a2c_cartpole", "dqn_cartpole"])
+@pytest.mark.parametrize("name", sorted(SHORT))
 def test_resume_continues_rl_training_exactly(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = [o for o in SHORT[name] if not o.startswith(("train.steps", "train.eval_every"))]
