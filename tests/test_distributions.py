@@ -172,7 +172,7 @@ def test_log_prob_shape_errors():
     ):
         g.categorical_log_prob(x, wrong)
     free = g.input("free", (3, None))
-    with pytest.raises(ot.ShapeError, match="need a fixed number of classes on the last axis"):
+    with pytest.raises(ot.ShapeError, match="needs a fixed number of classes on its last axis"):
         g.categorical_log_prob(free, g.input("a3", (3,), dtype="int64"))
     with pytest.raises(ot.ShapeError, match="categorical_entropy needs logits with a class axis"):
         g.categorical_entropy(g.sum(x))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import GraphError, ShapeError
 from .registry import ShapeRuleError, defcomposite, defop
-from .shapes import fmt
+from .shapes import class_count, fmt
 
 
 def _sample_shape(logits):
@@ -39,15 +39,6 @@ def categorical_sample(ctx, logits):
     return np.argmax(logits + noise, axis=-1)
 
 
-def _n_classes(op: str, logits) -> int:
-    n = logits.shape[-1] if logits.shape else None
-    if n is None:
-        raise ShapeError(
-            f"{op}: logits {logits.name!r} need a fixed number of classes on the last axis, got {fmt(logits.shape)}"
-        )
-    return n
-
-
 @defop("categorical_actions", lambda actions, *, num_classes: (actions, "i"), public=False, keep_dtype=True)
 def categorical_actions(ctx, actions, *, num_classes):
     """The integer actions themselves, after checking that they lie in [0, num_classes)."""
@@ -70,7 +61,7 @@ def categorical_log_prob(g, logits, actions):
         raise GraphError(
             f"{op} needs integer actions; {actions.name!r} holds floats (declare the input with dtype='int64')"
         )
-    n = _n_classes(op, logits)
+    n = class_count(op, logits)
     batch = tuple(logits.shape[:-1])
     shape = tuple(actions.shape)
     if len(shape) != len(batch) or any(a != b and None not in (a, b) for a, b in zip(shape, batch)):

@@ -15,7 +15,7 @@ from ..errors import GraphError, ShapeError
 from .elementwise import sigmoid
 from .reduce import log_softmax
 from .registry import ShapeRuleError, defcomposite, defop
-from .shapes import broadcast, elementwise, fmt
+from .shapes import broadcast, class_count, elementwise, fmt
 
 REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
@@ -233,15 +233,6 @@ def bce_with_logits(g, logits, target, *, reduction="mean"):
     return reduce_loss(g, g.bce_logits_pointwise(logits, target), reduction, "bce_with_logits")
 
 
-def _n_classes(op: str, scores) -> int:
-    n = scores.shape[-1] if scores.shape else None
-    if n is None:
-        raise GraphError(
-            f"{op}: {scores.name!r} needs a fixed number of classes on its last axis, got shape {fmt(scores.shape)}"
-        )
-    return n
-
-
 def _same_shape(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x == y or None in (x, y) for x, y in zip(a, b))
 
@@ -326,7 +317,7 @@ def _check_label_shape(op: str, scores, labels) -> None:
 def _pick(g, op: str, scores, labels):
     """scores[..., labels] for integer labels shaped like scores without the class axis."""
     _check_label_shape(op, scores, labels)
-    checked = g.class_labels(labels, num_classes=_n_classes(op, scores), loss=op)
+    checked = g.class_labels(labels, num_classes=class_count(op, scores), loss=op)
     column = g.index(checked, key=(Ellipsis, None))
     return g.index(g.take_along(scores, column, axis=-1), key=(Ellipsis, 0))
 
@@ -339,7 +330,7 @@ def cross_entropy(g, logits, target, *, label_smoothing=0.0, reduction="mean"):
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise GraphError(f"cross_entropy: label_smoothing must lie in [0, 1], got {label_smoothing}")
-    n_classes = _n_classes("cross_entropy", logits)
+    n_classes = class_count("cross_entropy", logits)
     if target.dtype.kind in "iu" and not label_smoothing and reduction in ("mean", "sum"):
         _check_label_shape("cross_entropy", logits, target)
         return g.softmax_ce(logits, target, num_classes=n_classes, reduction=reduction)

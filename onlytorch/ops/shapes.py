@@ -89,3 +89,16 @@ def matmul_shape(a: Shape, b: Shape) -> Shape:
     if len(b) == 1:
         out = out[:-1]
     return out
+
+
+def class_count(op: str, scores) -> int:  # type: ignore[no-untyped-def]
+    """The fixed number of classes on the last axis of a node (logits or scores); a ShapeError
+    naming the op and the node when it is unknown."""
+    n = scores.shape[-1] if scores.shape else None
+    if n is None:
+        from ..errors import ShapeError
+
+        raise ShapeError(
+            f"{op}: {scores.name!r} needs a fixed number of classes on its last axis, got shape {fmt(scores.shape)}"
+        )
+    return n
