@@ -7,6 +7,10 @@ step (recompute only what is missing, older than an input, or computed in the ot
 without it evaluates every step: the fast path, taken when the caller has proved that every step
 is stale anyway (``all_stale``) or when every step must run (a backward).
 
+``run_fast`` is the loop of the common case (no check, no anomaly detection) over steps that
+``fast_steps`` prepared once per plan: plain ops are called with their input values directly,
+and the drops of each step are bound to it.
+
 The clock, byte count and peak live in locals during the loop; they are written back at the end,
 and around ops that may touch the graph themselves (batch norm marks its running statistics).
 """
@@ -150,7 +154,93 @@ def run(
         raise
     except Exception as e:
         assert n is not None
-        shown = ", ".join(f"{p.name!r} {p.rshape}" for p in n.inputs)
-        raise GraphError(f"{n.describe()} failed on inputs {shown}: {e}") from e
+        raise _failed(n, e) from e
+    finally:
+        g._clock, g._bytes, g._peak = clock, nbytes, peak
+
+
+def _failed(n: Node, e: Exception) -> GraphError:
+    shown = ", ".join(f"{p.name!r} {p.rshape}" for p in n.inputs)
+    return GraphError(f"{n.describe()} failed on inputs {shown}: {e}")
+
+
+# ------------------------------------------------------------------ the common case
+
+# (node, the function to call, its 1 to 3 input nodes (None where absent), how to call it, the
+# node's dtype, the values to drop after it or None). How to call: with 1, 2 or 3 input values;
+# _THUNK: the step's thunk, without arguments; _CONTEXT: the thunk of an op that sees the graph.
+FastStep = tuple[Node, Callable[..., Any], Node | None, Node | None, Node | None, int, np.dtype, "list[Node] | None"]
+_THUNK = 0
+_CONTEXT = -1
+
+
+def fast_steps(steps: list[Step], drops: list[list[Node]] | None) -> list[FastStep]:
+    """steps prepared for run_fast: plain ops of up to three value inputs are called directly,
+    without their thunk; an empty drop list becomes None."""
+    out: list[FastStep] = []
+    for i, (n, thunk, needs_ctx, _) in enumerate(steps):
+        op = n.op
+        assert op is not None
+        drop = (drops[i] or None) if drops is not None else None
+        ins = n.inputs
+        if needs_ctx or any(n.shape_mask) or not 1 <= len(ins) <= 3:
+            out.append((n, thunk, None, None, None, _CONTEXT if needs_ctx else _THUNK, n.dtype, drop))
+            continue
+        fn: Callable[..., Any] = functools.partial(op.forward, **n.attrs) if n.attrs else op.forward
+        a, b, c = (*ins, None, None)[:3]
+        out.append((n, fn, a, b, c, len(ins), n.dtype, drop))
+    return out
+
+
+def run_fast(g: Graph, steps: list[FastStep], train: bool, grad_on: bool) -> None:
+    """``run(g, steps, train, grad_on, False, drops)`` for a graph without anomaly detection (the
+    common case): the same bookkeeping, in the same order, without the per-step branches that
+    only staleness checks and anomaly detection need."""
+    g._pass += 1
+    pid = g._pass
+    clock, nbytes, peak = g._clock, g._bytes, g._peak
+    n: Node | None = None
+    try:
+        with np.errstate(all="ignore"):
+            for n, fn, a, b, c, how, dt, drop in steps:
+                if how == 2:
+                    out = fn(a.value, b.value)  # type: ignore[union-attr]
+                elif how == 1:
+                    out = fn(a.value)  # type: ignore[union-attr]
+                elif how == 3:
+                    out = fn(a.value, b.value, c.value)  # type: ignore[union-attr]
+                elif how == _THUNK:
+                    out = fn()
+                else:
+                    # The op may change the graph (batch norm marks its running statistics).
+                    g._clock, g._bytes, g._peak = clock, nbytes, peak
+                    try:
+                        out = fn()
+                    finally:
+                        clock, nbytes, peak = g._clock, g._bytes, g._peak
+                if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
+                    out = np.asarray(out, dtype=dt)
+                old = n.value
+                n.value = out
+                n.rshape = out.shape
+                clock += 1
+                n.ver = clock
+                n.mode = train
+                n.released_by = None
+                n.pass_id = pid
+                n.tracked = grad_on
+                nbytes += out.nbytes if old is None else out.nbytes - old.nbytes
+                if nbytes > peak:
+                    peak = nbytes
+                if drop is not None:
+                    for d in drop:
+                        if d.pass_id == pid and d.value is not None:
+                            nbytes -= d.value.nbytes
+                            d.value = None
+    except GraphError:
+        raise
+    except Exception as e:
+        assert n is not None
+        raise _failed(n, e) from e
     finally:
         g._clock, g._bytes, g._peak = clock, nbytes, peak

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import ops as _ops  # noqa: F401  (registers every op)
 from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
-from .executor import all_stale, compile_steps, run
+from .executor import all_stale, compile_steps, fast_steps, run, run_fast
 from .init import initial_value
 from .node import Node, NodeId
 from .ops.registry import REGISTRY, OpDef, ShapeRuleError, VJPContext
@@ -58,6 +58,8 @@ class Graph:
         self._fwd_plans: dict[tuple[int, ...], ForwardPlan] = {}
         self._bwd_plans: dict[tuple, BackwardPlan] = {}
         self._grad_nodes: dict[tuple, list[NodeId | None]] = {}
+        # backward's targets, by the indices it was given: (the unique nodes, their indices).
+        self._target_sets: dict[tuple[int, ...], tuple[list[Node], tuple[int, ...]]] = {}
         self._graded: dict[int, Node] = {}  # the nodes that may hold an accumulated gradient
 
     if TYPE_CHECKING:  # the op methods (g.tanh, g.matmul, ...) are generated from the registry
@@ -333,10 +335,14 @@ class Graph:
 
     def set_value(self, node: NodeId | str, value: Any) -> None:
         """Feed an input, or overwrite a parameter's or state's value."""
-        n = self._node(node)
+        n = self._nodes[node.index] if type(node) is NodeId and node.graph is self else self._node(node)
         if n.op is not None or n.kind == "constant":
             raise GraphError(f"cannot set the value of {n.describe()}: only inputs, parameters and states take values")
-        arr = self._coerce(n.name, value, n.dtype)
+        if type(value) is np.ndarray and value.dtype == n.dtype:
+            # What _coerce does with an array of the right dtype: the graph keeps its own copy.
+            arr = value.copy(order="K")
+        else:
+            arr = self._coerce(n.name, value, n.dtype)
         if arr.ndim != len(n.shape) or any(d is not None and d != a for d, a in zip(n.shape, arr.shape)):
             raise ShapeError(
                 f"value for {n.describe()} has shape {arr.shape}, expected {fmt(n.shape)} (N = any batch size)"
@@ -429,9 +435,12 @@ class Graph:
         """Compute node (or a list of nodes), recomputing only what is missing or stale; returns
         the value(s)."""
         many = isinstance(node, (list, tuple))
-        items: Sequence[Any] = node if isinstance(node, (list, tuple)) else [node]
-        nodes = self._nodes
-        targets = [nodes[n.index] if type(n) is NodeId and n.graph is self else self._node(n) for n in items]
+        if type(node) is NodeId and node.graph is self:
+            targets = [self._nodes[node.index]]
+        else:
+            items: Sequence[Any] = node if many else [node]  # type: ignore[assignment,list-item]
+            nodes = self._nodes
+            targets = [nodes[n.index] if type(n) is NodeId and n.graph is self else self._node(n) for n in items]
         plan = self._forward_plan(targets)
         for n in plan.leaves:
             if n.value is None:
@@ -442,7 +451,13 @@ class Graph:
             steps = plan.steps = compile_steps(self, plan.nodes)
         # New inputs make everything downstream stale: then no node needs its own check.
         check = not all_stale(plan.entries[train], train)
-        run(self, steps, train, grad_on, check, None if grad_on else plan.drops)
+        if check or self._anomaly:
+            run(self, steps, train, grad_on, check, None if grad_on else plan.drops)
+        else:
+            fast = plan.fast[grad_on]
+            if fast is None:
+                fast = plan.fast[grad_on] = fast_steps(steps, None if grad_on else plan.drops)
+            run_fast(self, fast, train, grad_on)
         if plan.pure:
             # Every ancestor of the targets now matches its inputs: until the clock moves, a
             # backward of a target need not check that again (_check_differentiable).
@@ -492,15 +507,15 @@ class Graph:
             train=self._train,
         )
 
-    def _plan_key(self, y: Node, xs: list[Node]) -> tuple:
+    def _plan_key(self, y: Node, xs: list[Node], xs_key: tuple[int, ...] | None = None) -> tuple:
         cut: frozenset[int] = _NO_CUT
         if self._detached:
             anc = self._forward_plan([y]).index_set
             cut = frozenset(i for i in self._detached if i in anc)
-        return (y.index, tuple([x.index for x in xs]), cut, self._train)
+        return (y.index, tuple([x.index for x in xs]) if xs_key is None else xs_key, cut, self._train)
 
-    def _backward_plan(self, y: Node, xs: list[Node]) -> BackwardPlan:
-        key = self._plan_key(y, xs)
+    def _backward_plan(self, y: Node, xs: list[Node], xs_key: tuple[int, ...] | None = None) -> BackwardPlan:
+        key = self._plan_key(y, xs, xs_key)
         plan = self._bwd_plans.get(key)
         if plan is None:
             plan = self._bwd_plans[key] = BackwardPlan(self, y, xs)
@@ -543,26 +558,33 @@ class Graph:
     @staticmethod
     def _require_scalar(y: Node, what: str) -> None:
         # The static shape decides: a loss with a batch axis is not a scalar, even for a batch of one.
-        if any(d != 1 for d in y.shape):
+        if y.shape and any(d != 1 for d in y.shape):
             shape = fmt(y.shape) if y.value is None or y.value.size == 1 else y.value.shape
             raise GraphError(f"{what} needs a scalar, but {y.describe()} has shape {shape}; reduce it first (g.mean)")
 
-    def _run_backward(self, plan: BackwardPlan, what: str) -> list[np.ndarray | None]:
+    def _run_backward(self, plan: BackwardPlan, kind: str) -> list[np.ndarray | None]:
+        """Run plan; ``kind`` ("backward" or "grad") names the call in errors."""
         for n in plan.needed:
             if n.value is None:
+                what = f"{kind} of {plan.y.name!r}"
                 if n.released_by is not None:
                     raise self._released(what, n, plan.y)
                 raise GraphError(
                     f"{what} needs the value of {n.describe()}, which is not held (dropped by a no_grad forward); "
                     f"run forward_node({plan.y.name!r}) with gradient tracking on first"
                 )
-        run(self, plan.compiled, self._train, self._grad_enabled, False, plan.frees)
+        if self._anomaly:
+            run(self, plan.compiled, self._train, self._grad_enabled, False, plan.frees)
+        else:
+            run_fast(self, plan.fast, self._train, self._grad_enabled)
         # Two targets may share one gradient node (a + b): read them all before freeing any.
         out = [None if gn is None else gn.value for gn in plan.grads]
-        for gn in plan.grads:
-            if gn is not None and gn.op is not None and gn.value is not None:
-                self._bytes -= gn.value.nbytes
+        freed = 0
+        for gn in plan.computed:
+            if gn.value is not None:
+                freed += gn.value.nbytes
                 gn.value = None
+        self._bytes -= freed
         return out
 
     @staticmethod
@@ -589,11 +611,21 @@ class Graph:
     def backward_nodes_ex(self, targets: NodeId | Sequence[NodeId], loss: NodeId, retain_graph: bool = False) -> None:
         """As backward_nodes; retain_graph=True keeps the intermediate values so that another
         backward can run through them."""
-        y = self._node(loss)
-        xs = self._unique_nodes(targets)
+        y = self._nodes[loss.index] if type(loss) is NodeId and loss.graph is self else self._node(loss)
+        key = self._targets_key(targets)
+        known = self._target_sets.get(key) if key is not None else None
+        if known is None:
+            xs = self._unique_nodes(targets)
+            xs_key = tuple([x.index for x in xs])
+            if key is not None:
+                self._target_sets[key] = (xs, xs_key)
+        else:
+            # The same targets passed _unique_nodes before: what it checks (the nodes exist and
+            # hold floats) cannot change.
+            xs, xs_key = known
         self._check_differentiable(y, "backward")
-        plan = self._backward_plan(y, xs)
-        grads = self._run_backward(plan, f"backward of {y.name!r}")
+        plan = self._backward_plan(y, xs, xs_key)
+        grads = self._run_backward(plan, "backward")
         anomaly, graded = self._anomaly, self._graded
         added = 0
         for x, gv, own in zip(xs, grads, plan.ownable):
@@ -604,7 +636,7 @@ class Graph:
                 raise NonFiniteError(f"the gradient of {y.name!r} with respect to {x.describe()} is not finite", x.name)
             if x.grad is None:
                 # A fresh array that no node holds any more becomes the gradient as it is.
-                x.grad = gv if own and gv.base is None and gv.dtype == x.dtype else np.array(gv, dtype=x.dtype)
+                x.grad = gv if own and gv.base is None else np.array(gv, dtype=x.dtype)
                 added += x.grad.nbytes
                 graded[x.index] = x
             else:
@@ -612,6 +644,20 @@ class Graph:
         self._account(added)  # only additions: the peak is reached at the end
         if not retain_graph:
             self._release(plan.path, f"an earlier backward of {y.name!r} (retain_graph=False)")
+
+    def _targets_key(self, targets: Any) -> tuple[int, ...] | None:
+        """The indices of targets when they are all NodeIds of this graph (the usual call), else
+        None: a key for _target_sets."""
+        if type(targets) is NodeId:
+            return (targets.index,) if targets.graph is self else None
+        if type(targets) is not list and type(targets) is not tuple:
+            return None
+        key = []
+        for t in targets:
+            if type(t) is not NodeId or t.graph is not self:
+                return None
+            key.append(t.index)
+        return tuple(key)
 
     def _unique_nodes(self, targets: NodeId | Sequence[NodeId]) -> list[Node]:
         items = [targets] if isinstance(targets, (NodeId, str)) else targets
@@ -659,7 +705,7 @@ class Graph:
             return grads[0] if single else [grads[i] for i in order]
         self._check_differentiable(yn, "grad")
         plan = self._backward_plan(yn, xn)
-        values = self._run_backward(plan, f"grad of {yn.name!r}")
+        values = self._run_backward(plan, "grad")
         self._check_unused(yn, xn, values, allow_unused)
         out = [v if v is None or (own and v.base is None) else np.array(v) for v, own in zip(values, plan.ownable)]
         if not retain_graph:
@@ -689,7 +735,15 @@ class Graph:
             nodes = [nodes]
         graded = self._graded
         freed = 0
-        for n in list(graded.values()) if nodes is None else [self._node(x) for x in nodes]:
+        if nodes is None:
+            for n in graded.values():
+                if n.grad is not None:
+                    freed += n.grad.nbytes
+                    n.grad = None
+            graded.clear()
+            self._bytes -= freed
+            return
+        for n in [self._node(x) for x in nodes]:
             if n.grad is not None:
                 freed += n.grad.nbytes
                 n.grad = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .executor import Step, compile_steps, entry_nodes
+from .executor import FastStep, Step, compile_steps, entry_nodes, fast_steps
 from .node import Node, NodeId
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def _last_uses(nodes: list[Node], keep: set[int]) -> list[list[Node]]:
 
 
 class ForwardPlan:
-    __slots__ = ("drops", "entries", "index_set", "leaves", "nodes", "pure", "steps", "targets")
+    __slots__ = ("drops", "entries", "fast", "index_set", "leaves", "nodes", "pure", "steps", "targets")
 
     def __init__(self, targets: list[Node]) -> None:
         self.targets = targets
@@ -66,6 +66,8 @@ class ForwardPlan:
         self.drops = [d for n, d in zip(self.nodes, drops) if n.op is not None]
         self.entries = {train: entry_nodes(self.nodes, train) for train in (True, False)}
         self.steps: list[Step] | None = None  # compiled on the first forward that runs this plan
+        # steps prepared for run_fast on first use: [under no_grad (with drops), with grad].
+        self.fast: list[list[FastStep] | None] = [None, None]
         # No op of the plan changes other nodes while it runs (batch norm's running statistics do).
         self.pure = not any(n.op is not None and n.op.writes for n in self.nodes)
 
@@ -145,7 +147,20 @@ def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
 class BackwardPlan:
     """Everything a backward of y with respect to xs needs, computed once."""
 
-    __slots__ = ("check", "compiled", "frees", "grads", "needed", "ownable", "path", "steps", "xs", "y")
+    __slots__ = (
+        "check",
+        "compiled",
+        "computed",
+        "fast",
+        "frees",
+        "grads",
+        "needed",
+        "ownable",
+        "path",
+        "steps",
+        "xs",
+        "y",
+    )
 
     def __init__(self, g: Graph, y: Node, xs: list[Node]) -> None:
         built = build_gradients(g, y, xs)
@@ -153,6 +168,8 @@ class BackwardPlan:
         self.xs = xs
         self.grads = [None if gid is None else g._nodes[gid.index] for gid in built.grads]
         outputs = [n for n in self.grads if n is not None]
+        # The gradient nodes whose values the run leaves behind for the targets, each once.
+        self.computed = list({n.index: n for n in outputs if n.op is not None}.values())
         self.steps = [n for n in ancestors(outputs) if n.index >= built.first_new and n.op is not None]
         out_set = {n.index for n in outputs}
         step_set = {n.index for n in self.steps}
@@ -167,8 +184,10 @@ class BackwardPlan:
         self.path = [n for n in built.path if n.op is not None and n is not y]
         self.check = ForwardPlan([y])
         self.compiled = compile_steps(g, self.steps)
+        self.fast = fast_steps(self.compiled, self.frees)
         # A gradient array the targets may take over instead of copying it: computed by a step of
-        # this plan for one target only, by an op that never hands back an input array.
+        # this plan for one target only, by an op that never hands back an input array, in the
+        # target's dtype (the executor gives every value its node's dtype).
         shared = {gn.index for gn in outputs if sum(o is gn for o in outputs) > 1}
         self.ownable = [
             gn is not None
@@ -176,5 +195,6 @@ class BackwardPlan:
             and gn.index not in shared
             and gn.op is not None
             and not gn.op.passes_input
-            for gn in self.grads
+            and gn.dtype == x.dtype
+            for gn, x in zip(self.grads, xs)
         ]

@@ -326,3 +326,161 @@ def test_batch_norm_running_statistics_keep_the_general_checks():
     g.forward_node(loss)  # recomputes reads_rm only: batch norm's own inputs did not change
     g.backward_nodes([gamma, beta], loss)
     assert g.get_node_grad(gamma) is not None
+
+
+# ------------------------------------------------------------------ the common-case fast paths
+
+
+def _snapshot(g: ot.Graph):
+    values = [None if n.value is None else n.value.copy() for n in g._nodes]
+    grads = [None if n.grad is None else n.grad.copy() for n in g._nodes]
+    return values, grads, g.memory_stats()
+
+
+def _same(a, b) -> None:
+    (va, ga, ma), (vb, gb, mb) = a, b
+    assert ma == mb
+    for u, v in zip(va + ga, vb + gb):
+        assert (u is None and v is None) or (u is not None and v is not None and np.array_equal(u, v))
+
+
+def test_run_fast_and_the_general_loop_leave_identical_values_gradients_and_memory():
+    """run_fast (no anomaly detection) against run (taken with anomaly detection on, which on
+    finite values changes nothing else): a training step, a retained backward, a no_grad forward."""
+    X, Y = RNG.normal(size=(6, 3)).astype(np.float32), RNG.normal(size=(6, 2)).astype(np.float32)
+    fast, general = mlp("float32"), mlp("float32")
+    general[0].set_anomaly_detection(True)
+    opts = [ot.optim.SGD(m[0], m[3], lr=0.05, momentum=0.9) for m in (fast, general)]
+    for step in range(3):
+        snaps = []
+        for (g, x, y, params, loss), opt in zip((fast, general), opts):
+            g.reset_peak_memory()
+            g.set_value(x, X + step)
+            g.set_value(y, Y)
+            g.forward_node(loss)
+            g.backward_nodes_ex(params, loss, retain_graph=True)
+            g.backward_nodes(params, loss)
+            opt.step()
+            first = _snapshot(g)
+            g.clear_jacobi()
+            with g.no_grad():
+                g.forward_node(loss)
+            snaps.append((first, _snapshot(g)))
+        for a, b in zip(*snaps):
+            _same(a, b)
+
+
+def test_a_repeated_backward_call_keeps_every_dynamic_check():
+    """backward remembers the targets it was given; the checks that depend on the graph's state
+    still run on every call."""
+    g, x, y, params, loss = mlp()
+    g.set_value(x, RNG.normal(size=(4, 3)))
+    g.set_value(y, RNG.normal(size=(4, 2)))
+    g.forward_node(loss)
+    g.backward_nodes(params, loss)
+    with pytest.raises(ot.ReleasedValueError, match="retain_graph=True"):
+        g.backward_nodes(params, loss)
+    g.forward_node(loss)
+    with g.no_grad(), pytest.raises(ot.GraphError, match="gradient tracking is off"):
+        g.backward_nodes(params, loss)
+    g.set_value(x, RNG.normal(size=(4, 3)))
+    with pytest.raises(ot.StaleValueError, match="'x' changed after 'loss'"):
+        g.backward_nodes(params, loss)
+    with g.no_grad():
+        g.forward_node(loss)
+    with pytest.raises(ot.GraphError, match="computed under no_grad"):
+        g.backward_nodes(params, loss)
+    g.forward_node(loss)
+    g.clear_jacobi()
+    g.detach_node("h")  # a new cut: a new plan, although the targets are the same
+    g.backward_nodes(params, loss)
+    assert g.get_node_grad(params[0]) is None and g.get_node_grad(params[2]) is not None
+    g.attach_node("h")
+    g.clear_jacobi()
+    label = g.input("label", (None,), dtype="int64")
+    for _ in range(2):
+        with pytest.raises(ot.GraphError, match="holds integers"):
+            g.backward_nodes([params[0], label], loss)
+
+
+def test_backward_gives_the_same_gradients_however_the_targets_are_given():
+    X, Y = RNG.normal(size=(4, 3)), RNG.normal(size=(4, 2))
+    results = []
+    for spelling in ("list", "tuple", "names", "repeated"):
+        g, x, y, params, loss = mlp()
+        g.set_value(x, X)
+        g.set_value(y, Y)
+        targets = {
+            "list": list(params),
+            "tuple": tuple(params),
+            "names": [p.name for p in params],
+            "repeated": params + params[:1],
+        }[spelling]
+        for _ in range(2):  # the second call takes the remembered targets
+            g.forward_node(loss)
+            g.backward_nodes(targets, loss)
+        results.append([g.get_node_grad(p) for p in params])
+        assert g.memory_stats()["current_bytes"] == held(g)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_plain_sgd_step_matches_the_general_step():
+    """SGD without momentum, weight decay or maximize takes its own loop; max_grad_norm large
+    enough never to clip sends the same update through Optimizer.step and _update."""
+    X, Y = RNG.normal(size=(5, 3)), RNG.normal(size=(5, 2))
+    nets = [mlp(), mlp()]
+    opts = [
+        ot.optim.SGD(nets[0][0], nets[0][3], lr=0.1),
+        ot.optim.SGD(nets[1][0], nets[1][3], lr=0.1, max_grad_norm=1e30),
+    ]
+    for _ in range(3):
+        for (g, x, y, params, loss), opt in zip(nets, opts):
+            g.set_value(x, X)
+            g.set_value(y, Y)
+            g.forward_node(loss)
+            g.backward_nodes(params[:3], loss)  # the last parameter has no gradient: skipped
+            opt.step()
+            g.clear_jacobi()
+    for p, q in zip(nets[0][3], nets[1][3]):
+        assert np.array_equal(nets[0][0].get_node_value(p), nets[1][0].get_node_value(q))
+    s0, s1 = opts[0].state_dict(), opts[1].state_dict()
+    assert [int(s0[f"step/{p.name}"]) for p in nets[0][3]] == [3, 3, 3, 0]
+    assert all(np.array_equal(s0[k], s1[k]) for k in s0 if k.startswith("step/"))
+
+
+def test_the_mean_of_the_fused_losses_is_numpys_division_bit_for_bit():
+    from onlytorch.ops.losses import _mean_all
+
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        for size in (0, 1, 3, 7, 1000):
+            for _ in range(20):
+                x = (rng.normal(size=size) * 10.0 ** rng.uniform(-20, 20)).astype(dtype)
+                total = np.add.reduce(x, axis=None)
+                with np.errstate(all="ignore"):
+                    want = total.dtype.type(total / np.intp(x.size))
+                    got = _mean_all(x)
+                assert type(got) is type(want) and got.tobytes() == want.tobytes()
+
+
+def test_set_value_keeps_its_own_copy_of_an_array_of_the_right_dtype():
+    g = ot.Graph()
+    x = g.input("x", (None, 2))
+    w = g.parameter("w", value=np.ones((2, 2), dtype=np.float32))
+    out = g.sum(x @ w)
+    X = np.ones((3, 2), dtype=np.float32)
+    g.set_value(x, X)
+    X[:] = 5.0
+    assert float(g.forward_node(out)) == 12.0
+    W = np.full((2, 2), 2.0, dtype=np.float32)
+    g.set_value(w, W)
+    W[:] = 0.0
+    assert float(g.forward_node(out)) == 24.0
+    g.set_value(x, np.ones((2, 4), dtype=np.float32)[:, ::2])  # a strided view is copied too
+    assert g.get_node_value(x).base is None and float(g.forward_node(out)) == 16.0
+    with pytest.raises(ot.ShapeError, match=r"has shape \(3, 3\), expected \(N, 2\)"):
+        g.set_value(x, np.ones((3, 3), dtype=np.float32))
+    with pytest.raises(ot.ShapeError, match=r"has shape \(3,\)"):
+        g.set_value(x, np.ones(3, dtype=np.float32))

@@ -67,7 +67,12 @@ def _mean_all(x):
     if x.dtype.kind != "f" or x.dtype.itemsize < 4:
         return np.mean(x)  # float16 accumulates in float32 there
     total = np.add.reduce(x, axis=None)
-    return total.dtype.type(total / np.intp(x.size))
+    if x.size == 0 or x.dtype.itemsize > 8:  # a NaN where Python would raise; long double
+        return total.dtype.type(total / np.intp(x.size))
+    # For float32 and float64 numpy divides in float64: done as a Python float division, the same
+    # IEEE double operation on the same operands (the count is exact), without the cost of
+    # numpy scalar arithmetic.
+    return total.dtype.type(float(total) / x.size)
 
 
 def _own(d):

@@ -387,6 +387,26 @@ class SGD(Optimizer):
     def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if h["momentum"] != 0 else ()
 
+    def step(self) -> None:
+        h = self._hyper
+        if h["momentum"] != 0 or h["weight_decay"] != 0 or h["maximize"] or h["max_grad_norm"] is not None:
+            super().step()
+            return
+        # Plain SGD (no state but the step counts): Optimizer.step's bookkeeping and _update's
+        # arithmetic in one pass over the parameters.
+        lr, steps = self.lr, self._steps
+        changed = []
+        with np.errstate(all="ignore"):
+            for i, node in enumerate(self._nodes):
+                g = node.grad
+                if g is not None:
+                    steps[i] += 1
+                    p = node.value
+                    p -= lr * g
+                    changed.append(node)
+        if changed:
+            self.graph._mark_changed(*changed)
+
     def _update(self, live: list) -> None:
         h = self._hyper
         lr, momentum, dampening, wd = self.lr, h["momentum"], h["dampening"], h["weight_decay"]
