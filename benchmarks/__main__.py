@@ -170,20 +170,21 @@ def spec_case(path: str, phases_only: str | None = None):
 
 
 def wgan_torch_twin():
-    """One WGAN-GP iteration (5 critic steps with the gradient penalty, 1 generator step) in torch."""
+    """One WGAN-GP iteration of specs/wgan_gp.yaml (5 critic steps with the gradient penalty, 1
+    generator step) in torch: the same sizes (G 4-128-128-2, C 2-64-64-1) and batch (256)."""
     torch = _torch()
     if torch is None:
         return None
     nn = torch.nn
-    G = nn.Sequential(nn.Linear(8, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
-    C = nn.Sequential(nn.Linear(2, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
-    oc = torch.optim.Adam(C.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    og = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    G = nn.Sequential(nn.Linear(4, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2))
+    C = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    oc = torch.optim.Adam(C.parameters(), lr=4e-3, betas=(0.5, 0.9))
+    og = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.9))
     real = torch.randn(256, 2)
 
     def step() -> None:
         for _ in range(5):
-            fake = G(torch.randn(256, 8)).detach()
+            fake = G(torch.randn(256, 4)).detach()
             eps = torch.rand(256, 1)
             xh = (eps * real + (1 - eps) * fake).requires_grad_(True)
             (gr,) = torch.autograd.grad(C(xh).sum(), xh, create_graph=True)
@@ -192,7 +193,7 @@ def wgan_torch_twin():
             oc.zero_grad()
             loss.backward()
             oc.step()
-        gl = -C(G(torch.randn(256, 8))).mean()
+        gl = -C(G(torch.randn(256, 4))).mean()
         og.zero_grad()
         gl.backward()
         og.step()
@@ -226,7 +227,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a rough look)")
     args = ap.parse_args()
     torch = _torch()
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    # torch gets the threads numpy's BLAS gets (OPENBLAS_NUM_THREADS=1 alone must not leave torch at 2)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count() or 1)
     if torch is not None:
         torch.set_num_threads(threads)
     reps = 3 if args.quick else 7
@@ -270,6 +272,15 @@ def main() -> None:
     print(
         f"{'onlytorch validate gan_ring (proc)':<34}{cli_time(['validate', '-q', os.path.join(here, 'specs', 'gan_ring.yaml')], reps) * 1e3:10.1f}"
     )
+    try:
+        import gymnasium  # noqa: F401
+    except ImportError:
+        print("rollout throughput: skipped (gymnasium, the gym extra, is not installed)")
+        return
+    from benchmarks.rollout import report
+
+    print()
+    report(args.quick)
 
 
 if __name__ == "__main__":

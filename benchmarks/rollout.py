@@ -87,7 +87,11 @@ def torch_twin(n: int, no_grad: bool) -> Callable[[], None] | None:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.rollout", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a rough look)")
-    args = ap.parse_args()
+    report(ap.parse_args().quick)
+
+
+def report(quick: bool) -> None:
+    """Measure every loop and print steps per second (also part of ``python -m benchmarks``)."""
     n_envs = 8
     cases = {
         "ours, policy under no_grad": ours(track=False),
@@ -100,7 +104,7 @@ def main() -> None:
     for f in live.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in live}
-    for _ in range(3 if args.quick else 9):
+    for _ in range(3 if quick else 9):
         for k, f in live.items():
             t = time.perf_counter()
             f()
