@@ -103,6 +103,9 @@ class Run:
             "eval_split": compiled.spec.eval.split if compiled.spec.eval else None,
         }
         self.rows: list[dict[str, Any]] = []
+        # The columns metrics.csv was last written with (None: not written by this process yet).
+        self._csv_columns: list[str] | None = None
+        self._csv_known: dict[str, None] = {}
         self.t0 = time.perf_counter()
         self.elapsed_before = 0.0
 
@@ -143,7 +146,12 @@ class Run:
         self.rows.append(row)
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        self._write_csv()
+        if self._csv_columns is not None and all(k in self._csv_known for k in row):
+            # The header already has every column: append (rewriting would make a run quadratic).
+            with open(self.path / "metrics.csv", "a", newline="", encoding="utf-8") as fh:
+                csv.DictWriter(fh, fieldnames=self._csv_columns).writerow(row)
+        else:
+            self._write_csv()
 
     def _rewrite_jsonl(self) -> None:
         with open(self.path / "metrics.jsonl", "w", encoding="utf-8") as fh:
@@ -152,13 +160,16 @@ class Run:
         self._write_csv()
 
     def _write_csv(self) -> None:
-        columns: list[str] = []
+        """The whole table, with a column for every key any row has (in order of appearance)."""
+        known: dict[str, None] = {}
         for row in self.rows:
-            columns += [k for k in row if k not in columns]
+            known.update(dict.fromkeys(row))
+        columns = list(known)
         with open(self.path / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=columns)
             w.writeheader()
             w.writerows(self.rows)
+        self._csv_columns, self._csv_known = columns, known
 
     def checkpoint(self, name: str = "last") -> pathlib.Path:
         state = self.trainer.state()
