@@ -1258,7 +1258,22 @@ class _Compiler:
                     f"{src.source}: {key} node {name} must have shape (N,) or (N, 1), not {_fmt(shape)}",
                     where,
                 )
-            reads = {a.name for a in self.g._forward_plan([self.g._node(node)]).nodes if a.kind == "input"}
+            plan_nodes = self.g._forward_plan([self.g._node(node)]).nodes
+            moded = sorted(
+                {a.op.name.removesuffix("_mask") for a in plan_nodes if a.op is not None and a.op.mode_dependent}
+            )
+            if moded:
+                self.error(
+                    "W-MODE",
+                    f"{src.source}: {key} node {name} goes through {', '.join(moded)}: it is computed in eval mode "
+                    "while acting (under no_grad) but in train mode while training, so the two differ"
+                    + (
+                        "; the recorded log-probabilities will not match the training ones" if key == "log_prob" else ""
+                    ),
+                    where,
+                    hint="leave dropout and batch norm out of the policy and the critic",
+                )
+            reads = {a.name for a in plan_nodes if a.kind == "input"}
             if reads - allowed:
                 self.error(
                     "E-ARG",

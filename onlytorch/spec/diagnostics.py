@@ -33,6 +33,7 @@ CODES: dict[str, str] = {
     "E-RELEASED": "a backward needs values that an earlier `retain_graph: false` backward of the same phase releases",
     "W-RETAIN": "`retain_graph: true` that no later backward of the phase needs (wasted memory)",
     "W-UNUSED": "a parameter that no phase updates, or a module that is never called",
+    "W-MODE": "a gym source's policy uses dropout or batch norm: it acts in eval mode (under no_grad) but trains in train mode",
 }
 
 
