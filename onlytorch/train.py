@@ -488,7 +488,12 @@ def train_loop(
         values = trainer.run_iteration()
         step = trainer.step
         if progress is not None:
-            progress(step, values)
+            if trainer.live is not None:
+                # what an RL user watches: the training episodes' return, beside the losses
+                recent = trainer.live.stats().get("return_mean")
+                progress(step, values if recent is None else {**values, "rollout/return_mean": recent})
+            else:
+                progress(step, values)
         if step % t.log_every == 0 or step == steps:
             row = dict(values)
             with trainer.g.no_grad():

@@ -333,3 +333,16 @@ def test_vector_env_state_restores_the_environments_exactly():
         for field in ("obs", "reward", "terminated", "truncated", "final_obs"):
             np.testing.assert_array_equal(getattr(sa, field), getattr(sb, field))
     assert a.returns == b.returns and a.steps == b.steps
+
+
+def test_progress_shows_the_training_episodes_return():
+    from onlytorch.train import train_loop
+
+    t = trainer(ROLLOUT)
+    shown: list[dict[str, float]] = []
+    logged = []
+    train_loop(t, 3, on_log=logged.append, progress=lambda step, values: shown.append(values))
+    assert [set(v) for v in shown] == [{"ac/actor", "ac/critic", "rollout/return_mean"}] * 3
+    # two episodes of 4 steps with rewards t + 1 + action: each returns between 10 and 14
+    assert all(10 <= v["rollout/return_mean"] <= 14 for v in shown)
+    assert "rollout/return_mean" in logged[-1].values and "rollout/env_steps" in logged[-1].values
