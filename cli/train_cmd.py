@@ -206,9 +206,7 @@ def run_training(
     train_values = {k: v for k, v in trainer.last.items()}
     click.echo(_table(f"final training losses (step {trainer.step})", train_values))
     if final_eval and trainer.live is not None:
-        ev = compiled.spec.eval
-        n = ev.episodes if ev is not None and ev.episodes else 20
-        policy = ev.policy if ev is not None else "greedy"
+        n, policy = trainer.episode_settings()
         click.echo(_table(f"evaluation: {n} episodes, {policy} policy (no_grad)", final_eval))
     elif final_eval:
         split = compiled.spec.eval.split if compiled.spec.eval else "test"
@@ -316,10 +314,8 @@ def _eval_episodes(
     except ckpt.CheckpointError as e:
         click.echo(f"error: {e}", err=True)
         return EXIT_USAGE
-    values = trainer.episodes(episodes, policy)
-    ev = trainer.spec.eval
-    used_policy = policy or (ev.policy if ev is not None else "greedy")
-    n = episodes or (ev.episodes if ev is not None and ev.episodes else 20)
+    n, used_policy = trainer.episode_settings(episodes, policy)
+    values = trainer.episodes(n, used_policy)
     if as_json:
         click.echo(
             json.dumps({"episodes": n, "policy": used_policy, "checkpoint": checkpoint, "metrics": values}, indent=2)

@@ -1178,6 +1178,7 @@ class _Compiler:
     def check_live_source(self) -> None:
         """A gym source runs nodes of the graph: they must exist, have the right types and
         shapes, and read nothing but the observations (and noise)."""
+        from .data.policy import observation_inputs
         from .data.sources import SOURCES
 
         data = self.spec.data
@@ -1203,7 +1204,7 @@ class _Compiler:
         if "<data.train>" in self.broken or "train" not in self.data_fields:
             return
         path: Path = ("data", "train")
-        obs = [n for n, i in self.spec.inputs.items() if i.from_ == "train.obs" and n in self.inputs]
+        obs = [n for n in observation_inputs(self.spec) if n in self.inputs]
         if not obs and not self.unfed:
             self.error(
                 "E-DATA",

@@ -22,7 +22,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from .compile import Compiled, PhaseInfo
 from .data.batches import Batches, Noise, rng_from_array, rng_to_array
-from .data.policy import Policy
+from .data.policy import Policy, observation_inputs
 from .data.replay import Replay
 from .data.rollout import Rollout
 from .data.sources import DataError, LoadContext, get_source, load_source, split
@@ -86,7 +86,7 @@ def make_live(compiled: Compiled) -> Rollout | Replay | None:
     src = spec.data.train if spec.data is not None else None
     if src is None or not get_source(src.source).live:
         return None
-    obs_inputs = [compiled.inputs[n] for n, i in spec.inputs.items() if i.from_ == "train.obs"]
+    obs_inputs = [compiled.inputs[n] for n in observation_inputs(spec)]
     extra = {k: compiled.names[getattr(src, k)] for k in ("log_prob", "value") if getattr(src, k, None)}
     policy = Policy(compiled.graph, obs_inputs, compiled.names[src.action], extra)
     assert spec.data is not None
@@ -334,13 +334,18 @@ class Trainer:
                     count += n
         return {k: s / count for k, s in sums.items()} if count else {}
 
-    def episodes(self, n: int | None = None, policy: str | None = None) -> dict[str, float]:
-        """Returns of ``n`` whole episodes (default: the spec's eval.episodes, else 20) with the
-        greedy or the sampled policy, under no_grad, on environments seeded apart from training's."""
-        assert self.live is not None, "episodes() needs a gym training source"
+    def episode_settings(self, n: int | None = None, policy: str | None = None) -> tuple[int, str]:
+        """How many episodes an evaluation runs and with which policy: the given values, else
+        the spec's eval.episodes and eval.policy, else 20 episodes of the greedy policy."""
         ev = self.spec.eval
         n = n or (ev.episodes if ev is not None and ev.episodes else 20)
-        policy = policy or (ev.policy if ev is not None else "greedy")
+        return n, policy or (ev.policy if ev is not None else "greedy")
+
+    def episodes(self, n: int | None = None, policy: str | None = None) -> dict[str, float]:
+        """Returns of whole episodes (see episode_settings) with the greedy or the sampled
+        policy, under no_grad, on environments seeded apart from training's."""
+        assert self.live is not None, "episodes() needs a gym training source"
+        n, policy = self.episode_settings(n, policy)
         return self.live.episodes(n, seed=self.spec.seed + 1_000_003, greedy=policy == "greedy")
 
     def _eval_targets(self, names: list[str] | None) -> dict[str, NodeId]:

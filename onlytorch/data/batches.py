@@ -47,6 +47,12 @@ def _required(state: Mapping[str, np.ndarray], keys: tuple[str, ...], what: str)
         raise DataError(f"{what} state lacks {', '.join(missing)} (it has: {', '.join(state) or 'nothing'})")
 
 
+def count_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Minibatches in one pass over n samples (a batch_size above n gives one batch of all)."""
+    full, rest = divmod(n, min(batch_size, n))
+    return full + (1 if rest and not drop_last else 0)
+
+
 class Batches:
     """Minibatches of aligned arrays, epoch after epoch, forever.
 
@@ -90,8 +96,7 @@ class Batches:
 
     @property
     def batches_per_epoch(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return count_batches(self.n, self.batch_size, self.drop_last)
 
     def _new_order(self) -> np.ndarray:
         return self._rng.permutation(self.n) if self.shuffle else np.arange(self.n)

@@ -13,6 +13,13 @@ import numpy as np
 from ..node import NodeId
 from .envs import VectorEnv
 
+OBSERVATIONS = "train.obs"
+
+
+def observation_inputs(spec: Any) -> list[str]:
+    """The names of a spec's inputs that receive the observations (declared ``from: train.obs``)."""
+    return [name for name, inp in spec.inputs.items() if inp.from_ == OBSERVATIONS]
+
 
 @dataclass
 class Policy:
@@ -24,23 +31,25 @@ class Policy:
     extra: Mapping[str, NodeId]  # field name -> node, e.g. {"log_prob": ..., "value": ...}
     _greedy: NodeId | None = field(default=None, init=False, repr=False)
 
-    def run(self, obs: np.ndarray, names: Sequence[str] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The actions for a batch of observations, and the named extra nodes' values (flat)."""
+    def _forward(self, obs: np.ndarray, nodes: list[NodeId]) -> list[np.ndarray]:
+        """The nodes' values for a batch of observations, under no_grad (tracking off, eval mode,
+        both restored afterwards)."""
         g = self.graph
         with g.no_grad():
             for inp in self.obs_inputs:
                 g.set_value(inp, obs)
-            values = g.forward_node([self.action, *(self.extra[k] for k in names)])
+            return g.forward_node(nodes)  # type: ignore[return-value]
+
+    def run(self, obs: np.ndarray, names: Sequence[str] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The actions for a batch of observations, and the named extra nodes' values (flat)."""
+        values = self._forward(obs, [self.action, *(self.extra[k] for k in names)])
         actions = np.asarray(values[0]).astype(np.int64).reshape(len(obs))
         return actions, {k: np.array(v, dtype=np.float64).reshape(len(obs)) for k, v in zip(names, values[1:])}
 
     def value_of(self, name: str, obs: np.ndarray) -> np.ndarray:
         """One extra node (e.g. the critic's value) for a batch of observations."""
-        g = self.graph
-        with g.no_grad():
-            for inp in self.obs_inputs:
-                g.set_value(inp, obs)
-            return np.array(g.forward_node(self.extra[name]), dtype=np.float64).reshape(len(obs))
+        (value,) = self._forward(obs, [self.extra[name]])
+        return np.array(value, dtype=np.float64).reshape(len(obs))
 
     def greedy_node(self) -> NodeId:
         """The most likely action: argmax of the logits where the action is drawn with

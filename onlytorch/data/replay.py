@@ -16,9 +16,9 @@ from pydantic import Field as Param
 from pydantic import model_validator
 
 from .batches import rng_from_array, rng_to_array
-from .envs import VectorEnv, env_spaces
-from .policy import Policy, run_episodes
-from .rollout import GymParams, _not_loaded, episode_stats, gym_fields
+from .envs import env_spaces
+from .policy import Policy
+from .rollout import GymParams, GymSource, _not_loaded, gym_fields
 from .sources import Field, Source, register
 
 
@@ -64,18 +64,16 @@ register(
 )
 
 
-class Replay:
+class Replay(GymSource):
     """The buffer, the environments that fill it and the minibatches drawn from it."""
 
     def __init__(self, p: ReplayParams, policy: Policy, batch_size: int, seed: int, dtype: Any) -> None:
-        self.p = p
-        self.policy = policy
-        self.env = VectorEnv(p.env, p.envs, seed, p.env_kwargs)
-        self.n_actions = env_spaces(p.env, p.env_kwargs).n_actions
-        self.batch_size = batch_size
-        self.dtype = np.dtype(dtype)
+        super().__init__(p, policy, batch_size, seed, dtype)
+        self.p: ReplayParams = p
+        spaces = env_spaces(p.env, p.env_kwargs)
+        self.n_actions = spaces.n_actions
         self.rng = np.random.default_rng(seed + 104729)
-        shape = env_spaces(p.env, p.env_kwargs).obs_shape
+        shape = spaces.obs_shape
         self.arrays = {
             "obs": np.zeros((p.capacity, *shape), dtype=self.dtype),
             "action": np.zeros(p.capacity, dtype=np.int64),
@@ -131,20 +129,17 @@ class Replay:
         return {k: v[idx] for k, v in self.arrays.items()}
 
     def stats(self) -> dict[str, float]:
-        return {**episode_stats(self.env), "epsilon": self.epsilon(), "buffer": float(self.size)}
-
-    def episodes(self, n: int, seed: int, greedy: bool) -> dict[str, float]:
-        return run_episodes(self.policy, self.p.env, self.p.env_kwargs, n, seed, greedy)
+        return {**super().stats(), "epsilon": self.epsilon(), "buffer": float(self.size)}
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {f"env/{k}": v for k, v in self.env.state().items()}
+        out = super().state()
         out.update({f"buffer/{k}": v[: self.size] for k, v in self.arrays.items()})
         out["rng"] = rng_to_array(self.rng)
         out["counters"] = np.array([self.size, self.position, self.explore_steps], dtype=np.int64)
         return out
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
-        self.env.restore({k[4:]: v for k, v in state.items() if k.startswith("env/")})
+        super().restore(state)
         self.size, self.position, self.explore_steps = (int(v) for v in state["counters"])
         for k, v in self.arrays.items():
             v[: self.size] = state[f"buffer/{k}"]

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field as Param
 
+from ..checkpoint import with_prefix
 from .advantages import gae, normalize
-from .batches import Batches, rng_from_array, rng_to_array
+from .batches import Batches, count_batches, rng_from_array, rng_to_array
 from .envs import VectorEnv, env_spaces
 from .policy import Policy, run_episodes
 from .sources import DataError, Field, LoadContext, Params, Source, register
@@ -83,16 +84,38 @@ register(
 )
 
 
-class Rollout:
-    """Collects, holds and serves one iteration's transitions."""
+class GymSource:
+    """What both gym sources share: the environment copies, the policy that acts in them, the
+    training-episode statistics, evaluation episodes, and the environments' part of a checkpoint."""
 
-    def __init__(self, p: RolloutParams, policy: Policy, batch_size: int, shuffle: bool, seed: int, dtype: Any) -> None:
+    def __init__(self, p: GymParams, policy: Policy, batch_size: int, seed: int, dtype: Any) -> None:
         self.p = p
         self.policy = policy
         self.env = VectorEnv(p.env, p.envs, seed, p.env_kwargs)
         self.batch_size = batch_size
-        self.shuffle = shuffle
         self.dtype = np.dtype(dtype)
+
+    def stats(self) -> dict[str, float]:
+        """Training-episode statistics for the metrics log."""
+        return episode_stats(self.env)
+
+    def episodes(self, n: int, seed: int, greedy: bool) -> dict[str, float]:
+        return run_episodes(self.policy, self.p.env, self.p.env_kwargs, n, seed, greedy)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"env/{k}": v for k, v in self.env.state().items()}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        self.env.restore(with_prefix(state, "env"))
+
+
+class Rollout(GymSource):
+    """Collects, holds and serves one iteration's transitions."""
+
+    def __init__(self, p: RolloutParams, policy: Policy, batch_size: int, shuffle: bool, seed: int, dtype: Any) -> None:
+        super().__init__(p, policy, batch_size, seed, dtype)
+        self.p: RolloutParams = p
+        self.shuffle = shuffle
         self._shuffle_rng = np.random.default_rng(seed + 7919)
         self.buffer: dict[str, np.ndarray] = {}
         self.batches: Batches | None = None
@@ -105,8 +128,7 @@ class Rollout:
 
     @property
     def batches_per_epoch(self) -> int:
-        full, rest = divmod(self.size, min(self.batch_size, self.size))
-        return full + (1 if rest else 0)
+        return count_batches(self.size, self.batch_size)
 
     def begin_iteration(self) -> None:
         self.buffer = self.collect()
@@ -169,15 +191,8 @@ class Rollout:
             flat[k] = v if v.dtype == np.int64 else v.astype(self.dtype)
         return flat
 
-    def stats(self) -> dict[str, float]:
-        """Training-episode statistics for the metrics log."""
-        return episode_stats(self.env)
-
-    def episodes(self, n: int, seed: int, greedy: bool) -> dict[str, float]:
-        return run_episodes(self.policy, self.p.env, self.p.env_kwargs, n, seed, greedy)
-
     def state(self) -> dict[str, np.ndarray]:
-        out = {f"env/{k}": v for k, v in self.env.state().items()}
+        out = super().state()
         out["shuffle_rng"] = rng_to_array(self._shuffle_rng)
         out["collections"] = np.array(self.collections, dtype=np.int64)
         if self.batches is not None:
@@ -186,14 +201,14 @@ class Rollout:
         return out
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
-        self.env.restore({k[4:]: v for k, v in state.items() if k.startswith("env/")})
+        super().restore(state)
         self._shuffle_rng = rng_from_array(state["shuffle_rng"])
         self.collections = int(state["collections"])
-        buffer = {k[7:]: v for k, v in state.items() if k.startswith("buffer/")}
+        buffer = with_prefix(state, "buffer")
         if buffer:
             self.buffer = buffer
             self.batches = Batches(buffer, self.batch_size, shuffle=self.shuffle)
-            self.batches.restore({k[8:]: v for k, v in state.items() if k.startswith("batches/")})
+            self.batches.restore(with_prefix(state, "batches"))
 
 
 def episode_stats(env: VectorEnv, last: int = 20) -> dict[str, float]:

@@ -112,6 +112,7 @@ def summarize(compiled: Compiled) -> str:
 def _gym_lines(compiled: Compiled) -> list[str]:
     """What a gym training source does each iteration, and which nodes it runs."""
     from ..data.envs import env_spaces
+    from ..data.policy import observation_inputs
     from ..data.sources import SOURCES
 
     data = compiled.spec.data
@@ -119,7 +120,7 @@ def _gym_lines(compiled: Compiled) -> list[str]:
     if src is None or not SOURCES[src.source].live:
         return []
     spaces = env_spaces(src.env, src.env_kwargs)
-    obs = ", ".join(n for n, i in compiled.spec.inputs.items() if i.from_ == "train.obs")
+    obs = ", ".join(observation_inputs(compiled.spec))
     head = f"{src.source} {src.env}: observations {fmt(spaces.obs_shape)} -> {obs}, {spaces.n_actions} actions"
     if src.source == "gym.rollout":
         recorded = [f"{k} = {getattr(src, k)}" for k in ("log_prob", "value") if getattr(src, k)]
