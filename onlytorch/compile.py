@@ -1169,11 +1169,9 @@ class _Compiler:
 
     def live_source(self) -> Any:
         """The train source when it is a gym source (filled while training), else None."""
-        from .data.sources import SOURCES
+        from .data.sources import live_train_source
 
-        data = self.spec.data
-        src = data.train if data is not None else None
-        return src if src is not None and src.source in SOURCES and SOURCES[src.source].live else None
+        return live_train_source(self.spec)
 
     def check_live_source(self) -> None:
         """A gym source runs nodes of the graph: they must exist, have the right types and

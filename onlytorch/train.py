@@ -25,7 +25,7 @@ from .data.batches import Batches, Noise, rng_from_array, rng_to_array
 from .data.policy import Policy, observation_inputs
 from .data.replay import Replay
 from .data.rollout import Rollout
-from .data.sources import DataError, LoadContext, get_source, load_source, split
+from .data.sources import DataError, LoadContext, get_source, live_train_source, load_source, split
 from .errors import GraphError
 from .nn import copy_parameters
 from .node import NodeId
@@ -83,8 +83,8 @@ def make_live(compiled: Compiled) -> Rollout | Replay | None:
     """The gym source that the trainer fills while it trains (None for data loaded up front).
     Its policy reads observations through every input declared ``from: train.obs``."""
     spec = compiled.spec
-    src = spec.data.train if spec.data is not None else None
-    if src is None or not get_source(src.source).live:
+    src = live_train_source(spec)
+    if src is None:
         return None
     obs_inputs = [compiled.inputs[n] for n in observation_inputs(spec)]
     extra = {k: compiled.names[getattr(src, k)] for k in ("log_prob", "value") if getattr(src, k, None)}

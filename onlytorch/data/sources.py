@@ -99,6 +99,14 @@ def get_source(name: str) -> Source:
         raise DataError(f"unknown data source {name!r}{hint}") from None
 
 
+def live_train_source(spec: Any) -> Any:
+    """A spec's train source when it is live (a gym source, filled while training), else None."""
+    data = spec.data
+    src = data.train if data is not None else None
+    live = src is not None and getattr(src, "source", None) in SOURCES and SOURCES[src.source].live
+    return src if live else None
+
+
 def source_fields(entry: Mapping[str, Any], base_dir: pathlib.Path | None = None) -> dict[str, Field]:
     """The fields of a spec data entry `{source: NAME, **params}`, without loading its data."""
     source, params = _split_entry(entry)

@@ -113,11 +113,10 @@ def _gym_lines(compiled: Compiled) -> list[str]:
     """What a gym training source does each iteration, and which nodes it runs."""
     from ..data.envs import env_spaces
     from ..data.policy import observation_inputs
-    from ..data.sources import SOURCES
+    from ..data.sources import live_train_source
 
-    data = compiled.spec.data
-    src = data.train if data is not None else None
-    if src is None or not SOURCES[src.source].live:
+    src = live_train_source(compiled.spec)
+    if src is None:
         return []
     spaces = env_spaces(src.env, src.env_kwargs)
     obs = ", ".join(observation_inputs(compiled.spec))
