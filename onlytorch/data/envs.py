@@ -28,6 +28,13 @@ def gymnasium() -> Any:
 
 
 def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+    if ":" in env_id:
+        # gymnasium reads "module:Env-v0" as "import module, then make Env-v0": a spec never runs code.
+        raise DataError(
+            f"environment id {env_id!r} contains ':', which gymnasium reads as a Python module to import; "
+            "a spec only names registered environments, e.g. CartPole-v1",
+            param="env",
+        )
     gym = gymnasium()
     try:
         # The passive checker costs a few microseconds a step and checks only what make() built.
@@ -41,6 +48,8 @@ def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None) -> Any:
         raise DataError(f"environment {env_id!r}: {e}", param="env") from None
     except TypeError as e:
         raise DataError(f"environment {env_id!r} refuses its env_kwargs: {e}", param="env_kwargs") from None
+    except (ValueError, ImportError) as e:
+        raise DataError(f"environment {env_id!r} cannot be made: {e}", param="env") from None
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,7 @@ def test_promised_hints_appear(name: str) -> None:
 MESSAGES = {
     "gym_policy_with_dropout": "action node action goes through dropout: it is computed in eval mode while acting",
     "gym_unknown_env": "unknown environment 'CartPole-v9'; did you mean 'CartPole-v1'?",
+    "gym_env_imports_module": "environment id 'os:CartPole-v1' contains ':', which gymnasium reads as a Python module",
     "gym_log_prob_integer": "log_prob node action must be float, not int64",
     "gym_phase_repeat_and_epochs": "phase a2c: give 'repeat' (runs per iteration) or 'epochs' (passes over the data), not both",
     "data_missing_file": "no such file",

@@ -347,3 +347,20 @@ def test_a_long_scan_is_refused_before_it_unrolls() -> None:
     text = text.replace("  logits: net(x)\n", "  logits: net(x)\n  hs: scan(cell, seq, h)\n")
     found = bounded(text, seconds=10)
     assert found == [("E-SHAPE", 20, 7)], found
+
+
+# ---------------------------------------------------------------- gym environment ids
+
+
+def test_an_environment_id_never_imports_a_python_module(tmp_path: pathlib.Path, monkeypatch) -> None:
+    # gymnasium.make("module:Env-v0") imports `module` first: from a spec that would run its code
+    pytest.importorskip("gymnasium")
+    marker = tmp_path / "imported"
+    (tmp_path / "payload_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text((CORPUS[0].parent / "gym_unknown_env.yaml").read_text().replace("CartPole-v9", "payload_mod:CartPole-v1"))
+    code, out = validate_cli(spec)
+    assert code == 2, out
+    assert "E-DATA environment id 'payload_mod:CartPole-v1' contains ':'" in out, out
+    assert not marker.exists()
