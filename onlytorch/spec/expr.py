@@ -104,6 +104,12 @@ def parse(text: str) -> ast.expr:
         if isinstance(node, ast.Compare) and len(node.ops) > 1:
             start, width = _span(node)
             raise ExprError("E-EXPR", "chained comparisons (a < b < c) are not allowed", start, width)
+        if isinstance(node, ast.Compare) and type(node.ops[0]) not in _COMPARE:
+            start, width = _span(node)
+            word = "is" if isinstance(node.ops[0], (ast.Is, ast.IsNot)) else "in"
+            raise ExprError(
+                "E-EXPR", f"the '{word}' test is not allowed: compare with <, <=, >, >=, == or !=", start, width
+            )
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, type(None), type(Ellipsis))):
             start, width = _span(node)
             raise ExprError("E-EXPR", f"the constant {node.value!r} is not allowed", start, width)
