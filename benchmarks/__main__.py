@@ -77,6 +77,7 @@ def mlp_case(sizes: list[int], batch: int, optimizer: str = "sgd"):
     m = [np.zeros_like(w) for w in W]
     v = [np.zeros_like(w) for w in W]
     t_adam = [0]
+    last_loss = [0.0]
 
     def by_hand() -> None:
         acts = [X]
@@ -86,7 +87,10 @@ def mlp_case(sizes: list[int], batch: int, optimizer: str = "sgd"):
             if i < len(W) - 2:
                 hh = np.tanh(hh)
             acts.append(hh)
-        d = (2.0 / hh.size) * (hh - Y)
+        # the loss value too, as ours and torch's step compute it (a training loop reports it)
+        diff = hh - Y
+        last_loss[0] = float((diff**2).mean())
+        d = (2.0 / hh.size) * diff
         grads = [None] * len(W)
         for i in range(len(W) - 2, -1, -2):
             grads[i] = acts[i // 2].T @ d
