@@ -35,6 +35,12 @@ Step = tuple[Node, Callable[[], Any], bool, bool]
 
 _ndarray = np.ndarray
 
+# Floating-point warnings are off while ops run: an overflow to inf or a 0/0 to nan is a value the
+# graph reports itself (anomaly detection, the trainer's divergence check), not a warning. As a
+# decorator, numpy's errstate keeps its context token per call (thread- and re-entry-safe; numpy
+# >= 2) and costs half a ``with np.errstate(...)`` block, which builds a new errstate each time.
+quiet = np.errstate(all="ignore")
+
 
 def compile_steps(g: Graph, nodes: Sequence[Node]) -> list[Step]:
     """One step per op node, in the given (topological) order."""
@@ -92,6 +98,7 @@ def all_stale(entries: list[Node], train: bool) -> bool:
     return True
 
 
+@quiet
 def run(
     g: Graph,
     steps: list[Step],
@@ -108,48 +115,47 @@ def run(
     anomaly = g._anomaly
     n: Node | None = None
     try:
-        with np.errstate(all="ignore"):
-            for pos, (n, thunk, needs_ctx, mode_dependent) in enumerate(steps):
-                if check and n.value is not None and (not mode_dependent or n.mode == train):
-                    ver = n.ver
-                    for p in n.train_reads if train else n.inputs:
-                        if p.ver > ver:
-                            break
-                    else:
-                        if grad_on:
-                            n.tracked = True
-                        continue
-                if needs_ctx:
-                    # The op may change the graph (batch norm marks its running statistics).
-                    g._clock, g._bytes, g._peak = clock, nbytes, peak
-                    try:
-                        out = thunk()
-                    finally:
-                        clock, nbytes, peak = g._clock, g._bytes, g._peak
+        for pos, (n, thunk, needs_ctx, mode_dependent) in enumerate(steps):
+            if check and n.value is not None and (not mode_dependent or n.mode == train):
+                ver = n.ver
+                for p in n.train_reads if train else n.inputs:
+                    if p.ver > ver:
+                        break
                 else:
+                    if grad_on:
+                        n.tracked = True
+                    continue
+            if needs_ctx:
+                # The op may change the graph (batch norm marks its running statistics).
+                g._clock, g._bytes, g._peak = clock, nbytes, peak
+                try:
                     out = thunk()
-                dt = n.dtype
-                if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
-                    out = np.asarray(out, dtype=dt)
-                if anomaly and dt.kind == "f" and not np.isfinite(out).all():
-                    raise g._nonfinite(n, out)
-                old = n.value
-                n.value = out
-                n.rshape = out.shape
-                clock += 1
-                n.ver = clock
-                n.mode = train
-                n.released_by = None
-                n.pass_id = pid
-                n.tracked = grad_on
-                nbytes += out.nbytes if old is None else out.nbytes - old.nbytes
-                if nbytes > peak:
-                    peak = nbytes
-                if drops is not None:
-                    for d in drops[pos]:
-                        if d.pass_id == pid and d.value is not None:
-                            nbytes -= d.value.nbytes
-                            d.value = None
+                finally:
+                    clock, nbytes, peak = g._clock, g._bytes, g._peak
+            else:
+                out = thunk()
+            dt = n.dtype
+            if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
+                out = np.asarray(out, dtype=dt)
+            if anomaly and dt.kind == "f" and not np.isfinite(out).all():
+                raise g._nonfinite(n, out)
+            old = n.value
+            n.value = out
+            n.rshape = out.shape
+            clock += 1
+            n.ver = clock
+            n.mode = train
+            n.released_by = None
+            n.pass_id = pid
+            n.tracked = grad_on
+            nbytes += out.nbytes if old is None else out.nbytes - old.nbytes
+            if nbytes > peak:
+                peak = nbytes
+            if drops is not None:
+                for d in drops[pos]:
+                    if d.pass_id == pid and d.value is not None:
+                        nbytes -= d.value.nbytes
+                        d.value = None
     except GraphError:
         raise
     except Exception as e:
@@ -159,8 +165,9 @@ def run(
         g._clock, g._bytes, g._peak = clock, nbytes, peak
 
 
-def _failed(n: Node, e: Exception) -> GraphError:
-    shown = ", ".join(f"{p.name!r} {p.rshape}" for p in n.inputs)
+def _failed(n: Node, e: Exception, shapes: Sequence[Any] | None = None) -> GraphError:
+    """The error for node n's op raising e; ``shapes`` of its inputs when they are not on them."""
+    shown = ", ".join(f"{p.name!r} {p.rshape if shapes is None else s}" for p, s in zip(n.inputs, shapes or n.inputs))
     return GraphError(f"{n.describe()} failed on inputs {shown}: {e}")
 
 
@@ -192,6 +199,7 @@ def fast_steps(steps: list[Step], drops: list[list[Node]] | None) -> list[FastSt
     return out
 
 
+@quiet
 def run_fast(g: Graph, steps: list[FastStep], train: bool, grad_on: bool) -> None:
     """``run(g, steps, train, grad_on, False, drops)`` for a graph without anomaly detection (the
     common case): the same bookkeeping, in the same order, without the per-step branches that
@@ -201,42 +209,41 @@ def run_fast(g: Graph, steps: list[FastStep], train: bool, grad_on: bool) -> Non
     clock, nbytes, peak = g._clock, g._bytes, g._peak
     n: Node | None = None
     try:
-        with np.errstate(all="ignore"):
-            for n, fn, a, b, c, how, dt, drop in steps:
-                if how == 2:
-                    out = fn(a.value, b.value)  # type: ignore[union-attr]
-                elif how == 1:
-                    out = fn(a.value)  # type: ignore[union-attr]
-                elif how == 3:
-                    out = fn(a.value, b.value, c.value)  # type: ignore[union-attr]
-                elif how == _THUNK:
+        for n, fn, a, b, c, how, dt, drop in steps:
+            if how == 2:
+                out = fn(a.value, b.value)  # type: ignore[union-attr]
+            elif how == 1:
+                out = fn(a.value)  # type: ignore[union-attr]
+            elif how == 3:
+                out = fn(a.value, b.value, c.value)  # type: ignore[union-attr]
+            elif how == _THUNK:
+                out = fn()
+            else:
+                # The op may change the graph (batch norm marks its running statistics).
+                g._clock, g._bytes, g._peak = clock, nbytes, peak
+                try:
                     out = fn()
-                else:
-                    # The op may change the graph (batch norm marks its running statistics).
-                    g._clock, g._bytes, g._peak = clock, nbytes, peak
-                    try:
-                        out = fn()
-                    finally:
-                        clock, nbytes, peak = g._clock, g._bytes, g._peak
-                if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
-                    out = np.asarray(out, dtype=dt)
-                old = n.value
-                n.value = out
-                n.rshape = out.shape
-                clock += 1
-                n.ver = clock
-                n.mode = train
-                n.released_by = None
-                n.pass_id = pid
-                n.tracked = grad_on
-                nbytes += out.nbytes if old is None else out.nbytes - old.nbytes
-                if nbytes > peak:
-                    peak = nbytes
-                if drop is not None:
-                    for d in drop:
-                        if d.pass_id == pid and d.value is not None:
-                            nbytes -= d.value.nbytes
-                            d.value = None
+                finally:
+                    clock, nbytes, peak = g._clock, g._bytes, g._peak
+            if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
+                out = np.asarray(out, dtype=dt)
+            old = n.value
+            n.value = out
+            n.rshape = out.shape
+            clock += 1
+            n.ver = clock
+            n.mode = train
+            n.released_by = None
+            n.pass_id = pid
+            n.tracked = grad_on
+            nbytes += out.nbytes if old is None else out.nbytes - old.nbytes
+            if nbytes > peak:
+                peak = nbytes
+            if drop is not None:
+                for d in drop:
+                    if d.pass_id == pid and d.value is not None:
+                        nbytes -= d.value.nbytes
+                        d.value = None
     except GraphError:
         raise
     except Exception as e:
@@ -244,3 +251,125 @@ def run_fast(g: Graph, steps: list[FastStep], train: bool, grad_on: bool) -> Non
         raise _failed(n, e) from e
     finally:
         g._clock, g._bytes, g._peak = clock, nbytes, peak
+
+
+# ------------------------------------------------------------------ a backward in registers
+
+# A backward's gradient nodes are private to its plan: no caller can read their values (the
+# targets' gradients are handed over at the end), so their values need not live on the nodes.
+# A RegisterProgram keeps them in a local list instead: registers 0..k-1 hold the values the
+# gradient nodes read from outside the plan (loaded when the run starts), and step i appends
+# register k+i. That saves each step the node bookkeeping run_fast does (version, mode, pass id).
+# The memory accounting is the same: what the steps compute counts while it is held.
+
+# (function, register of input a, of b, of c (-1 where absent), how to call it (1 to 3 values, or
+# _GENERAL: ``args`` below), the node's dtype, the registers freed after it or None, general args)
+RegStep = tuple[Callable[..., Any], int, int, int, int, np.dtype, "list[int] | None", "list[tuple[int, Any]] | None"]
+_GENERAL = 0
+# general args: (_REG, register) the value; (_REG_SHAPE, register) its shape; (_NODE_SHAPE, node) a
+# shape-only input from outside the plan, read from the node when the step runs
+_REG, _REG_SHAPE, _NODE_SHAPE = 0, 1, 2
+
+
+class RegisterProgram:
+    """A backward plan's steps as a register program (see above). Built only for plans without
+    ops that see the graph (those run through run_fast)."""
+
+    __slots__ = ("held", "loads", "nodes", "outputs", "steps")
+
+    def __init__(self, steps: list[Step], frees: list[list[Node]], outputs: list[Node | None]) -> None:
+        self.nodes = [n for n, *_ in steps]
+        position = {n.index: i for i, n in enumerate(self.nodes)}
+        loads: dict[int, int] = {}  # node index of a value read from outside -> its register
+        load_nodes: list[Node] = []
+        for n in self.nodes:
+            for p, masked in zip(n.inputs, n.shape_mask or (False,) * len(n.inputs)):
+                if p.index not in position and not masked and p.index not in loads:
+                    loads[p.index] = len(load_nodes)
+                    load_nodes.append(p)
+        base = len(load_nodes)
+
+        def reg(p: Node) -> int:
+            i = position.get(p.index)
+            return loads[p.index] if i is None else base + i
+
+        prog: list[RegStep] = []
+        for n, free in zip(self.nodes, frees):
+            op = n.op
+            assert op is not None and not op.needs_ctx
+            fn: Callable[..., Any] = functools.partial(op.forward, **n.attrs) if n.attrs else op.forward
+            dropped = [base + position[d.index] for d in free] or None
+            ins, mask = n.inputs, n.shape_mask or (False,) * len(n.inputs)
+            if any(mask) or not 1 <= len(ins) <= 3:
+                args: list[tuple[int, Any]] = []
+                for p, masked in zip(ins, mask):
+                    if not masked:
+                        args.append((_REG, reg(p)))
+                    elif p.index in position:
+                        args.append((_REG_SHAPE, base + position[p.index]))
+                    else:
+                        args.append((_NODE_SHAPE, p))
+                prog.append((fn, -1, -1, -1, _GENERAL, n.dtype, dropped, args))
+                continue
+            a, b, c = ([reg(p) for p in ins] + [-1, -1])[:3]
+            prog.append((fn, a, b, c, len(ins), n.dtype, dropped, None))
+        self.steps = prog
+        self.loads = load_nodes
+        # Per gradient output: its register, or the node itself when no step computes it.
+        self.outputs: list[int | Node | None] = [
+            None if o is None else base + position[o.index] if o.index in position else o for o in outputs
+        ]
+        # The registers of the outputs, each once (two targets may share one gradient).
+        self.held = sorted({o for o in self.outputs if type(o) is int})
+
+    @quiet
+    def run(self, g: Graph) -> list[Any]:
+        """Run the steps; the outputs' values (None where there is no gradient). The graph's byte
+        count is back where it was: the outputs are the caller's (as gradients, it counts them)."""
+        r: list[Any] = [n.value for n in self.loads]
+        base = len(r)
+        start = nbytes = g._bytes
+        peak = g._peak
+        try:
+            for fn, a, b, c, how, dt, dropped, args in self.steps:
+                if how == 2:
+                    out = fn(r[a], r[b])
+                elif how == 1:
+                    out = fn(r[a])
+                elif how == 3:
+                    out = fn(r[a], r[b], r[c])
+                else:
+                    out = fn(*[r[x] if k == _REG else r[x].shape if k == _REG_SHAPE else x.rshape for k, x in args])  # type: ignore[union-attr]
+                if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
+                    out = np.asarray(out, dtype=dt)
+                r.append(out)
+                nbytes += out.nbytes
+                if nbytes > peak:
+                    peak = nbytes
+                if dropped is not None:
+                    for k in dropped:
+                        nbytes -= r[k].nbytes
+                        r[k] = None
+        except Exception as e:
+            # The registers are gone with the failed run: nothing it computed is held.
+            g._bytes, g._peak = start, peak
+            if isinstance(e, GraphError):
+                raise
+            i = len(r) - base  # each step appends one register: the failed one is the next
+            raise _failed(self.nodes[i], e, [_shape_of(r, arg) for arg in self._args(i)]) from e
+        for k in self.held:
+            nbytes -= r[k].nbytes
+        g._bytes, g._peak = nbytes, peak
+        return [o if o is None else r[o] if type(o) is int else o.value for o in self.outputs]  # type: ignore[union-attr]
+
+    def _args(self, i: int) -> list[tuple[int, Any]]:
+        _, a, b, c, how, _, _, args = self.steps[i]
+        return args if args is not None else [(_REG, x) for x in (a, b, c)[:how]]
+
+
+def _shape_of(r: list[Any], arg: tuple[int, Any]) -> Any:
+    kind, x = arg
+    if kind == _NODE_SHAPE:
+        return x.rshape
+    v = r[x]
+    return None if v is None else v.shape

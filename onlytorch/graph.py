@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from . import ops as _ops  # noqa: F401  (registers every op)
+from .codegen import backward_runner, forward_runner
 from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
 from .executor import all_stale, compile_steps, fast_steps, run, run_fast
 from .init import initial_value
@@ -59,7 +60,10 @@ class Graph:
         self._bwd_plans: dict[tuple, BackwardPlan] = {}
         self._grad_nodes: dict[tuple, list[NodeId | None]] = {}
         # backward's targets, by the indices it was given: (the unique nodes, their indices).
-        self._target_sets: dict[tuple[int, ...], tuple[list[Node], tuple[int, ...]]] = {}
+        # (+ the backward plans for those targets while no node is detached, by (loss index, mode))
+        self._target_sets: dict[
+            tuple[int, ...], tuple[list[Node], tuple[int, ...], dict[tuple[int, bool], BackwardPlan]]
+        ] = {}
         self._graded: dict[int, Node] = {}  # the nodes that may hold an accumulated gradient
 
     if TYPE_CHECKING:  # the op methods (g.tanh, g.matmul, ...) are generated from the registry
@@ -454,10 +458,10 @@ class Graph:
         if check or self._anomaly:
             run(self, steps, train, grad_on, check, None if grad_on else plan.drops)
         else:
-            fast = plan.fast[grad_on]
-            if fast is None:
-                fast = plan.fast[grad_on] = fast_steps(steps, None if grad_on else plan.drops)
-            run_fast(self, fast, train, grad_on)
+            runner = plan.fast[grad_on]
+            if runner is None:
+                runner = plan.fast[grad_on] = forward_runner(fast_steps(steps, None if grad_on else plan.drops))
+            runner(self, train, grad_on)
         if plan.pure:
             # Every ancestor of the targets now matches its inputs: until the clock moves, a
             # backward of a target need not check that again (_check_differentiable).
@@ -573,6 +577,11 @@ class Graph:
                     f"{what} needs the value of {n.describe()}, which is not held (dropped by a no_grad forward); "
                     f"run forward_node({plan.y.name!r}) with gradient tracking on first"
                 )
+        if plan.program is not None and not self._anomaly:
+            runner = plan.runner
+            if runner is None:
+                runner = plan.runner = backward_runner(plan.program)
+            return runner(self)
         if self._anomaly:
             run(self, plan.compiled, self._train, self._grad_enabled, False, plan.frees)
         else:
@@ -614,17 +623,24 @@ class Graph:
         y = self._nodes[loss.index] if type(loss) is NodeId and loss.graph is self else self._node(loss)
         key = self._targets_key(targets)
         known = self._target_sets.get(key) if key is not None else None
+        plans: dict[tuple[int, bool], BackwardPlan] | None = None
         if known is None:
             xs = self._unique_nodes(targets)
             xs_key = tuple([x.index for x in xs])
             if key is not None:
-                self._target_sets[key] = (xs, xs_key)
+                self._target_sets[key] = (xs, xs_key, {})
         else:
             # The same targets passed _unique_nodes before: what it checks (the nodes exist and
             # hold floats) cannot change.
-            xs, xs_key = known
+            xs, xs_key, plans = known
         self._check_differentiable(y, "backward")
-        plan = self._backward_plan(y, xs, xs_key)
+        if plans is not None and not self._detached:
+            # Without detached nodes the plan's key is (loss, targets, mode): looked up directly.
+            plan = plans.get((y.index, self._train))  # type: ignore[assignment]
+            if plan is None:
+                plan = plans[(y.index, self._train)] = self._backward_plan(y, xs, xs_key)
+        else:
+            plan = self._backward_plan(y, xs, xs_key)
         grads = self._run_backward(plan, "backward")
         anomaly, graded = self._anomaly, self._graded
         added = 0
@@ -643,7 +659,7 @@ class Graph:
                 x.grad += gv
         self._account(added)  # only additions: the peak is reached at the end
         if not retain_graph:
-            self._release(plan.path, f"an earlier backward of {y.name!r} (retain_graph=False)")
+            self._release(plan.path, plan.released_by["backward"])
 
     def _targets_key(self, targets: Any) -> tuple[int, ...] | None:
         """The indices of targets when they are all NodeIds of this graph (the usual call), else
@@ -709,7 +725,7 @@ class Graph:
         self._check_unused(yn, xn, values, allow_unused)
         out = [v if v is None or (own and v.base is None) else np.array(v) for v, own in zip(values, plan.ownable)]
         if not retain_graph:
-            self._release(plan.path, f"an earlier grad of {yn.name!r} (retain_graph=False)")
+            self._release(plan.path, plan.released_by["grad"])
         if single:
             return out[0]
         result = []

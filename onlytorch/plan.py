@@ -18,10 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .executor import FastStep, Step, compile_steps, entry_nodes, fast_steps
+from .executor import RegisterProgram, Step, compile_steps, entry_nodes, fast_steps
 from .node import Node, NodeId
 
 if TYPE_CHECKING:
+    from .codegen import BackwardRunner, ForwardRunner
     from .graph import Graph
 
 
@@ -66,8 +67,8 @@ class ForwardPlan:
         self.drops = [d for n, d in zip(self.nodes, drops) if n.op is not None]
         self.entries = {train: entry_nodes(self.nodes, train) for train in (True, False)}
         self.steps: list[Step] | None = None  # compiled on the first forward that runs this plan
-        # steps prepared for run_fast on first use: [under no_grad (with drops), with grad].
-        self.fast: list[list[FastStep] | None] = [None, None]
+        # straight-line runners built on first use: [under no_grad (with drops), with grad].
+        self.fast: list[ForwardRunner | None] = [None, None]
         # No op of the plan changes other nodes while it runs (batch norm's running statistics do).
         self.pure = not any(n.op is not None and n.op.writes for n in self.nodes)
 
@@ -157,6 +158,9 @@ class BackwardPlan:
         "needed",
         "ownable",
         "path",
+        "program",
+        "released_by",
+        "runner",
         "steps",
         "xs",
         "y",
@@ -182,9 +186,20 @@ class BackwardPlan:
                     needed[p.index] = p
         self.needed = [needed[i] for i in sorted(needed)]
         self.path = [n for n in built.path if n.op is not None and n is not y]
+        # What a later backward's error says released the path's values, per kind of call.
+        self.released_by = {
+            kind: f"an earlier {kind} of {y.name!r} (retain_graph=False)" for kind in ("backward", "grad")
+        }
         self.check = ForwardPlan([y])
         self.compiled = compile_steps(g, self.steps)
         self.fast = fast_steps(self.compiled, self.frees)
+        # The common case runs as a register program; plans with ops that see the graph, as steps.
+        self.program = (
+            RegisterProgram(self.compiled, self.frees, self.grads)
+            if not any(needs_ctx for _, _, needs_ctx, _ in self.compiled)
+            else None
+        )
+        self.runner: BackwardRunner | None = None  # the program as straight-line code, on first run
         # A gradient array the targets may take over instead of copying it: computed by a step of
         # this plan for one target only, by an op that never hands back an input array, in the
         # target's dtype (the executor gives every value its node's dtype).

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import GraphError
+from ..executor import quiet
 from ..graph import Graph
 from ..node import Node, NodeId
 from .clip import _clip_norm
@@ -125,6 +126,7 @@ class Optimizer:
         """Clear the gradients of this optimizer's parameters (the graph's other gradients stay)."""
         self.graph.clear_jacobi(self.params)
 
+    @quiet
     def step(self) -> None:
         """Update every parameter that has a gradient; parameters without one are skipped, and
         their state (step count, buffers) does not advance. With ``max_grad_norm`` set, the
@@ -142,8 +144,7 @@ class Optimizer:
                 live.append((node, grad, bufs[i], steps[i]))
         if not live:
             return
-        with np.errstate(all="ignore"):
-            self._update(live)
+        self._update(live)
         self.graph._mark_changed(*[entry[0] for entry in live])
 
     def _update(self, live: list[tuple[Node, np.ndarray, list[np.ndarray], int]]) -> None:
@@ -387,6 +388,7 @@ class SGD(Optimizer):
     def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if h["momentum"] != 0 else ()
 
+    @quiet
     def step(self) -> None:
         h = self._hyper
         if h["momentum"] != 0 or h["weight_decay"] != 0 or h["maximize"] or h["max_grad_norm"] is not None:
@@ -396,14 +398,13 @@ class SGD(Optimizer):
         # arithmetic in one pass over the parameters.
         lr, steps = self.lr, self._steps
         changed = []
-        with np.errstate(all="ignore"):
-            for i, node in enumerate(self._nodes):
-                g = node.grad
-                if g is not None:
-                    steps[i] += 1
-                    p = node.value
-                    p -= lr * g
-                    changed.append(node)
+        for i, node in enumerate(self._nodes):
+            g = node.grad
+            if g is not None:
+                steps[i] += 1
+                p = node.value
+                p -= lr * g
+                changed.append(node)
         if changed:
             self.graph._mark_changed(*changed)
 

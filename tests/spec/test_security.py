@@ -362,7 +362,9 @@ def test_an_environment_id_never_imports_a_python_module(tmp_path: pathlib.Path,
     (tmp_path / "payload_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = tmp_path / "spec.yaml"
-    spec.write_text((CORPUS[0].parent / "gym_unknown_env.yaml").read_text().replace("CartPole-v9", "payload_mod:CartPole-v1"))
+    spec.write_text(
+        (CORPUS[0].parent / "gym_unknown_env.yaml").read_text().replace("CartPole-v9", "payload_mod:CartPole-v1")
+    )
     code, out = validate_cli(spec)
     assert code == 2, out
     assert "E-DATA environment id 'payload_mod:CartPole-v1' contains ':'" in out, out

@@ -1,0 +1,181 @@
+"""Straight-line code for plans: a plan's steps written out as one Python function, built on
+the plan's first run and then called for every run.
+
+It does exactly what the executor's loops do (the same calls, the same bookkeeping, in the same
+order) without what a loop costs per step: unpacking the step, dispatching on how to call it,
+indexing the registers. For a small model, where each op is a microsecond of numpy, that loop
+is a fifth of the step (see benchmarks/tiny_step.py).
+
+Why generating code is safe here: the source is made only of the fixed templates below and of
+integer positions (``n3``, ``f3``, ``r12``). Every object a step uses (node, function, dtype,
+drops) is passed to the function bound to those names, never written into the source, so no
+user text (node names, attributes, spec expressions) can become code. The code runs with no
+builtins but the two it names. Code is generated only when a plan first runs, never while a
+spec compiles (tests/spec/test_security.py holds compile() fenced during compilation).
+
+Plans longer than MAX_STEPS keep the loops: generated code would only be slow to build there,
+and the loop's cost per step is small next to that of a large plan's ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import GraphError
+from .executor import _CONTEXT, _REG, _REG_SHAPE, FastStep, RegisterProgram, _failed, quiet, run_fast
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+MAX_STEPS = 400
+
+ForwardRunner = Callable[["Graph", bool, bool], None]
+BackwardRunner = Callable[["Graph"], list[Any]]
+
+
+def forward_runner(steps: list[FastStep]) -> ForwardRunner:
+    """A function ``(g, train, grad_on)`` that does what ``run_fast(g, steps, train, grad_on)``
+    does, as straight-line code."""
+    if len(steps) > MAX_STEPS:
+        return lambda g, train, grad_on: run_fast(g, steps, train, grad_on)
+    bound: dict[str, Any] = {}
+    body: list[str] = []
+    for i, (n, fn, a, b, c, how, dt, drop) in enumerate(steps):
+        bound[f"n{i}"], bound[f"f{i}"], bound[f"t{i}"] = n, fn, dt
+        args = []
+        for name, p in (("a", a), ("b", b), ("c", c))[: max(how, 0)]:
+            bound[f"{name}{i}"] = p
+            args.append(f"{name}{i}.value")
+        body.append(f"n = n{i}")
+        if how == _CONTEXT:
+            body += [
+                # The op may change the graph (batch norm marks its running statistics).
+                "g._clock, g._bytes, g._peak = clock, nbytes, peak",
+                "try:",
+                f"    out = f{i}()",
+                "finally:",
+                "    clock, nbytes, peak = g._clock, g._bytes, g._peak",
+            ]
+        else:
+            body.append(f"out = f{i}({', '.join(args)})")
+        body += [
+            f"if type(out) is not ndarray or (out.dtype is not t{i} and out.dtype != t{i}):",
+            f"    out = asarray(out, dtype=t{i})",
+            f"old = n{i}.value",
+            f"n{i}.value = out",
+            f"n{i}.rshape = out.shape",
+            "clock += 1",
+            f"n{i}.ver = clock",
+            f"n{i}.mode = train",
+            f"n{i}.released_by = None",
+            f"n{i}.pass_id = pid",
+            f"n{i}.tracked = grad_on",
+            "nbytes += out.nbytes if old is None else out.nbytes - old.nbytes",
+            "if nbytes > peak:",
+            "    peak = nbytes",
+        ]
+        for j, d in enumerate(drop or ()):
+            bound[f"d{i}_{j}"] = d
+            body += [
+                f"if d{i}_{j}.pass_id == pid and d{i}_{j}.value is not None:",
+                f"    nbytes -= d{i}_{j}.value.nbytes",
+                f"    d{i}_{j}.value = None",
+            ]
+    source = f"""def run(g, train, grad_on):
+    g._pass += 1
+    pid = g._pass
+    clock, nbytes, peak = g._clock, g._bytes, g._peak
+    n = None
+    try:
+{_indent(body, 8)}
+    except GraphError:
+        raise
+    except Exception as e:
+        raise failed(n, e) from e
+    finally:
+        g._clock, g._bytes, g._peak = clock, nbytes, peak
+"""
+    return quiet(_build(source, bound, GraphError=GraphError, failed=_failed))
+
+
+def backward_runner(prog: RegisterProgram) -> BackwardRunner:
+    """A function ``(g)`` that does what ``prog.run(g)`` does, as straight-line code: each
+    register is a local variable. When an op fails, ``prog.run`` runs the backward again to
+    raise its located error (ops in register programs never see the graph or its RNG, so the
+    second run fails at the same step; the byte count is only written back on success)."""
+    if len(prog.steps) > MAX_STEPS:
+        return prog.run
+    bound: dict[str, Any] = {}
+    body: list[str] = []
+    for i, n in enumerate(prog.loads):
+        bound[f"L{i}"] = n
+        body.append(f"r{i} = L{i}.value")
+    base = len(prog.loads)
+    for i, (fn, a, b, c, how, dt, dropped, args) in enumerate(prog.steps):
+        k = base + i
+        bound[f"f{i}"], bound[f"t{i}"] = fn, dt
+        if args is None:
+            call = ", ".join(f"r{x}" for x in (a, b, c)[:how])
+        else:
+            parts = []
+            for j, (kind, x) in enumerate(args):
+                if kind == _REG:
+                    parts.append(f"r{x}")
+                elif kind == _REG_SHAPE:
+                    parts.append(f"r{x}.shape")
+                else:
+                    bound[f"s{i}_{j}"] = x
+                    parts.append(f"s{i}_{j}.rshape")
+            call = ", ".join(parts)
+        body += [
+            f"r{k} = f{i}({call})",
+            f"if type(r{k}) is not ndarray or (r{k}.dtype is not t{i} and r{k}.dtype != t{i}):",
+            f"    r{k} = asarray(r{k}, dtype=t{i})",
+            f"nbytes += r{k}.nbytes",
+            "if nbytes > peak:",
+            "    peak = nbytes",
+        ]
+        for d in dropped or ():
+            body += [f"nbytes -= r{d}.nbytes", f"r{d} = None"]
+    body += [f"nbytes -= r{k}.nbytes" for k in prog.held]
+    outputs = []
+    for j, o in enumerate(prog.outputs):
+        if o is None:
+            outputs.append("None")
+        elif type(o) is int:
+            outputs.append(f"r{o}")
+        else:
+            bound[f"O{j}"] = o
+            outputs.append(f"O{j}.value")
+    source = f"""def run(g):
+    nbytes, peak = g._bytes, g._peak
+    try:
+{_indent(body, 8)}
+    except GraphError:
+        raise
+    except Exception:
+        return again(g)
+    g._bytes, g._peak = nbytes, peak
+    return [{", ".join(outputs)}]
+"""
+    return quiet(_build(source, bound, GraphError=GraphError, again=prog.run))
+
+
+def _indent(lines: list[str], by: int) -> str:
+    return "\n".join(" " * by + line for line in lines) if lines else " " * by + "pass"
+
+
+def _build(source: str, bound: dict[str, Any], **helpers: Any) -> Callable[..., Any]:
+    """The function ``run`` of source, with the names of ``bound`` and ``helpers`` as its globals."""
+    namespace: dict[str, Any] = {
+        "__builtins__": {"type": type, "Exception": Exception},
+        "ndarray": np.ndarray,
+        "asarray": np.asarray,
+        **helpers,
+        **bound,
+    }
+    exec(compile(source, "<onlytorch plan>", "exec"), namespace)
+    return namespace["run"]
