@@ -137,6 +137,11 @@ class Graph:
 
     def _persistent(self, kind: str, name: str, shape, init: str, value, init_args: dict) -> NodeId:
         if value is not None:
+            if init_args:
+                raise GraphError(
+                    f"{kind} {name!r}: {', '.join(sorted(init_args))} given with a value; keyword arguments are "
+                    f"the initialiser's (init={init!r}), and a value needs none (it takes the graph's dtype, {self.dtype})"
+                )
             arr = self._coerce(name, value, self.dtype)
             if shape is not None and tuple(shape) != arr.shape:
                 raise ShapeError(f"{kind} {name!r}: value has shape {arr.shape} but shape {tuple(shape)} was given")

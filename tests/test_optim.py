@@ -497,3 +497,109 @@ def test_registry():
     assert expected == optim.OPTIMIZERS
     for name, cls in optim.OPTIMIZERS.items():
         assert cls.name == name
+
+
+# ---------------------------------------------------------------------------- flat buffers
+
+
+def flat_run(name, kw, n=20, flat=True, monkeypatch=None, reset_at=None):
+    """n steps over w1 and w2 (both always have a gradient: the flat path); with reset_at, w1 is
+    set to a new value by set_value before that step."""
+    if not flat:
+        monkeypatch.setattr(optim.flat.FlatLayout, "fits", staticmethod(lambda nodes: False))
+    g, params, loss = ot_model()
+    opt = optim.OPTIMIZERS[name](g, params[:2], **kw)
+    assert (opt._flat is not None) is flat
+    out = []
+    for t in range(n):
+        if t == reset_at:
+            g.set_value(params[0], W1 * 0.5)
+        g.forward_node(loss)
+        g.backward_nodes(params[:2], loss)
+        opt.step()
+        g.clear_jacobi()
+        out.append([g.get_node_value(p).copy() for p in params[:2]])
+    if monkeypatch is not None:
+        monkeypatch.undo()
+    return out, opt, g
+
+
+@pytest.mark.parametrize(("name", "kw"), CASES, ids=IDS)
+def test_flat_buffers_give_the_per_parameter_update_bit_for_bit_and_torchs(name, kw, monkeypatch):
+    flat, opt, g = flat_run(name, kw)
+    per_param, _, _ = flat_run(name, kw, flat=False, monkeypatch=monkeypatch)
+    for a, b in zip(flat, per_param):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    ps, tloss = torch_model()
+    topt = TORCH[name](ps[:2], foreach=False, **kw)
+    for step, (mine, (ref, _)) in enumerate(zip(flat, torch_steps(ps, tloss, topt, 20))):
+        for a, b in zip(mine, ref):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-10, err_msg=f"step {step}")
+    # the parameters' values are views of the one flat buffer, and the graph still counts them once
+    assert all(g.get_node_value(p).base is opt._flat.params for p in opt.params)
+    held = sum(n.value.nbytes for n in g._nodes if n.value is not None)
+    assert g.memory_stats()["current_bytes"] == held
+
+
+def test_a_parameter_replaced_by_set_value_is_gathered_again(monkeypatch):
+    flat, opt, g = flat_run("adam", {"lr": 0.05}, reset_at=7)
+    per_param, _, _ = flat_run("adam", {"lr": 0.05}, flat=False, monkeypatch=monkeypatch, reset_at=7)
+    for a, b in zip(flat, per_param):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(flat[7][0], flat[6][0])
+    assert g.get_node_value(opt.params[0]).base is opt._flat.params
+
+
+def test_a_partial_step_leaves_the_flat_path_and_stays_exact():
+    # after a step without w2's gradient the step counts differ: per-parameter updates from then on
+    g, params, loss = ot_model()
+    opt = optim.Adam(g, params[:2], lr=0.05)
+    ps, tloss = torch_model()
+    topt = torch.optim.Adam(ps[:2], lr=0.05, foreach=False)
+    ours = ot_steps(g, params[:2], loss, opt, 12, skip=True)
+    for step, (mine, (ref, _)) in enumerate(zip(ours, torch_steps(ps, tloss, topt, 12, skip=True))):
+        for a, b in zip(mine, ref):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-10, err_msg=f"step {step}")
+    assert opt.state_dict()["step/w1"] == 12 and opt.state_dict()["step/w2"] == 8
+
+
+def test_flat_state_round_trips_through_state_dict(tmp_path):
+    ref, _, _ = flat_run("rmsprop", {"lr": 0.01, "momentum": 0.9, "centered": True}, n=12)
+    g, params, loss = ot_model()
+    opt = optim.RMSprop(g, params[:2], lr=0.01, momentum=0.9, centered=True)
+    list(ot_steps(g, params[:2], loss, opt, 5))
+    state = opt.state_dict()
+    g2, params2, loss2 = ot_model()
+    for p, q in zip(params, params2):
+        g2.set_value(q, g.get_node_value(p))
+    opt2 = optim.RMSprop(g2, params2[:2])
+    opt2.load_state_dict(state)
+    # the loaded buffers are views of the new optimizer's flat buffers
+    assert all(b.base is fb for row in opt2._bufs for b, fb in zip(row, opt2._flat_bufs))
+    for mine, r in zip(ot_steps(g2, params2[:2], loss2, opt2, 7, start=5), ref[5:]):
+        for a, b in zip(mine, r):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_single_parameter_keeps_its_own_buffers():
+    g = ot.Graph(dtype="float64")
+    a = g.parameter("a", value=np.ones(3))
+    loss = g.sum(a * a)
+    opt = optim.Adam(g, [a], lr=0.1)
+    assert opt._flat is None
+    value = g.get_node_value(a)
+    g.forward_node(loss)
+    g.backward_nodes([a], loss)
+    opt.step()
+    assert g.get_node_value(a) is value  # updated in place, as always
+    np.testing.assert_allclose(value, np.full(3, 0.9))
+
+
+def test_keyword_arguments_with_a_value_are_refused():
+    g = ot.Graph()
+    with pytest.raises(
+        GraphError, match=r"parameter 'b': dtype given with a value; keyword arguments are the initialiser"
+    ):
+        g.parameter("b", value=np.ones(2), dtype="float64")

@@ -29,6 +29,7 @@ from ..executor import quiet
 from ..graph import Graph
 from ..node import Node, NodeId
 from .clip import _clip_norm
+from .flat import FlatLayout
 
 _PAIR = "pair"
 _OPT_FLOAT = "optional float"
@@ -102,8 +103,19 @@ class Optimizer:
         object.__setattr__(self, "_hyper", hyper)
         names = self._buffer_names(hyper)
         object.__setattr__(self, "_names", names)
-        object.__setattr__(self, "_steps", [0] * len(self._nodes))
-        object.__setattr__(self, "_bufs", [[np.zeros(n.shape, dtype=n.dtype) for _ in names] for n in self._nodes])
+        nodes = self._nodes
+        object.__setattr__(self, "_steps", [0] * len(nodes))
+        # Parameters of one dtype share flat buffers (see flat.py); the state buffers are views.
+        flat = FlatLayout(nodes) if FlatLayout.fits(nodes) else None
+        object.__setattr__(self, "_flat", flat)
+        if flat is None:
+            object.__setattr__(self, "_flat_bufs", None)
+            object.__setattr__(self, "_bufs", [[np.zeros(n.shape, dtype=n.dtype) for _ in names] for n in nodes])
+        else:
+            flat_bufs = [np.zeros_like(flat.params) for _ in names]
+            views = [flat.split(b) for b in flat_bufs]
+            object.__setattr__(self, "_flat_bufs", flat_bufs)
+            object.__setattr__(self, "_bufs", [[v[i] for v in views] for i in range(len(nodes))])
 
     def _common(self, h: dict[str, Any]) -> None:
         """Checks shared by every optimizer: lr, max_grad_norm and the flags."""
@@ -135,20 +147,34 @@ class Optimizer:
         nodes = self._nodes
         if self._hyper["max_grad_norm"] is not None:
             object.__setattr__(self, "last_grad_norm", _clip_norm(nodes, self._hyper["max_grad_norm"], 2.0))
-        steps, bufs = self._steps, self._bufs
-        live = []
-        for i, node in enumerate(nodes):
-            grad = node.grad
+        grads = [n.grad for n in nodes]
+        every = True
+        for grad in grads:
+            if grad is None:
+                every = False
+                break
+        steps, flat = self._steps, self._flat
+        if every and flat is not None and steps.count(steps[0]) == len(steps):
+            # Every parameter steps, all at the same count: one update of the flat buffers.
+            step = steps[0] + 1
+            steps[:] = [step] * len(steps)
+            self._update([(flat.bind(nodes), flat.gather(grads), self._flat_bufs, step)])
+            self.graph._mark_changed(*nodes)
+            return
+        bufs = self._bufs
+        live, changed = [], []
+        for i, (node, grad) in enumerate(zip(nodes, grads)):
             if grad is not None:
                 steps[i] += 1
-                live.append((node, grad, bufs[i], steps[i]))
-        if not live:
-            return
-        self._update(live)
-        self.graph._mark_changed(*[entry[0] for entry in live])
+                live.append((node.value, grad, bufs[i], steps[i]))
+                changed.append(node)
+        if live:
+            self._update(live)
+            self.graph._mark_changed(*changed)
 
-    def _update(self, live: list[tuple[Node, np.ndarray, list[np.ndarray], int]]) -> None:
-        """Update each (node, grad, buffers, step) in place; step already counts this one."""
+    def _update(self, live: list[tuple[np.ndarray, np.ndarray, list[np.ndarray], int]]) -> None:
+        """Update each (parameter value, grad, buffers, step) in place; step already counts this
+        one. The arrays may be one parameter's or the flat buffers of all of them."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ state
@@ -242,7 +268,9 @@ class Optimizer:
             )
         self._install(checked)
         object.__setattr__(self, "_steps", steps)
-        object.__setattr__(self, "_bufs", bufs)
+        for row, dst in zip(bufs, self._bufs):
+            for src, buf in zip(row, dst):
+                np.copyto(buf, src)
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
@@ -388,38 +416,16 @@ class SGD(Optimizer):
     def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if h["momentum"] != 0 else ()
 
-    @quiet
-    def step(self) -> None:
-        h = self._hyper
-        if h["momentum"] != 0 or h["weight_decay"] != 0 or h["maximize"] or h["max_grad_norm"] is not None:
-            super().step()
-            return
-        # Plain SGD (no state but the step counts): Optimizer.step's bookkeeping and _update's
-        # arithmetic in one pass over the parameters.
-        lr, steps = self.lr, self._steps
-        changed = []
-        for i, node in enumerate(self._nodes):
-            g = node.grad
-            if g is not None:
-                steps[i] += 1
-                p = node.value
-                p -= lr * g
-                changed.append(node)
-        if changed:
-            self.graph._mark_changed(*changed)
-
     def _update(self, live: list) -> None:
         h = self._hyper
         lr, momentum, dampening, wd = self.lr, h["momentum"], h["dampening"], h["weight_decay"]
         nesterov, maximize = h["nesterov"], h["maximize"]
         if momentum == 0 and wd == 0 and not maximize:
             # Plain SGD: the same arithmetic as below, without the per-parameter branching.
-            for node, g, _, _ in live:
-                p = node.value
+            for p, g, _, _ in live:
                 p -= lr * g
             return
-        for node, g, bufs, step in live:
-            p = node.value
+        for p, g, bufs, step in live:
             d = _direction(g, p, maximize, wd)
             if momentum != 0:
                 buf = bufs[0]
@@ -491,8 +497,7 @@ class Adam(Optimizer):
         lr, (beta1, beta2), eps, wd = self.lr, h["betas"], h["eps"], h["weight_decay"]
         amsgrad, maximize, decoupled = h["amsgrad"], h["maximize"], h["decoupled_weight_decay"]
         w1, w2 = 1.0 - beta1, 1.0 - beta2
-        for node, g, bufs, step in live:
-            p = node.value
+        for p, g, bufs, step in live:
             if decoupled:
                 if wd != 0:
                     p *= 1.0 - lr * wd
@@ -621,8 +626,7 @@ class RMSprop(Optimizer):
         lr, alpha, eps, wd, momentum = self.lr, h["alpha"], h["eps"], h["weight_decay"], h["momentum"]
         centered, maximize = h["centered"], h["maximize"]
         w = 1.0 - alpha
-        for node, g, bufs, _ in live:
-            p = node.value
+        for p, g, bufs, _ in live:
             d = _direction(g, p, maximize, wd)
             square_avg = bufs[0]
             tmp = np.empty_like(p)
