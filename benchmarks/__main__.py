@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 import onlytorch as ot
+from onlytorch import codegen
 
 
 def _torch():
@@ -29,11 +30,18 @@ def _torch():
 
 
 def measure(fns: dict[str, Callable[[], object] | None], inner: int, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, repeats interleaved so that load hits all alike."""
+    """Median seconds per call of each function, repeats interleaved so that load hits all alike.
+
+    Each is first warmed up to its steady state: ours builds straight-line code for a plan once
+    it has run codegen.HOT_RUNS times, as it does in any run of more steps than that (warm-up
+    stops after 3 s for the slow cases, where the code changes nothing measurable)."""
     live = {k: f for k, f in fns.items() if f is not None}
     for f in live.values():
-        for _ in range(max(3, inner // 5)):
+        start = time.perf_counter()
+        for i in range(codegen.HOT_RUNS + 2):
             f()
+            if i >= max(3, inner // 5) and time.perf_counter() - start > 3.0:
+                break
     times: dict[str, list[float]] = {k: [] for k in live}
     for _ in range(repeats):
         for k, f in live.items():

@@ -1,5 +1,5 @@
-"""Straight-line code for plans: a plan's steps written out as one Python function, built on
-the plan's first run and then called for every run.
+"""Straight-line code for plans: a plan's steps written out as one Python function, built once
+the plan has run HOT_RUNS times through the executor's loops and then called for every run.
 
 It does exactly what the executor's loops do (the same calls, the same bookkeeping, in the same
 order) without what a loop costs per step: unpacking the step, dispatching on how to call it,
@@ -13,8 +13,13 @@ user text (node names, attributes, spec expressions) can become code. The code r
 builtins but the two it names. Code is generated only when a plan first runs, never while a
 spec compiles (tests/spec/test_security.py holds compile() fenced during compilation).
 
-Plans longer than MAX_STEPS keep the loops: generated code would only be slow to build there,
-and the loop's cost per step is small next to that of a large plan's ops.
+When to build it is a rent-or-buy choice. Building costs about 0.2 ms per step (Python's
+compiler), and each run of the code saves a fraction of a microsecond per step: it pays off
+after about a thousand runs. A plan that runs a few times (an evaluation, a test, a one-off
+gradient) should never pay for it; a training step that runs ten thousand times should. Running
+the loops until the time they lost would have paid for the build, then building, costs at most
+about twice the best choice made in hindsight: HOT_RUNS is that point. Plans longer than
+MAX_STEPS keep the loops: the code would be slow to build, and a large plan's ops dwarf the loop.
 """
 
 from __future__ import annotations
@@ -30,17 +35,45 @@ from .executor import _CONTEXT, _REG, _REG_SHAPE, FastStep, RegisterProgram, _fa
 if TYPE_CHECKING:
     from .graph import Graph
 
+HOT_RUNS = 1000
 MAX_STEPS = 400
 
 ForwardRunner = Callable[["Graph", bool, bool], None]
 BackwardRunner = Callable[["Graph"], list[Any]]
 
 
-def forward_runner(steps: list[FastStep]) -> ForwardRunner:
+def tiered_forward(steps: list[FastStep], install: Callable[[ForwardRunner], None]) -> ForwardRunner:
+    """A runner ``(g, train, grad_on)`` for steps: ``run_fast`` for the first HOT_RUNS runs;
+    then it hands ``install`` the straight-line code, which the caller runs from then on."""
+    runs = 0
+
+    def warm(g: Graph, train: bool, grad_on: bool) -> None:
+        nonlocal runs
+        runs += 1
+        if runs > HOT_RUNS and len(steps) <= MAX_STEPS:
+            install(forward_code(steps))
+        run_fast(g, steps, train, grad_on)
+
+    return warm
+
+
+def tiered_backward(prog: RegisterProgram, install: Callable[[BackwardRunner], None]) -> BackwardRunner:
+    """As tiered_forward, for a backward's register program (``prog.run`` while warm)."""
+    runs = 0
+
+    def warm(g: Graph) -> list[Any]:
+        nonlocal runs
+        runs += 1
+        if runs > HOT_RUNS and len(prog.steps) <= MAX_STEPS:
+            install(backward_code(prog))
+        return prog.run(g)
+
+    return warm
+
+
+def forward_code(steps: list[FastStep]) -> ForwardRunner:
     """A function ``(g, train, grad_on)`` that does what ``run_fast(g, steps, train, grad_on)``
     does, as straight-line code."""
-    if len(steps) > MAX_STEPS:
-        return lambda g, train, grad_on: run_fast(g, steps, train, grad_on)
     bound: dict[str, Any] = {}
     body: list[str] = []
     for i, (n, fn, a, b, c, how, dt, drop) in enumerate(steps):
@@ -101,13 +134,11 @@ def forward_runner(steps: list[FastStep]) -> ForwardRunner:
     return quiet(_build(source, bound, GraphError=GraphError, failed=_failed))
 
 
-def backward_runner(prog: RegisterProgram) -> BackwardRunner:
+def backward_code(prog: RegisterProgram) -> BackwardRunner:
     """A function ``(g)`` that does what ``prog.run(g)`` does, as straight-line code: each
     register is a local variable. When an op fails, ``prog.run`` runs the backward again to
     raise its located error (ops in register programs never see the graph or its RNG, so the
     second run fails at the same step; the byte count is only written back on success)."""
-    if len(prog.steps) > MAX_STEPS:
-        return prog.run
     bound: dict[str, Any] = {}
     body: list[str] = []
     for i, n in enumerate(prog.loads):

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from . import ops as _ops  # noqa: F401  (registers every op)
-from .codegen import backward_runner, forward_runner
+from .codegen import tiered_backward, tiered_forward
 from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
 from .executor import all_stale, compile_steps, fast_steps, run, run_fast
 from .init import initial_value
@@ -465,7 +466,10 @@ class Graph:
         else:
             runner = plan.fast[grad_on]
             if runner is None:
-                runner = plan.fast[grad_on] = forward_runner(fast_steps(steps, None if grad_on else plan.drops))
+                runner = plan.fast[grad_on] = tiered_forward(
+                    fast_steps(steps, None if grad_on else plan.drops),
+                    functools.partial(plan.fast.__setitem__, grad_on),
+                )
             runner(self, train, grad_on)
         if plan.pure:
             # Every ancestor of the targets now matches its inputs: until the clock moves, a
@@ -585,7 +589,7 @@ class Graph:
         if plan.program is not None and not self._anomaly:
             runner = plan.runner
             if runner is None:
-                runner = plan.runner = backward_runner(plan.program)
+                runner = plan.runner = tiered_backward(plan.program, functools.partial(setattr, plan, "runner"))
             return runner(self)
         if self._anomaly:
             run(self, plan.compiled, self._train, self._grad_enabled, False, plan.frees)

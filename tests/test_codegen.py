@@ -20,6 +20,12 @@ from onlytorch.executor import RegisterProgram
 RNG = np.random.default_rng(11)
 
 
+@pytest.fixture(autouse=True)
+def hot_at_once(monkeypatch):
+    """Code is built on a plan's first run here (normally after codegen.HOT_RUNS runs)."""
+    monkeypatch.setattr(codegen, "HOT_RUNS", 0)
+
+
 def model(seed: int = 0, bn: bool = False):
     """An MLP with broadcasting, a shape-reading reshape, a reduction over one axis, a parameter
     used twice, a dropout (an op that sees the graph's RNG) and optionally batch norm."""
@@ -79,29 +85,31 @@ def same(a, b) -> None:
         assert a == b
 
 
+def replay(bn: bool, anomaly: bool = False):
+    RNG.bit_generator.state = np.random.default_rng(1).bit_generator.state
+    m = model(bn=bn)
+    m[0].set_anomaly_detection(anomaly)
+    return run_steps(*m)
+
+
 @pytest.mark.parametrize("bn", [False, True], ids=["mlp", "with batch norm"])
 def test_generated_code_the_loops_and_the_general_path_agree_bit_for_bit(monkeypatch, bn):
-    RNG.bit_generator.state = np.random.default_rng(1).bit_generator.state
-    generated = run_steps(*model(bn=bn))
-    built = []
-    monkeypatch.setattr(codegen, "_build", lambda *a, **k: built.append(1))  # never called below
-    monkeypatch.setattr(codegen, "MAX_STEPS", 0)
-    RNG.bit_generator.state = np.random.default_rng(1).bit_generator.state
-    loops = run_steps(*model(bn=bn))
-    assert built == []
-    monkeypatch.undo()
-    # backward plans without a register program run their steps through run_fast (and code)
+    built: list[int] = []
+    build = codegen._build
+    monkeypatch.setattr(codegen, "_build", lambda *a, **k: built.append(1) or build(*a, **k))
+    generated = replay(bn)
+    assert len(built) == 4  # forward with grad and under no_grad, the backward and the grad plans
+    monkeypatch.setattr(codegen, "HOT_RUNS", 10**9)
+    loops = replay(bn)
+    # backward plans without a register program run their steps through run_fast (or its code)
     monkeypatch.setattr(plan_module, "RegisterProgram", lambda *a: None)
-    RNG.bit_generator.state = np.random.default_rng(1).bit_generator.state
-    stepped = run_steps(*model(bn=bn))
-    monkeypatch.undo()
-    RNG.bit_generator.state = np.random.default_rng(1).bit_generator.state
-    general_model = model(bn=bn)
-    general_model[0].set_anomaly_detection(True)
-    general = run_steps(*general_model)
-    same(generated, loops)
-    same(generated, stepped)
-    same(generated, general)
+    stepped_loops = replay(bn)
+    monkeypatch.setattr(codegen, "HOT_RUNS", 0)
+    stepped_code = replay(bn)
+    general = replay(bn, anomaly=True)
+    assert len(built) == 4 + 2  # the two forward plans of stepped_code
+    for other in (loops, stepped_loops, stepped_code, general):
+        same(generated, other)
 
 
 def test_the_backward_runs_as_a_register_program_unless_an_op_sees_the_graph():
@@ -229,3 +237,31 @@ def test_code_is_generated_once_per_plan_and_never_while_a_spec_compiles(monkeyp
     compiled, report = compile_file(pathlib.Path(__file__).resolve().parents[1] / "specs" / "gan_ring.yaml")
     assert compiled is not None and not report.errors
     assert calls == []
+
+
+def test_a_plan_runs_through_the_loops_until_it_is_hot(monkeypatch):
+    monkeypatch.setattr(codegen, "HOT_RUNS", 3)
+    built: list[int] = []
+    build = codegen._build
+    monkeypatch.setattr(codegen, "_build", lambda *a, **k: built.append(1) or build(*a, **k))
+    g, x, y, params, loss = model()
+    (w1,) = params[:1]
+    seen = []
+    for step in range(6):
+        g.set_value(x, np.full((4, 3), step, np.float32))
+        g.set_value(y, np.ones((4, 2), np.float32))
+        g.forward_node(loss)
+        g.backward_nodes(params, loss)
+        seen.append(g.get_node_grad(w1).copy())
+        g.clear_jacobi()
+        # the forward plan and the backward plan are each built on their fourth run
+        assert len(built) == (0 if step < 3 else 2)
+    monkeypatch.setattr(codegen, "HOT_RUNS", 10**9)
+    g2, x2, y2, params2, loss2 = model()
+    for step in range(6):
+        g2.set_value(x2, np.full((4, 3), step, np.float32))
+        g2.set_value(y2, np.ones((4, 2), np.float32))
+        g2.forward_node(loss2)
+        g2.backward_nodes(params2, loss2)
+        np.testing.assert_array_equal(g2.get_node_grad(params2[0]), seen[step])
+        g2.clear_jacobi()
