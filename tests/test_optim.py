@@ -603,3 +603,13 @@ def test_keyword_arguments_with_a_value_are_refused():
         GraphError, match=r"parameter 'b': dtype given with a value; keyword arguments are the initialiser"
     ):
         g.parameter("b", value=np.ones(2), dtype="float64")
+
+
+def test_large_parameters_keep_their_own_buffers():
+    # gathering large gradients costs more than the calls a flat update saves
+    g = ot.Graph(dtype="float32")
+    big = [g.parameter(f"w{i}", (256, 256)) for i in range(2)]
+    small = [g.parameter(f"s{i}", (16, 16)) for i in range(2)]
+    assert optim.SGD(g, big, lr=0.1)._flat is None
+    assert optim.SGD(g, small, lr=0.1)._flat is not None
+    assert optim.SGD(g, [*big, *small[:1]], lr=0.1)._flat is None

@@ -7,6 +7,11 @@ over an MLP's 6 arrays makes ~80 numpy calls per step and ~14 on the flat buffer
 The math is elementwise, so each number goes through exactly the same operations either way:
 the flat update is bit for bit the per-parameter one.
 
+Gathering the gradients into the flat buffer is a copy, which for large arrays costs more than
+the calls it saves (an SGD step of a 1024-1024-1024-10 MLP: 7% slower flat; of 784-256-128-10:
+2%; of 2-16-16-1: 6% faster, and Adam 39% faster). So only parameters of at most MAX_MEAN_SIZE
+numbers on average share flat buffers.
+
 The parameters' values become views of the flat buffer on the first flat step. Whoever replaces
 a parameter's value afterwards (``set_value``, loading a checkpoint) breaks that link; the next
 step notices (an identity check per parameter) and gathers the values into the buffer again.
@@ -19,6 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..node import Node
+
+MAX_MEAN_SIZE = 16384
 
 
 class FlatLayout:
@@ -37,8 +44,11 @@ class FlatLayout:
 
     @staticmethod
     def fits(nodes: Sequence[Node]) -> bool:
-        """Whether nodes can share flat buffers: two or more, all of one float dtype."""
-        return len(nodes) > 1 and len({n.dtype for n in nodes}) == 1 and nodes[0].dtype.kind == "f"
+        """Whether nodes should share flat buffers: two or more, all of one float dtype, small."""
+        if len(nodes) < 2 or len({n.dtype for n in nodes}) != 1 or nodes[0].dtype.kind != "f":
+            return False
+        total = sum(int(np.prod(n.shape, dtype=np.int64)) for n in nodes)
+        return total <= MAX_MEAN_SIZE * len(nodes)
 
     def split(self, flat: np.ndarray) -> list[np.ndarray]:
         """Each parameter's view into a flat buffer, shaped like the parameter."""
