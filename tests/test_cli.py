@@ -31,3 +31,22 @@ def test_unknown_op_is_a_usage_error_with_a_suggestion():
 def test_version():
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0 and "onlytorch" in result.output
+
+
+def test_help_and_version_start_without_numpy_or_the_engine():
+    # `onlytorch --help` must be instant: the numpy-heavy modules are imported by the commands
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from onlytorch_cli.main import cli\n"
+        "for args in (['--help'], ['train', '--help'], ['--version']):\n"
+        "    try:\n"
+        "        cli(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "print(sorted(m for m in ('numpy', 'onlytorch.graph', 'pydantic', 'yaml') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]", out
