@@ -3,7 +3,9 @@
 Each is built as ``Cls(graph, params, **hyper)``. ``step()`` updates every parameter that has a
 gradient, in place, and skips (without advancing its state) every parameter that has none.
 ``lr`` is a plain attribute that schedules change; the other hyper-parameters are fixed at
-construction (they decide which state buffers exist) and read through ``opt.hyper``.
+construction (they decide which state buffers exist) and read through ``opt.hyper``. Small
+parameters of one dtype are updated together, in flat buffers (``flat.py``), bit for bit as one
+by one.
 
 State is numpy arrays only. ``state_dict()`` is a flat ``dict[str, np.ndarray]`` that
 ``np.savez`` writes and ``np.load(..., allow_pickle=False)`` reads back:
@@ -105,7 +107,7 @@ class Optimizer:
         object.__setattr__(self, "_names", names)
         nodes = self._nodes
         object.__setattr__(self, "_steps", [0] * len(nodes))
-        # Parameters of one dtype share flat buffers (see flat.py); the state buffers are views.
+        # Small parameters of one dtype share flat buffers (see flat.py); the state buffers are views.
         flat = FlatLayout(nodes) if FlatLayout.fits(nodes) else None
         object.__setattr__(self, "_flat", flat)
         if flat is None:
