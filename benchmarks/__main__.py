@@ -181,6 +181,41 @@ def spec_case(path: str, phases_only: str | None = None):
     return trainer.run_iteration
 
 
+def gan_torch_twin():
+    """One iteration of specs/gan_ring.yaml (the seed's GAN loop) in torch: G 16-128-128-2 (relu),
+    D 2-128-128-1 (leaky relu 0.2), batch 256, Adam with a cosine schedule; the discriminator phase
+    on the detached fake, then the generator phase through the updated discriminator."""
+    torch = _torch()
+    if torch is None:
+        return None
+    nn, F = torch.nn, torch.nn.functional
+    G = nn.Sequential(nn.Linear(16, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2))
+    D = nn.Sequential(nn.Linear(2, 128), nn.LeakyReLU(0.2), nn.Linear(128, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1))
+    od = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    og = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    sd = torch.optim.lr_scheduler.CosineAnnealingLR(od, T_max=10**9)
+    sg = torch.optim.lr_scheduler.CosineAnnealingLR(og, T_max=10**9)
+    real = torch.randn(256, 2)
+    ones, zeros = torch.ones(256, 1), torch.zeros(256, 1)
+
+    def step() -> None:
+        fake = G(torch.randn(256, 16))
+        d_loss = F.binary_cross_entropy_with_logits(D(real), ones) + F.binary_cross_entropy_with_logits(
+            D(fake.detach()), zeros
+        )
+        od.zero_grad()
+        d_loss.backward()
+        od.step()
+        sd.step()
+        g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
+        og.zero_grad()
+        g_loss.backward()
+        og.step()
+        sg.step()
+
+    return step
+
+
 def wgan_torch_twin():
     """One WGAN-GP iteration of specs/wgan_gp.yaml (5 critic steps with the gradient penalty, 1
     generator step) in torch: the same sizes (G 4-128-128-2, C 2-64-64-1) and batch (256)."""
@@ -269,7 +304,7 @@ def main() -> None:
     )
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     gan = spec_case(os.path.join(here, "specs", "gan_ring.yaml"))
-    print(row("GAN iteration (gan_ring, 2 phases)", measure({"ours": gan}, 50, reps)))
+    print(row("GAN iteration (gan_ring, 2 phases)", measure({"ours": gan, "torch": gan_torch_twin()}, 50, reps)))
     wgan = spec_case(os.path.join(here, "specs", "wgan_gp.yaml"))
     print(row("WGAN-GP iteration (5 critic + 1 G)", measure({"ours": wgan, "torch": wgan_torch_twin()}, 5, reps)))
     from onlytorch.compile import compile_file
