@@ -462,11 +462,18 @@ def _grad_or_zero(g: Any, p: NodeId) -> np.ndarray:
 
 
 def _grad_norm(g: Any, params: Any) -> float:
+    """The global 2-norm of params' gradients: logged as grad_norm/<optimizer>, and not finite
+    exactly when some gradient is not (the divergence check before every optimizer step). Each
+    gradient's sum of squares is one BLAS dot in its own dtype; only when that is not finite is
+    it summed again in float64, so a large but finite float32 gradient never counts as diverged."""
     total = 0.0
     for p in params:
         gr = g.get_node_grad(p)
         if gr is not None:
-            total += float(np.sum(np.square(gr, dtype=np.float64)))
+            sq = float(np.vdot(gr, gr))
+            if not math.isfinite(sq):
+                sq = float(np.sum(np.square(gr, dtype=np.float64)))
+            total += sq
     return math.sqrt(total)
 
 

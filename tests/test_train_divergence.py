@@ -53,3 +53,24 @@ def test_an_overflow_in_the_fused_mse_names_the_loss_itself():
     err = diverge("mse(pred, y)")
     assert err.phase == "fit" and err.step == 2
     assert err.node == "loss" and "went NaN/inf is 'loss'" in str(err)
+
+
+def test_the_logged_gradient_norm_is_the_global_two_norm_and_large_finite_gradients_are_not_divergence():
+    import numpy as np
+
+    text = SPEC.replace("LOSS", "mse(pred, y) * SCALE").replace("lr: 1.0e+30", "lr: 0.0")
+    for scale, expect_diverged in (("1.0", False), ("1.0e+25", False), ("1.0e+38 * 1.0e+38", True)):
+        compiled, report = compile_text(text.replace("SCALE", scale))
+        assert compiled is not None, report.render()
+        trainer = Trainer(compiled)
+        if expect_diverged:
+            with pytest.raises(Diverged):
+                trainer.run_iteration()
+            continue
+        trainer.run_iteration()  # the gradients stay until the next phase clears them
+        g, opt = trainer.g, compiled.optimizers["opt"]
+        grads = [g.get_node_grad(p) for p in opt.params]
+        exact = np.sqrt(sum(np.sum(np.square(gr, dtype=np.float64)) for gr in grads))
+        # 1e25 squared overflows float32: the norm is then summed again in float64, still finite
+        assert np.isfinite(exact) and exact > 0
+        assert trainer.grad_norms["opt"] == pytest.approx(float(exact), rel=1e-5)
