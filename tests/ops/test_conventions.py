@@ -158,3 +158,23 @@ def test_take_along_indices_may_not_outgrow_the_values():
     idx = g.input("idx", (4, 2), dtype="int64")
     with pytest.raises(ot.ShapeError, match="larger than the values"):
         g.take_along(x, idx, axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(), (1,), (7, 3), (256, 128)])
+def test_sigmoid_is_the_two_stable_formulas_bit_for_bit(dtype, shape):
+    # 1 / (1 + e^-x) where x >= 0, e^x / (1 + e^x) elsewhere: written with masks, the reference
+    rng = np.random.default_rng(len(shape))
+    x = np.asarray(rng.normal(size=shape) * 30, dtype=dtype)
+    if x.ndim:
+        x.reshape(-1)[:9] = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 89.0, -104.0])[: x.size]
+    flat = x.reshape(-1)
+    want = np.empty_like(flat)
+    pos = flat >= 0
+    want[pos] = 1.0 / (1.0 + np.exp(-flat[pos]))
+    ex = np.exp(flat[~pos])
+    want[~pos] = ex / (1.0 + ex)
+    with np.errstate(all="ignore"):
+        got = REGISTRY["sigmoid"].forward(x)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    assert np.array_equal(got.reshape(-1), want, equal_nan=True)
