@@ -326,9 +326,10 @@ def _(ctx, gz):
 
 @defop("sigmoid", same)
 def sigmoid(x):
-    """1 / (1 + e ** -x), computed without overflow: 1 / (1 + e ** -x) where x >= 0 and
-    e ** x / (1 + e ** x) elsewhere, both from e ** -|x| (which never overflows), without boolean
-    indexing (8x faster than masks on a 256x128 batch, the same bits)."""
+    """1 / (1 + e ** -x), computed without overflow."""
+    # 1 / (1 + e ** -x) where x >= 0 and e ** x / (1 + e ** x) elsewhere, both from e ** -|x|
+    # (which never overflows), without boolean indexing: 8x faster than masks on a 256x128 batch,
+    # the same bits.
     if x.ndim == 0:
         return sigmoid.forward(x.reshape(1)).reshape(())
     e = np.abs(x)
