@@ -75,6 +75,31 @@ def test_resume_is_bit_exact(name, tmp_path, monkeypatch):
     assert summary["status"] == "completed" and summary["steps_done"] == 2 * n and summary["started"] == started
 
 
+@pytest.mark.parametrize("name", ["xor", "gan_ring"])
+def test_generated_code_changes_no_bit_of_a_run_nor_of_its_resume(name, tmp_path, monkeypatch):
+    # Plans switch to straight-line code after codegen.HOT_RUNS runs: here mid-run, at a
+    # different step in the resumed process than in the uninterrupted one, and never in "loops".
+    from onlytorch import codegen
+
+    monkeypatch.chdir(tmp_path)
+    n, overrides = CASES[name]
+    base = ["train", spec(name), "-q", *sets(overrides), "--set", "train.log_every=1"]
+    monkeypatch.setattr(codegen, "HOT_RUNS", 10**9)
+    ok(*base, "--out", "loops", "--set", f"train.steps={2 * n}")
+    monkeypatch.setattr(codegen, "HOT_RUNS", 3)
+    built: list[int] = []
+    build = codegen._build
+    monkeypatch.setattr(codegen, "_build", lambda *a, **k: built.append(1) or build(*a, **k))
+    ok(*base, "--out", "full", "--set", f"train.steps={2 * n}")
+    assert built, "no plan ran often enough to be turned into code"
+    ok(*base, "--out", "half", "--set", f"train.steps={n}")
+    ok(*base, "--out", "half", "--resume", "--set", f"train.steps={2 * n}")
+    assert_same_state(tmp_path / "loops/checkpoints/last.npz", tmp_path / "full/checkpoints/last.npz")
+    assert_same_state(tmp_path / "full/checkpoints/last.npz", tmp_path / "half/checkpoints/last.npz")
+    full_train = [without_time(r) for r in rows(tmp_path / "full") if r["kind"] == "train"]
+    assert [without_time(r) for r in rows(tmp_path / "loops") if r["kind"] == "train"] == full_train
+
+
 def test_resume_prints_where_it_continues(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ok("train", spec("xor"), "--out", "run", "--set", "train.steps=5", "-q")
