@@ -102,24 +102,26 @@ def forward_code(steps: list[FastStep]) -> ForwardRunner:
             f"n{i}.rshape = out.shape",
             "clock += 1",
             f"n{i}.ver = clock",
-            f"n{i}.mode = train",
-            f"n{i}.released_by = None",
-            f"n{i}.pass_id = pid",
             f"n{i}.tracked = grad_on",
             "nbytes += out.nbytes if old is None else out.nbytes - old.nbytes",
             "if nbytes > peak:",
             "    peak = nbytes",
         ]
+        # What run_fast also writes, left out where no reader can see it: the mode, read only for
+        # mode-dependent ops; released_by, read only while the value is None (every drop and
+        # release sets it); pass_id, read by the drops of the general loop (which compare it with
+        # their own, newer pass id) and of run_fast (here every step runs, so every drop is ours).
+        if n.op is not None and n.op.mode_dependent:
+            body.append(f"n{i}.mode = train")
         for j, d in enumerate(drop or ()):
             bound[f"d{i}_{j}"] = d
             body += [
-                f"if d{i}_{j}.pass_id == pid and d{i}_{j}.value is not None:",
-                f"    nbytes -= d{i}_{j}.value.nbytes",
-                f"    d{i}_{j}.value = None",
+                f"nbytes -= d{i}_{j}.value.nbytes",
+                f"d{i}_{j}.value = None",
+                f"d{i}_{j}.released_by = None",
             ]
     source = f"""def run(g, train, grad_on):
     g._pass += 1
-    pid = g._pass
     clock, nbytes, peak = g._clock, g._bytes, g._peak
     n = None
     try:

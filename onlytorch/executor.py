@@ -156,6 +156,7 @@ def run(
                     if d.pass_id == pid and d.value is not None:
                         nbytes -= d.value.nbytes
                         d.value = None
+                        d.released_by = None  # dropped by a no_grad forward, not released
     except GraphError:
         raise
     except Exception as e:
@@ -244,6 +245,7 @@ def run_fast(g: Graph, steps: list[FastStep], train: bool, grad_on: bool) -> Non
                     if d.pass_id == pid and d.value is not None:
                         nbytes -= d.value.nbytes
                         d.value = None
+                        d.released_by = None  # dropped by a no_grad forward, not released
     except GraphError:
         raise
     except Exception as e:

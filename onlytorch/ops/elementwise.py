@@ -311,7 +311,7 @@ def _(ctx, gy):
 def tanh_grad(gy, y):
     """gy * (1 - y * y): the derivative of tanh through its output y."""
     d = np.multiply(y, y)
-    if type(d) is not np.ndarray or d.shape != np.shape(gy):  # a 0-d result is a numpy scalar
+    if type(d) is not np.ndarray or type(gy) is not np.ndarray or d.shape != gy.shape:  # 0-d: a numpy scalar
         return np.multiply(gy, np.subtract(1, d))
     np.subtract(1, d, out=d)
     return np.multiply(gy, d, out=d)

@@ -9,6 +9,8 @@ derivative nodes have derivative rules written with graph ops, so higher orders 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import GraphError, ShapeError
@@ -56,9 +58,26 @@ def _reduce_all(ctx, x):
     return ctx.g.mean(x) if ctx.attrs["mean"] else ctx.g.sum(x)
 
 
-def _spread(gy, size: int, mean: bool):
-    """What the mean's (or sum's) derivative spreads over each element: gy / size, or gy."""
-    return gy / size if mean else gy
+def _spread(gy, size: int, mean: bool, factor: int = 1):
+    """What the mean's (or sum's) derivative spreads over each element: gy / size, or gy (times
+    factor). Memoised on gy's bytes: a loss's backward sees the same gy (the seed 1) every step,
+    and two numpy scalar operations cost more than the multiply they feed."""
+    key = (gy.tobytes(), gy.dtype, size, mean, factor) if type(gy) is np.ndarray and gy.ndim == 0 else None
+    if key is not None:
+        value = _SPREAD.get(key)
+        if value is not None:
+            return value
+    value = gy / size if mean else gy
+    if factor != 1:
+        value = value * factor
+    if key is not None:
+        if len(_SPREAD) >= 64:
+            _SPREAD.clear()
+        _SPREAD[key] = value
+    return value
+
+
+_SPREAD: dict[tuple, Any] = {}
 
 
 def _mean_all(x):
@@ -104,7 +123,7 @@ def _(ctx, gy):
 def mse_grad(pred, target, gy, *, mean):
     """The derivative of mse_loss with respect to pred: gy (/ size) * 2 * (pred - target)."""
     d = _difference(pred, target)
-    return np.multiply(_spread(gy, d.size, mean) * 2, d, out=_own(d))
+    return np.multiply(_spread(gy, d.size, mean, 2), d, out=_own(d))
 
 
 @mse_grad.vjp

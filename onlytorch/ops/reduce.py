@@ -22,7 +22,7 @@ def _expand(ctx, v, *, mean: bool = False):
 def sum_(x, *, axis=None, keepdims=False):
     """Sum over axis (all axes when None)."""
     # np.sum's own reduction, without its Python wrapper (it is a gradient's hot path).
-    return np.add.reduce(x, axis=_np_axis(axis), keepdims=keepdims)
+    return np.add.reduce(x, axis=axis if type(axis) is not list else tuple(axis), keepdims=keepdims)
 
 
 @sum_.vjp
