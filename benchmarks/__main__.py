@@ -95,10 +95,11 @@ def mlp_case(sizes: list[int], batch: int, optimizer: str = "sgd"):
             if i < len(W) - 2:
                 hh = np.tanh(hh)
             acts.append(hh)
-        # the loss value too, as ours and torch's step compute it (a training loop reports it),
-        # the leanest way: one BLAS dot (ndarray.mean's Python wrapper alone would cost 3 us)
+        # the loss value too, as ours and torch's step compute it (a training loop reports it):
+        # np.mean's own reduction, to the same bits, without its Python wrapper (which alone
+        # costs 4 us here); a BLAS dot would be 0.8 us faster but sums in another order
         diff = hh - Y
-        last_loss[0] = float(np.vdot(diff, diff)) / diff.size
+        last_loss[0] = float(np.add.reduce(diff * diff, axis=None)) / diff.size
         d = (2.0 / hh.size) * diff
         grads = [None] * len(W)
         for i in range(len(W) - 2, -1, -2):
