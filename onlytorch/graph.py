@@ -59,6 +59,7 @@ class Graph:
         self._peak = 0
         self._fwd_plans: dict[tuple[int, ...], ForwardPlan] = {}
         self._bwd_plans: dict[tuple, BackwardPlan] = {}
+        self._single_plans: dict[int, ForwardPlan] = {}  # _fwd_plans' one-target plans, by node index
         self._grad_nodes: dict[tuple, list[NodeId | None]] = {}
         # backward's targets, by the indices it was given: (the unique nodes, their indices).
         # (+ the backward plans for those targets while no node is detached, by (loss index, mode))
@@ -353,7 +354,9 @@ class Graph:
             arr = value.copy(order="K")
         else:
             arr = self._coerce(n.name, value, n.dtype)
-        if arr.ndim != len(n.shape) or any(d is not None and d != a for d, a in zip(n.shape, arr.shape)):
+        if arr.shape != n.rshape and (
+            arr.ndim != len(n.shape) or any(d is not None and d != a for d, a in zip(n.shape, arr.shape))
+        ):  # (the shape of the value it replaces passed this check: a new batch of the same size is fine)
             raise ShapeError(
                 f"value for {n.describe()} has shape {arr.shape}, expected {fmt(n.shape)} (N = any batch size)"
             )
@@ -444,14 +447,18 @@ class Graph:
     def forward_node(self, node: NodeId | str | Sequence[NodeId | str]) -> np.ndarray | list[np.ndarray]:
         """Compute node (or a list of nodes), recomputing only what is missing or stale; returns
         the value(s)."""
-        many = isinstance(node, (list, tuple))
         if type(node) is NodeId and node.graph is self:
-            targets = [self._nodes[node.index]]
+            many = False
+            plan = self._single_plans.get(node.index)  # type: ignore[assignment]
+            if plan is None:
+                plan = self._single_plans[node.index] = self._forward_plan([self._nodes[node.index]])
+            targets = plan.targets
         else:
+            many = isinstance(node, (list, tuple))
             items: Sequence[Any] = node if many else [node]  # type: ignore[assignment,list-item]
             nodes = self._nodes
             targets = [nodes[n.index] if type(n) is NodeId and n.graph is self else self._node(n) for n in items]
-        plan = self._forward_plan(targets)
+            plan = self._forward_plan(targets)
         for n in plan.leaves:
             if n.value is None:
                 raise GraphError(f"{n.describe()} has no value: call set_value({n.name!r}, ...) before forward")
@@ -575,8 +582,9 @@ class Graph:
             shape = fmt(y.shape) if y.value is None or y.value.size == 1 else y.value.shape
             raise GraphError(f"{what} needs a scalar, but {y.describe()} has shape {shape}; reduce it first (g.mean)")
 
-    def _run_backward(self, plan: BackwardPlan, kind: str) -> list[np.ndarray | None]:
-        """Run plan; ``kind`` ("backward" or "grad") names the call in errors."""
+    def _check_needed(self, plan: BackwardPlan, kind: str) -> None:
+        """A GraphError when a forward value that plan reads is not held; ``kind`` ("backward" or
+        "grad") names the call."""
         for n in plan.needed:
             if n.value is None:
                 what = f"{kind} of {plan.y.name!r}"
@@ -586,6 +594,10 @@ class Graph:
                     f"{what} needs the value of {n.describe()}, which is not held (dropped by a no_grad forward); "
                     f"run forward_node({plan.y.name!r}) with gradient tracking on first"
                 )
+
+    def _run_backward(self, plan: BackwardPlan, kind: str) -> list[np.ndarray | None]:
+        """Run plan; ``kind`` ("backward" or "grad") names the call in errors."""
+        self._check_needed(plan, kind)
         if plan.program is not None and not self._anomaly:
             runner = plan.runner
             if runner is None:
@@ -650,7 +662,15 @@ class Graph:
                 plan = plans[(y.index, self._train)] = self._backward_plan(y, xs, xs_key)
         else:
             plan = self._backward_plan(y, xs, xs_key)
-        grads = self._run_backward(plan, "backward")
+        runner = plan.runner
+        if runner is not None and not self._anomaly:
+            # _run_backward's common case, inline: the needed values held, the program's runner
+            for n in plan.needed:
+                if n.value is None:
+                    self._check_needed(plan, "backward")
+            grads = runner(self)
+        else:
+            grads = self._run_backward(plan, "backward")
         anomaly, graded = self._anomaly, self._graded
         added = 0
         for x, gv, own in zip(xs, grads, plan.ownable):
