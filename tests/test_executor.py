@@ -484,3 +484,33 @@ def test_set_value_keeps_its_own_copy_of_an_array_of_the_right_dtype():
         g.set_value(x, np.ones((3, 3), dtype=np.float32))
     with pytest.raises(ot.ShapeError, match=r"has shape \(3,\)"):
         g.set_value(x, np.ones(3, dtype=np.float32))
+
+
+def test_quiet_is_numpys_errstate_ignore_nested_restored_and_per_call():
+    import warnings
+
+    from onlytorch.executor import quiet
+
+    seen = []
+
+    @quiet
+    def inner(x):
+        seen.append(np.geterr())
+        return np.exp(x) / np.zeros(1)
+
+    @quiet
+    def outer(x):
+        out = inner(x)
+        seen.append(np.geterr())
+        raise ValueError(out)
+
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that got through would raise here
+        with pytest.raises(ValueError):
+            outer(np.array([1000.0]))
+        with np.errstate(over="raise"):
+            assert np.isinf(inner(np.array([1000.0]))).all()  # inside quiet the caller's "raise" is off
+            assert np.geterr()["over"] == "raise"  # and back after it
+    assert np.geterr() == before
+    assert all(set(s.values()) == {"ignore"} for s in seen) and len(seen) == 3
