@@ -168,11 +168,13 @@ def backward_code(prog: RegisterProgram) -> BackwardRunner:
             f"if type(r{k}) is not ndarray or (r{k}.dtype is not t{i} and r{k}.dtype != t{i}):",
             f"    r{k} = asarray(r{k}, dtype=t{i})",
             f"nbytes += r{k}.nbytes",
-            "if nbytes > peak:",
-            "    peak = nbytes",
         ]
-        for d in dropped or ():
-            body += [f"nbytes -= r{d}.nbytes", f"r{d} = None"]
+        if dropped:
+            # The count only grows between drops: its peak is reached right before one, or at the end.
+            body += ["if nbytes > peak:", "    peak = nbytes"]
+            for d in dropped:
+                body += [f"nbytes -= r{d}.nbytes", f"r{d} = None"]
+    body += ["if nbytes > peak:", "    peak = nbytes"]
     body += [f"nbytes -= r{k}.nbytes" for k in prog.held]
     outputs = []
     for j, o in enumerate(prog.outputs):
