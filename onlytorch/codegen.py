@@ -24,7 +24,7 @@ MAX_STEPS keep the loops: the code would be slow to build, and a large plan's op
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,12 +34,13 @@ from .executor import _CONTEXT, _REG, _REG_SHAPE, FastStep, RegisterProgram, _fa
 
 if TYPE_CHECKING:
     from .graph import Graph
+    from .node import Node
 
 HOT_RUNS = 1000
 MAX_STEPS = 400
 
 ForwardRunner = Callable[["Graph", bool, bool], None]
-BackwardRunner = Callable[["Graph"], list[Any]]
+BackwardRunner = Callable[["Graph"], Any]  # the gradients (a list), or None once added into the targets
 
 
 def tiered_forward(steps: list[FastStep], install: Callable[[ForwardRunner], None]) -> ForwardRunner:
@@ -57,16 +58,28 @@ def tiered_forward(steps: list[FastStep], install: Callable[[ForwardRunner], Non
     return warm
 
 
-def tiered_backward(prog: RegisterProgram, install: Callable[[BackwardRunner], None]) -> BackwardRunner:
-    """As tiered_forward, for a backward's register program (``prog.run`` while warm)."""
+# For a backward that adds into its targets: the target nodes and whether each may take its
+# gradient array over (one per output of the program), and the graph's own adding function.
+Into = tuple[Sequence["Node"], Sequence[bool], Callable[[list[Any]], None]]
+
+
+def tiered_backward(
+    prog: RegisterProgram, install: Callable[[BackwardRunner], None], into: Into | None = None
+) -> BackwardRunner:
+    """As tiered_forward, for a backward's register program (``prog.run`` while warm). With
+    ``into``, the runner adds the gradients into the targets and returns None."""
     runs = 0
 
-    def warm(g: Graph) -> list[Any]:
+    def warm(g: Graph) -> Any:
         nonlocal runs
         runs += 1
         if runs > HOT_RUNS and len(prog.steps) <= MAX_STEPS:
-            install(backward_code(prog))
-        return prog.run(g)
+            install(backward_code(prog, into))
+        grads = prog.run(g)
+        if into is None:
+            return grads
+        into[2](grads)
+        return None
 
     return warm
 
@@ -136,11 +149,13 @@ def forward_code(steps: list[FastStep]) -> ForwardRunner:
     return quiet(_build(source, bound, GraphError=GraphError, failed=_failed))
 
 
-def backward_code(prog: RegisterProgram) -> BackwardRunner:
+def backward_code(prog: RegisterProgram, into: Into | None = None) -> BackwardRunner:
     """A function ``(g)`` that does what ``prog.run(g)`` does, as straight-line code: each
     register is a local variable. When an op fails, ``prog.run`` runs the backward again to
     raise its located error (ops in register programs never see the graph or its RNG, so the
-    second run fails at the same step; the byte count is only written back on success)."""
+    second run fails at the same step; the byte count is only written back on success). With
+    ``into``, it then adds the gradients into the targets as Graph._accumulate does (without the
+    anomaly check: plans run here only with anomaly detection off) and returns None."""
     bound: dict[str, Any] = {}
     body: list[str] = []
     for i, n in enumerate(prog.loads):
@@ -185,6 +200,26 @@ def backward_code(prog: RegisterProgram) -> BackwardRunner:
         else:
             bound[f"O{j}"] = o
             outputs.append(f"O{j}.value")
+    if into is None:
+        tail = [f"return [{', '.join(outputs)}]"]
+    else:
+        tail = ["graded = g._graded", "added = 0"]
+        for j, (x, own, out) in enumerate(zip(into[0], into[1], outputs)):
+            if out == "None":
+                continue
+            bound[f"X{j}"] = x
+            take = "gv if gv.base is None else array(gv, dtype=x.dtype)" if own else "array(gv, dtype=x.dtype)"
+            tail += [
+                f"x = X{j}",
+                f"gv = {out}",
+                "if x.grad is None:",
+                f"    x.grad = {take}",
+                "    added += x.grad.nbytes",
+                "    graded[x.index] = x",
+                "else:",
+                "    x.grad += gv",
+            ]
+        tail += ["nbytes += added", "if nbytes > peak:", "    peak = nbytes", "g._bytes, g._peak = nbytes, peak"]
     source = f"""def run(g):
     nbytes, peak = g._bytes, g._peak
     try:
@@ -194,9 +229,19 @@ def backward_code(prog: RegisterProgram) -> BackwardRunner:
     except Exception:
         return again(g)
     g._bytes, g._peak = nbytes, peak
-    return [{", ".join(outputs)}]
+{_indent(tail, 4)}
 """
-    return quiet(_build(source, bound, GraphError=GraphError, again=prog.run))
+    again = prog.run if into is None else _warm_again(prog, into)
+    return quiet(_build(source, bound, GraphError=GraphError, again=again, array=np.array))
+
+
+def _warm_again(prog: RegisterProgram, into: Into) -> BackwardRunner:
+    """The loop version of an adding runner: where generated code hands a failure back to."""
+
+    def again(g: Graph) -> None:
+        into[2](prog.run(g))
+
+    return again
 
 
 def _indent(lines: list[str], by: int) -> str:

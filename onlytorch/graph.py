@@ -662,18 +662,30 @@ class Graph:
                 plan = plans[(y.index, self._train)] = self._backward_plan(y, xs, xs_key)
         else:
             plan = self._backward_plan(y, xs, xs_key)
-        runner = plan.runner
-        if runner is not None and not self._anomaly:
-            # _run_backward's common case, inline: the needed values held, the program's runner
+        if plan.program is not None and not self._anomaly:
+            # The common case: the needed values held, then the program adds into the targets.
             for n in plan.needed:
                 if n.value is None:
                     self._check_needed(plan, "backward")
-            grads = runner(self)
+            run = plan.acc_runner
+            if run is None:
+                run = plan.acc_runner = tiered_backward(
+                    plan.program,
+                    functools.partial(setattr, plan, "acc_runner"),
+                    into=(plan.xs, plan.ownable, functools.partial(self._accumulate, y, plan)),
+                )
+            run(self)
         else:
-            grads = self._run_backward(plan, "backward")
+            self._accumulate(y, plan, self._run_backward(plan, "backward"))
+        if not retain_graph:
+            self._release(plan.path, plan.released_by["backward"])
+
+    def _accumulate(self, y: Node, plan: BackwardPlan, grads: Sequence[np.ndarray | None]) -> None:
+        """Add the gradients plan computed into its targets' (codegen.backward_code writes the
+        same, without the anomaly check, for plans that run often)."""
         anomaly, graded = self._anomaly, self._graded
         added = 0
-        for x, gv, own in zip(xs, grads, plan.ownable):
+        for x, gv, own in zip(plan.xs, grads, plan.ownable):
             if gv is None:
                 continue
             if anomaly and not np.isfinite(gv).all():
@@ -687,8 +699,6 @@ class Graph:
             else:
                 x.grad += gv
         self._account(added)  # only additions: the peak is reached at the end
-        if not retain_graph:
-            self._release(plan.path, plan.released_by["backward"])
 
     def _targets_key(self, targets: Any) -> tuple[int, ...] | None:
         """The indices of targets when they are all NodeIds of this graph (the usual call), else

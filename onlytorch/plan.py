@@ -149,6 +149,7 @@ class BackwardPlan:
     """Everything a backward of y with respect to xs needs, computed once."""
 
     __slots__ = (
+        "acc_runner",
         "check",
         "compiled",
         "computed",
@@ -199,7 +200,10 @@ class BackwardPlan:
             if not any(needs_ctx for _, _, needs_ctx, _ in self.compiled)
             else None
         )
-        self.runner: BackwardRunner | None = None  # the program as straight-line code, on first run
+        # Runners of the program, built on first use: one returns the gradients (grad), one adds
+        # them into the targets (backward); each becomes straight-line code once hot (codegen.py).
+        self.runner: BackwardRunner | None = None
+        self.acc_runner: BackwardRunner | None = None
         # A gradient array the targets may take over instead of copying it: computed by a step of
         # this plan for one target only, by an op that never hands back an input array, in the
         # target's dtype (the executor gives every value its node's dtype).
