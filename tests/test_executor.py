@@ -514,3 +514,32 @@ def test_quiet_is_numpys_errstate_ignore_nested_restored_and_per_call():
             assert np.geterr()["over"] == "raise"  # and back after it
     assert np.geterr() == before
     assert all(set(s.values()) == {"ignore"} for s in seen) and len(seen) == 3
+
+
+def test_the_loss_gradients_follow_a_changing_upstream_gradient():
+    # mse/bce/cross-entropy gradients memoise gy / size on gy's bytes: every new gy (also -0.0
+    # after 0.0) is a new entry, and each gradient is bit for bit the one computed without memo
+    from onlytorch.ops import losses
+
+    def build():
+        g = ot.Graph(dtype="float64")
+        p = g.parameter("p", value=np.array([[0.5], [-1.0], [2.0]]))
+        t = g.constant(np.array([[0.0], [1.0], [1.5]]))
+        s = g.input("s", ())
+        loss = g.mse(p, t) * s + g.bce_with_logits(p, g.sigmoid(t)) * s
+        return g, p, t, s, loss
+
+    g, p, t, s, loss = build()
+    for scale in (1.0, 2.0, -0.0, 0.0, 1.0, 3.5, 2.0):
+        g.set_value(s, np.array(scale))
+        g.forward_node(loss)
+        (gp,) = g.grad(loss, [p])
+        pv, tv = g.get_node_value(p), g.get_node_value(t)
+        want = scale * (2 * (pv - tv) / 3 + (1 / (1 + np.exp(-pv)) - 1 / (1 + np.exp(-tv))) / 3)
+        np.testing.assert_allclose(gp, want, rtol=1e-12, atol=0)
+        losses._SPREAD.clear()
+        g2, p2, _, s2, loss2 = build()
+        g2.set_value(s2, np.array(scale))
+        g2.forward_node(loss2)
+        (ref,) = g2.grad(loss2, [p2])
+        assert np.array_equal(gp, ref) and np.array_equal(np.signbit(gp), np.signbit(ref))
