@@ -46,16 +46,12 @@ BackwardRunner = Callable[["Graph"], Any]  # the gradients (a list), or None onc
 def tiered_forward(steps: list[FastStep], install: Callable[[ForwardRunner], None]) -> ForwardRunner:
     """A runner ``(g, train, grad_on)`` for steps: ``run_fast`` for the first HOT_RUNS runs;
     then it hands ``install`` the straight-line code, which the caller runs from then on."""
-    runs = 0
-
-    def warm(g: Graph, train: bool, grad_on: bool) -> None:
-        nonlocal runs
-        runs += 1
-        if runs > HOT_RUNS and len(steps) <= MAX_STEPS:
-            install(forward_code(steps))
-        run_fast(g, steps, train, grad_on)
-
-    return warm
+    return _tiered(
+        lambda g, train, grad_on: run_fast(g, steps, train, grad_on),
+        lambda: forward_code(steps),
+        len(steps),
+        install,
+    )
 
 
 # For a backward that adds into its targets: the target nodes and whether each may take its
@@ -68,18 +64,20 @@ def tiered_backward(
 ) -> BackwardRunner:
     """As tiered_forward, for a backward's register program (``prog.run`` while warm). With
     ``into``, the runner adds the gradients into the targets and returns None."""
+    return _tiered(_loop(prog, into), lambda: backward_code(prog, into), len(prog.steps), install)
+
+
+def _tiered(loop: Callable[..., Any], build: Callable[[], Any], size: int, install: Callable[[Any], None]) -> Any:
+    """``loop`` for the first HOT_RUNS runs; then ``install(build())``: the caller's runner from
+    then on (plans over MAX_STEPS steps keep the loop)."""
     runs = 0
 
-    def warm(g: Graph) -> Any:
+    def warm(*args: Any) -> Any:
         nonlocal runs
         runs += 1
-        if runs > HOT_RUNS and len(prog.steps) <= MAX_STEPS:
-            install(backward_code(prog, into))
-        grads = prog.run(g)
-        if into is None:
-            return grads
-        into[2](grads)
-        return None
+        if runs > HOT_RUNS and size <= MAX_STEPS:
+            install(build())
+        return loop(*args)
 
     return warm
 
@@ -231,17 +229,20 @@ def backward_code(prog: RegisterProgram, into: Into | None = None) -> BackwardRu
     g._bytes, g._peak = nbytes, peak
 {_indent(tail, 4)}
 """
-    again = prog.run if into is None else _warm_again(prog, into)
-    return quiet(_build(source, bound, GraphError=GraphError, again=again, array=np.array))
+    return quiet(_build(source, bound, GraphError=GraphError, again=_loop(prog, into), array=np.array))
 
 
-def _warm_again(prog: RegisterProgram, into: Into) -> BackwardRunner:
-    """The loop version of an adding runner: where generated code hands a failure back to."""
+def _loop(prog: RegisterProgram, into: Into | None) -> BackwardRunner:
+    """The loop version of a backward runner: what runs while the plan is warm, and what the
+    generated code hands a failure back to."""
+    if into is None:
+        return prog.run
+    add = into[2]
 
-    def again(g: Graph) -> None:
-        into[2](prog.run(g))
+    def run_and_add(g: Graph) -> None:
+        add(prog.run(g))
 
-    return again
+    return run_and_add
 
 
 def _indent(lines: list[str], by: int) -> str:

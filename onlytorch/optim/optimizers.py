@@ -161,11 +161,7 @@ class Optimizer:
             step = steps[0] + 1
             steps[:] = [step] * len(steps)
             self._update([(flat.bind(nodes), flat.gather(grads), self._flat_bufs, step)])
-            g = self.graph
-            g._clock += 1  # as _mark_changed(*nodes): one new tick for all of them
-            clock = g._clock
-            for n in nodes:
-                n.ver = clock
+            self.graph._mark_changed(*nodes)
             return
         bufs = self._bufs
         live, changed = [], []
