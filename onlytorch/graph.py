@@ -664,9 +664,7 @@ class Graph:
             plan = self._backward_plan(y, xs, xs_key)
         if plan.program is not None and not self._anomaly:
             # The common case: the needed values held, then the program adds into the targets.
-            for n in plan.needed:
-                if n.value is None:
-                    self._check_needed(plan, "backward")
+            self._check_needed(plan, "backward")
             run = plan.acc_runner
             if run is None:
                 run = plan.acc_runner = tiered_backward(
