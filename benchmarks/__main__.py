@@ -3,7 +3,10 @@
 Each case is measured side by side in one run — our engine, a hand-written numpy twin of the same
 computation, and PyTorch CPU eager with the same number of threads — with interleaved repeats,
 and reports medians and the ratios ours/numpy and ours/torch. PyTorch is optional (the dev
-extra); without it those columns are left empty."""
+extra); without it those columns are left empty. Then the "default environment" section
+(benchmarks/threads.py): every case again as a user who sets no thread variable runs it, with
+onlytorch's thread policy against one and two BLAS threads and torch's own defaults, idle and
+beside one busy process."""
 
 from __future__ import annotations
 
@@ -320,6 +323,17 @@ def main() -> None:
     print(f"{'onlytorch --help (process)':<34}{cli_time(['--help'], reps) * 1e3:10.1f}")
     print(
         f"{'onlytorch validate gan_ring (proc)':<34}{cli_time(['validate', '-q', os.path.join(here, 'specs', 'gan_ring.yaml')], reps) * 1e3:10.1f}"
+    )
+    # What a user who sets no thread variable gets (benchmarks/threads.py): its own process,
+    # started without OPENBLAS_NUM_THREADS and the like, so that the BLAS starts as theirs does.
+    from benchmarks.threads import user_env
+
+    print()
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.threads", *(["--quick"] if args.quick else [])],
+        env=user_env(),
+        cwd=here,
+        check=False,
     )
     try:
         import gymnasium  # noqa: F401

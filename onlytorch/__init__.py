@@ -5,6 +5,7 @@ from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, 
 from .gradcheck import gradcheck, gradgradcheck, numeric_grad
 from .graph import Graph
 from .node import NodeId
+from .threads import get_num_threads, num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -16,9 +17,12 @@ __all__ = [
     "ReleasedValueError",
     "ShapeError",
     "StaleValueError",
+    "get_num_threads",
     "gradcheck",
     "gradgradcheck",
     "nn",
+    "num_threads",
     "numeric_grad",
     "optim",
+    "set_num_threads",
 ]

@@ -31,6 +31,8 @@ from .node import Node, NodeId
 from .ops.registry import REGISTRY, OpDef, ShapeRuleError, VJPContext
 from .ops.shapes import fmt
 from .plan import BackwardPlan, ForwardPlan
+from .threads import apply as _set_threads
+from .threads import state as _threads
 
 T = TypeVar("T")
 NodeLike = NodeId | np.ndarray | float | int
@@ -463,6 +465,9 @@ class Graph:
             if n.value is None:
                 raise GraphError(f"{n.describe()} has no value: call set_value({n.name!r}, ...) before forward")
         train, grad_on = self._train, self._grad_enabled
+        want = _threads.big if plan.big else _threads.small
+        if want != _threads.current:
+            _set_threads(want)
         steps = plan.steps
         if steps is None:
             steps = plan.steps = compile_steps(self, plan.nodes)
@@ -598,6 +603,9 @@ class Graph:
     def _run_backward(self, plan: BackwardPlan, kind: str) -> list[np.ndarray | None]:
         """Run plan; ``kind`` ("backward" or "grad") names the call in errors."""
         self._check_needed(plan, kind)
+        want = _threads.big if plan.big else _threads.small
+        if want != _threads.current:
+            _set_threads(want)
         if plan.program is not None and not self._anomaly:
             runner = plan.runner
             if runner is None:
@@ -665,6 +673,9 @@ class Graph:
         if plan.program is not None and not self._anomaly:
             # The common case: the needed values held, then the program adds into the targets.
             self._check_needed(plan, "backward")
+            want = _threads.big if plan.big else _threads.small
+            if want != _threads.current:
+                _set_threads(want)
             run = plan.acc_runner
             if run is None:
                 run = plan.acc_runner = tiered_backward(

@@ -11,6 +11,8 @@
 - BackwardPlan: the gradient nodes to run, the forward values they read, the forward nodes the
   backward went through (what retain_graph=False releases), and when each gradient buffer can
   be freed during the run.
+- Each plan's ``big``: whether its largest matrix product is large enough for all cores
+  (threads.py's policy; the graph sets the BLAS's thread count from it before the plan runs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .executor import RegisterProgram, Step, compile_steps, entry_nodes, fast_steps
 from .node import Node, NodeId
+from .threads import is_big, plan_batch
 
 if TYPE_CHECKING:
     from .codegen import BackwardRunner, ForwardRunner
@@ -55,7 +58,7 @@ def _last_uses(nodes: list[Node], keep: set[int]) -> list[list[Node]]:
 
 
 class ForwardPlan:
-    __slots__ = ("drops", "entries", "fast", "index_set", "leaves", "nodes", "pure", "steps", "targets")
+    __slots__ = ("big", "drops", "entries", "fast", "index_set", "leaves", "nodes", "pure", "steps", "targets")
 
     def __init__(self, targets: list[Node]) -> None:
         self.targets = targets
@@ -71,6 +74,8 @@ class ForwardPlan:
         self.fast: list[ForwardRunner | None] = [None, None]
         # No op of the plan changes other nodes while it runs (batch norm's running statistics do).
         self.pure = not any(n.op is not None and n.op.writes for n in self.nodes)
+        # Whether its matrix products are large enough for all cores (threads.py's policy).
+        self.big = is_big(self.nodes, plan_batch(self.leaves))
 
 
 def _diff_inputs(n: Node) -> list[tuple[int, Node]]:
@@ -150,6 +155,7 @@ class BackwardPlan:
 
     __slots__ = (
         "acc_runner",
+        "big",
         "check",
         "compiled",
         "computed",
@@ -192,6 +198,7 @@ class BackwardPlan:
             kind: f"an earlier {kind} of {y.name!r} (retain_graph=False)" for kind in ("backward", "grad")
         }
         self.check = ForwardPlan([y])
+        self.big = is_big(self.steps, plan_batch(self.check.leaves))
         self.compiled = compile_steps(g, self.steps)
         self.fast = fast_steps(self.compiled, self.frees)
         # The common case runs as a register program; plans with ops that see the graph, as steps.
