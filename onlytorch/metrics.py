@@ -5,7 +5,15 @@ within 3 standard deviations of its nearest centre."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+
+# The training sources whose samples are scored (they know their mode centres).
+MIXTURE_SOURCES = ("synthetic.ring", "synthetic.grid")
+# The scores an evaluation reports for a generator's samples, each with its direction (more
+# covered modes and more high-quality samples are better); see onlytorch.monitor.
+SAMPLE_SCORES: dict[str, Literal["min", "max"]] = {"modes_covered": "max", "high_quality": "max"}
 
 
 def mode_coverage(samples: np.ndarray, centres: np.ndarray, std: float, k: float = 3.0) -> dict[str, float]:

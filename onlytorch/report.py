@@ -1,7 +1,9 @@
 """What a training run did: a terminal summary, PNG curves and one self-contained HTML page.
 
 A run directory (written by ``onlytorch train``) holds ``run.json`` (the run's facts),
-``metrics.jsonl`` (one JSON row per logged step: ``{"step", "kind": "train"|"eval", ...}``),
+``metrics.jsonl`` (one JSON row per logged step: ``{"step", "kind": "train"|"eval", ...}``; an
+evaluation on eval.split logs ``eval/<name>``, one on another split that chooses ``best.npz``
+``val/<name>``, ``test/<name>`` or ``train_split/<name>``),
 ``spec.yaml`` (the resolved spec), ``checkpoints/*.npz`` and, for 2-D generators, ``samples.npz``.
 :func:`read_run` reads it all (tolerating a run still writing or one that crashed),
 :func:`summary_table` renders the terminal summary, :func:`write_plots` draws the pictures
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
+from . import monitor
+
 if TYPE_CHECKING:  # annotations only: matplotlib is imported lazily, where pictures are drawn
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -33,7 +37,12 @@ _GROUP_TITLES = {
     "rollout": "rollout (training episodes of a gym source)",
     "train": "train metrics",
     "eval": "eval metrics",
+    "val": "val metrics (evaluations that choose best.npz)",
+    "test": "test metrics (evaluations that choose best.npz)",
+    "train_split": "train-split metrics (evaluations that choose best.npz)",
 }
+# Groups of evaluation rows: eval.split's, and those of the other split that chooses best.npz.
+_EVAL_GROUPS = ("val", "test", "train_split", "eval")
 # Counters a gym source logs: in the table, not worth a picture.
 _COUNTERS = ("rollout/env_steps", "rollout/episodes", "rollout/buffer")
 
@@ -67,14 +76,16 @@ class Run:
 
 @dataclass(frozen=True)
 class Quantity:
-    """One logged quantity: its final value and its best (min for losses, max otherwise)."""
+    """One logged quantity: its final value and, where its direction is declared (a loss; a score
+    onlytorch defines; the monitored metric), its best. Nothing is called best by its name."""
 
     name: str
-    group: str  # "loss", "rollout", "train" or "eval"
+    group: str  # "loss", "rollout", "train", "eval" or a selection split's group ("val", ...)
     final: float
     final_step: int
-    best: float | None  # None when no value is finite
+    best: float | None  # None when no value is finite or the direction is not declared
     best_step: int | None
+    mode: str | None = None  # "min", "max", or None: no declared direction
 
 
 # ---------------------------------------------------------------- reading
@@ -209,20 +220,36 @@ def _read_samples(path: Path, notes: list[str]) -> dict[str, np.ndarray] | None:
 
 
 def group_of(name: str) -> str | None:
-    """``"loss"`` for ``<phase>/<loss>``, ``"train"``/``"eval"`` for metrics, ``"rollout"`` for a
-    gym source's episode statistics, ``"lr"``, ``"grad_norm"``, or None for bookkeeping (step,
-    kind, time)."""
+    """``"loss"`` for ``<phase>/<loss>``, ``"train"``/``"eval"`` for metrics, ``"val"``, ``"test"``
+    or ``"train_split"`` for the evaluations that choose best.npz on a split other than eval.split,
+    ``"rollout"`` for a gym source's episode statistics, ``"lr"``, ``"grad_norm"``, or None for
+    bookkeeping (step, kind, time)."""
     if name in _NOT_QUANTITIES:
         return None
     prefix, sep, _ = name.partition("/")
     if not sep:
         return "train"
-    return prefix if prefix in ("train", "eval", "lr", "grad_norm", "rollout") else "loss"
+    return prefix if prefix in ("train", "lr", "grad_norm", "rollout", *_EVAL_GROUPS) else "loss"
 
 
-def lower_is_better(name: str) -> bool:
-    """Losses are minimised; every other quantity is better when higher."""
-    return group_of(name) == "loss" or "loss" in name.rpartition("/")[2]
+def direction_of(run: Run, name: str) -> str | None:
+    """Whether lower ("min") or higher ("max") is better for a logged quantity, by the rule of
+    onlytorch.monitor: a phase's loss is minimised; other quantities have the direction run.json
+    records for them (losses, onlytorch's own scores, the monitored metric) or none."""
+    if group_of(name) == "loss":
+        return "min"
+    base = name.partition("/")[2] or name
+    recorded = run.info.get("directions")
+    declared: dict[str, monitor.Mode] = {}
+    if isinstance(recorded, dict):
+        declared.update({str(k): v for k, v in recorded.items() if v in ("min", "max")})
+    else:  # a run written before directions were recorded: onlytorch's own scores, and the monitor's
+        declared.update(monitor.BUILTIN_MODES)
+    for key in ("monitor", "best"):
+        entry = run.info.get(key)
+        if isinstance(entry, dict) and entry.get("mode") in ("min", "max") and isinstance(entry.get("metric"), str):
+            declared.setdefault(entry["metric"].rpartition("/")[2], entry["mode"])
+    return monitor.direction(base, (), declared)
 
 
 def series(run: Run, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -250,13 +277,15 @@ def names_in(run: Run, *groups: str) -> list[str]:
 def quantities(run: Run) -> list[Quantity]:
     """Final and best value of every loss, train metric and eval metric."""
     out = []
-    for name in names_in(run, "loss", "rollout", "train", "eval"):
+    for name in names_in(run, "loss", "rollout", "train", *_EVAL_GROUPS):
         steps, values = series(run, name)
         finite = np.isfinite(values)
+        mode = direction_of(run, name)
         best_i: int | None = None
-        if finite.any():
-            masked = np.where(finite, values, np.inf if lower_is_better(name) else -np.inf)
-            best_i = int(masked.argmin() if lower_is_better(name) else masked.argmax())
+        if finite.any() and mode is not None:
+            lower = mode == "min"
+            masked = np.where(finite, values, np.inf if lower else -np.inf)
+            best_i = int(masked.argmin() if lower else masked.argmax())
         out.append(
             Quantity(
                 name=name,
@@ -265,6 +294,7 @@ def quantities(run: Run) -> list[Quantity]:
                 final_step=int(steps[-1]),
                 best=None if best_i is None else float(values[best_i]),
                 best_step=None if best_i is None else int(steps[best_i]),
+                mode=mode,
             )
         )
     return out
@@ -317,7 +347,11 @@ def _steps_text(run: Run) -> str:
 def _best_text(best: Any) -> str:
     if not isinstance(best, dict):
         return "none"
-    return f"{best.get('checkpoint', '?')} (step {best.get('step', '?')}, {best.get('metric', '?')} = {_num(best.get('value'))})"
+    what = f"{best.get('metric', '?')} = {_num(best.get('value'))}"
+    if best.get("split") is not None or best.get("mode") is not None:
+        mode = {"min": "lowest", "max": "highest"}.get(str(best.get("mode")), "?")
+        what = f"{mode} {best.get('metric', '?')} on {best.get('split', '?')} = {_num(best.get('value'))}"
+    return f"{best.get('checkpoint', '?')} (step {best.get('step', '?')}, {what})"
 
 
 def _duration(seconds: Any) -> str:
@@ -355,7 +389,8 @@ _HEADER = ["quantity", "final", "step", "best", "step"]
 
 def summary_table(run: Run) -> str:
     """The terminal summary: the run's facts, then an aligned table of every quantity's final
-    and best value (grouped: losses, train metrics, eval metrics)."""
+    and best value (grouped: losses, train metrics, evaluations); best is left empty ("-") where
+    a quantity's direction is not declared."""
     pairs = facts(run)
     width = max(len(label) for label, _ in pairs)
     lines = [f"{label:<{width}}  {text}" for label, text in pairs]
@@ -370,9 +405,16 @@ def summary_table(run: Run) -> str:
     for q, row in zip(qs, cells[1:]):
         if q.group != group:
             group = q.group
-            lines.append(_GROUP_TITLES[group])
+            lines.append(_group_title(run, group))
         lines.append(_align(row, widths))
     return "\n".join(lines)
+
+
+def _group_title(run: Run, group: str) -> str:
+    split = run.info.get("eval_split")
+    if group == "eval" and isinstance(split, str):
+        return f"eval metrics (on {split})"
+    return _GROUP_TITLES[group]
 
 
 def _align(cells: list[str], widths: list[int]) -> str:
@@ -504,8 +546,9 @@ def _draw_losses(run: Run) -> Figure | None:
 
 
 def _draw_metrics(run: Run) -> Figure | None:
-    """One panel per metric name; train/<m> as a line and eval/<m> as markers share a panel."""
-    names = [n for n in names_in(run, "rollout", "train", "eval") if n not in _COUNTERS]
+    """One panel per metric name; train/<m> as a line, eval/<m> (and val/<m>, ... of the split that
+    chooses best.npz) as markers share a panel."""
+    names = [n for n in names_in(run, "rollout", "train", *_EVAL_GROUPS) if n not in _COUNTERS]
     if not names:
         return None
     panels: dict[str, list[str]] = {}
@@ -514,13 +557,16 @@ def _draw_metrics(run: Run) -> Figure | None:
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig = _new_figure(4.2 * ncols + 0.6, 3.2 * nrows + 0.4)
-    fig.suptitle(_run_title(run, "metrics (train: lines, eval: markers)"), fontsize=12)
+    fig.suptitle(_run_title(run, "metrics (train: lines, evaluations: markers)"), fontsize=12)
     for k, (metric, members) in enumerate(panels.items()):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         for name in members:
             steps, values = series(run, name)
-            if group_of(name) == "eval":
-                ax.plot(steps, _plottable(values), "o", color="C1", markersize=5 if values.size < 60 else 3, label=name)
+            group = group_of(name)
+            if group in _EVAL_GROUPS:
+                colour, marker = ("C1", "o") if group == "eval" else ("C2", "s")
+                size = 5 if values.size < 60 else 3
+                ax.plot(steps, _plottable(values), marker, color=colour, markersize=size, label=name)
             else:
                 ax.plot(steps, _plottable(values), color="C0", linewidth=1.5, label=name)
         ax.set_title(metric, fontsize=11)
@@ -640,7 +686,7 @@ def _html_quantities(run: Run) -> str:
     for q, row in zip(qs, quantity_rows(run)):
         if q.group != group:
             group = q.group
-            body.append(f'<tr class="group"><td colspan="{len(_HEADER)}">{_e(_GROUP_TITLES[group])}</td></tr>')
+            body.append(f'<tr class="group"><td colspan="{len(_HEADER)}">{_e(_group_title(run, group))}</td></tr>')
         cells = "".join(f'<td class="{"n" if i else ""}">{_e(c)}</td>' for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     return f'<table class="q"><tr>{head}</tr>{"".join(body)}</table>'

@@ -40,8 +40,17 @@ def _info(**overrides: Any) -> dict[str, Any]:
         "versions": {"python": "3.11", "numpy": "2.0", "onlytorch": "0.1.0"},
         "overrides": ["train.steps=200"],
         "final": {"eval/modes_covered": 7.0},
-        "best": {"checkpoint": "checkpoints/best.npz", "step": 150, "metric": "eval/modes_covered", "value": 8.0},
+        "best": {
+            "checkpoint": "checkpoints/best.npz",
+            "step": 150,
+            "metric": "modes_covered",
+            "split": "samples",
+            "mode": "max",
+            "value": 8.0,
+        },
         "eval_split": "val",
+        "monitor": {"metric": "modes_covered", "split": "samples", "mode": "max"},
+        "directions": {"d_loss": "min", "g_loss": "min", "modes_covered": "max", "high_quality": "max"},
     }
     info.update(overrides)
     return info
@@ -132,11 +141,14 @@ def test_summary_final_and_best_values_are_computed_per_quantity(tmp_path: Path)
     assert result.exit_code == 0
     out = result.output
 
-    for name, lower in [("discriminator/d_loss", True), ("generator/g_loss", True), ("train/d_real_mean", False)]:
+    for name in ("discriminator/d_loss", "generator/g_loss"):
         pairs = [(r["step"], r[name]) for r in rows if name in r]
         final_step, final = pairs[-1]
-        best_step, best = (min if lower else max)(pairs, key=lambda p: p[1])
+        best_step, best = min(pairs, key=lambda p: p[1])  # a loss: always minimised
         assert table_line(out, name) == [name, fmt(final), str(final_step), fmt(best), str(best_step)]
+    # a metric of the spec with no declared direction: final only, no "best" is claimed
+    final_step, final = [(r["step"], r["train/d_real_mean"]) for r in rows if "train/d_real_mean" in r][-1]
+    assert table_line(out, "train/d_real_mean") == ["train/d_real_mean", fmt(final), str(final_step), "-", "-"]
     # eval metrics: maximised; modes_covered peaks (8) at step 150, then drops to 7
     assert table_line(out, "eval/modes_covered") == ["eval/modes_covered", "7", "200", "8", "150"]
     assert table_line(out, "eval/high_quality") == ["eval/high_quality", "0.8", "200", "0.8", "200"]
@@ -149,7 +161,7 @@ def test_summary_final_and_best_values_are_computed_per_quantity(tmp_path: Path)
         "completed",
         "200 / 200 (100%)",
         "12.5 s",
-        "checkpoints/best.npz (step 150, eval/modes_covered = 8)",
+        "checkpoints/best.npz (step 150, highest modes_covered on samples = 8)",
     ):
         assert text in out
     assert "checkpoints/last.npz (2.0 kB)" in out
@@ -163,7 +175,11 @@ def test_quantities_api_and_grouping(tmp_path: Path) -> None:
     assert qs["eval/modes_covered"].best == 8 and qs["eval/modes_covered"].best_step == 150
     assert report.group_of("lr/d_opt") == "lr" and report.group_of("discriminator/d_loss") == "loss"
     assert report.group_of("time") is None
-    assert report.lower_is_better("eval/loss") and not report.lower_is_better("eval/accuracy")
+    assert report.direction_of(run, "discriminator/d_loss") == "min"  # a phase's loss
+    assert report.direction_of(run, "eval/modes_covered") == "max"
+    assert report.direction_of(run, "eval/accuracy") is None  # never guessed from the name
+    assert report.direction_of(run, "eval/d_loss") == "min"  # a loss of the spec, evaluated
+    assert qs["train/d_real_mean"].best is None and qs["train/d_real_mean"].mode is None
 
 
 def test_table_is_aligned(tmp_path: Path) -> None:
@@ -195,7 +211,13 @@ def test_running_run_skips_a_truncated_last_line(tmp_path: Path) -> None:
     run = report.read_run(run_dir)
     assert len(run.rows) == len(rows)
     assert any("incomplete last line" in n for n in run.notes)
-    result = invoke(run_dir, "--no-plots")
+    from onlytorch.rundir import RunLock
+
+    lock = RunLock(run_dir).acquire()  # "running" is believed only while a process holds the run's lock
+    try:
+        result = invoke(run_dir, "--no-plots")
+    finally:
+        lock.release()
     assert result.exit_code == 0
     assert "running (still going" in result.output and "finished         not yet" in result.output
     assert f"incomplete last line {len(rows) + 1} of metrics.jsonl" in result.output
