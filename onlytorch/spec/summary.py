@@ -1,6 +1,6 @@
 """The compile report that ``onlytorch validate`` prints for a valid spec: modules and parameter
-counts, every named node's shape, and per phase what each backward reaches and what each detach
-cuts off."""
+counts, the memory estimate (footprint.py), every named node's shape, and per phase what each
+backward reaches and what each detach cuts off."""
 
 from __future__ import annotations
 
@@ -32,10 +32,14 @@ def _group(compiled: Compiled, names: list[str]) -> str:
     return ", ".join(parts) if parts else "nothing"
 
 
-def summarize(compiled: Compiled) -> str:
+def summarize(compiled: Compiled, max_memory: int | None = None) -> str:
+    """The report; ``max_memory`` is the bound the memory estimate is shown against (default: the machine's)."""
+    from ..footprint import Limit, estimate
+
     spec = compiled.spec
     out = [
-        f"spec {spec.name!r}: {len(compiled.graph.parameters())} parameter tensors, {_count(compiled.graph.parameters()):,} weights"
+        f"spec {spec.name!r}: {len(compiled.graph.parameters())} parameter tensors, {_count(compiled.graph.parameters()):,} weights",
+        estimate(compiled).summary(Limit.resolve(max_memory)),
     ]
     out.extend(_gym_lines(compiled))
     if compiled.modules:
@@ -86,6 +90,9 @@ def summarize(compiled: Compiled) -> str:
         out.append(
             f"optimizer {opt} ({spec.optimizers[opt].type}{lr}) updates {_group(compiled, [p.name for p in params])}"
         )
+    from .lint import accumulated
+
+    carried = accumulated(compiled)
     for ph in compiled.phases:
         out.append("")
         extra = []
@@ -97,6 +104,8 @@ def summarize(compiled: Compiled) -> str:
             extra.append("detach " + ", ".join(d.name for d in ph.detach))
         if ph.step:
             extra.append("steps " + ", ".join(ph.step))
+        if ph.spec.zero_grad != "before":
+            extra.append(f"zero_grad {ph.spec.zero_grad}")
         out.append(f"phase {ph.name}" + (f" ({'; '.join(extra)})" if extra else ""))
         for i, b in enumerate(ph.backward, 1):
             retain = " [retain_graph]" if b.retain_graph else ""
@@ -106,6 +115,10 @@ def summarize(compiled: Compiled) -> str:
             )
         for d, cut in ph.cut.items():
             out.append(f"  detach {d} cuts off {_group(compiled, cut) if cut else 'no parameter'}")
+        for o in ph.step:  # gradients that earlier phases left uncleared: visible where they are applied
+            if (ph.name, o) in carried:
+                rows = ", ".join(f"{loss} from phase {src}" for loss, src in carried[(ph.name, o)])
+                out.append(f"  step {o} applies {rows}")
     return "\n".join(out)
 
 
