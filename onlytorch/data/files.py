@@ -4,41 +4,126 @@ Relative paths resolve against the spec's folder: `Source.parse(params, base_dir
 absolute, and `load` resolves what is still relative against `LoadContext.base_dir`. `fields`
 reads only what it must (an archive's array headers, a table's header row), never the data.
 Every problem is a DataError naming the file; .npz files are read with allow_pickle=False.
+
+A spec may come from someone else, so (docs/inputs.md): only regular files are read (a FIFO
+would block), within size bounds checked before reading (an .npz by its zip directory and
+.npy headers, never by unpacking it); inside ``confined_to`` (how a spec file is compiled) a
+path must stay inside the spec's folder; and a message quotes at most a short escaped excerpt
+of what a file holds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
+import io
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field as Param
 from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from ..safe_files import (
+    MAX_CSV_BYTES,
+    MAX_DATA_BYTES,
+    NotAnArchive,
+    NpyHeader,
+    RefusedFile,
+    expand_user,
+    human_size,
+    npz_headers,
+    open_regular,
+    short_repr,
+)
 from .sources import DataError, Field, FieldDtype, LoadContext, Params, Source, common_length, did_you_mean, register
+
+# (the folder data paths must stay in, the paths given on the command line, which may go anywhere)
+_CONFINED: contextvars.ContextVar[tuple[Path, frozenset[Path]] | None] = contextvars.ContextVar(
+    "onlytorch_data_root", default=None
+)
+
+
+@contextlib.contextmanager
+def confined_to(root: Path | None, trusted: Iterable[str | Path] = ()) -> Iterator[None]:
+    """While active, a file path that a data source's parameters are validated with (with a base_dir)
+    must lie inside ``root`` once ``..`` and symbolic links are resolved; paths in ``trusted`` (given on
+    the command line with --set) are exempt, and ``root=None`` confines nothing (--allow-outside)."""
+    paths: set[Path] = set()
+    for t in trusted:
+        if "\0" not in str(t):
+            paths.add(Path(t))
+            with contextlib.suppress(RuntimeError):  # ~user with no home: its own check refuses it
+                paths.add(Path(t).expanduser())  # the spec's validation expands ~ before this check sees it
+    token = _CONFINED.set(None if root is None else (Path(root).resolve(), frozenset(paths)))
+    try:
+        yield
+    finally:
+        _CONFINED.reset(token)
+
+
+def _outside(given: Path, resolved: Path) -> str | None:
+    confined = _CONFINED.get()
+    if confined is None or given in confined[1]:
+        return None
+    root = confined[0]
+    try:
+        target = resolved.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        return f"cannot resolve {short_repr(str(given), 300)}: {e}"
+    if target.is_relative_to(root):
+        return None
+    via = f" (it resolves to {target})" if target != Path(resolved) else ""
+    return (
+        f"{short_repr(str(given), 300)} is outside the spec's folder {root}{via}: a spec's data paths stay inside "
+        "its folder (see docs/inputs.md); pass --allow-outside to read it, or give the path with --set"
+    )
 
 
 class FileParams(Params):
-    path: Path = Param(description="the file; a relative path is relative to the spec's folder")
+    path: Path = Param(
+        description="the file; a relative path is relative to the spec's folder, and must stay inside it "
+        "(see docs/inputs.md)"
+    )
 
     @field_validator("path")
     @classmethod
     def _resolve(cls, v: Path, info: ValidationInfo) -> Path:
         base = (info.context or {}).get("base_dir")
-        v = v.expanduser()
-        return Path(base, v).absolute() if base is not None else v
+        try:
+            expanded = expand_user(v, "the path")
+        except RefusedFile as e:
+            raise PydanticCustomError("data_path", "{problem}", {"problem": e.reason}) from None
+        if base is None:
+            return expanded
+        resolved = Path(base, expanded).absolute()
+        problem = _outside(v, resolved)
+        if problem:  # a custom error: pydantic would put "Value error, " before a ValueError's message
+            raise PydanticCustomError("data_path", "{problem}", {"problem": problem})
+        return resolved
 
 
 def _file(p: FileParams, base_dir: Path | None = None) -> Path:
     return (Path(base_dir, p.path) if base_dir is not None else p.path).absolute()
 
 
-# ---------------------------------------------------------------- .npz
+def _open(path: Path, limit: int, source: str) -> io.BufferedReader:
+    """The file opened for reading once it is known to be a regular file of at most ``limit`` bytes."""
+    try:
+        return open_regular(path, limit, "the data file")
+    except FileNotFoundError:
+        raise DataError(f"{source}: no such file: {path}", param="path") from None
+    except RefusedFile as e:
+        raise DataError(f"{source}: cannot read {path}: {e.reason} (see docs/inputs.md)", param="path") from None
+    except OSError as e:
+        raise DataError(f"{source}: cannot read {path}: {e.strerror or e}", param="path") from None
 
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+# ---------------------------------------------------------------- .npz
 
 
 class NpzParams(FileParams):
@@ -49,29 +134,26 @@ class NpzParams(FileParams):
     )
 
 
-def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Every array's shape and dtype, read from the .npy headers inside the archive."""
+def _npz_headers(path: Path, fh: io.BufferedReader) -> dict[str, NpyHeader]:
+    """Every array's header, read from the zip directory and the .npy headers inside the archive;
+    refused when one would unpack past MAX_DATA_BYTES (also as int64, the type integer fields get)."""
     try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise DataError(f"file.npz: no such file: {path}", param="path") from None
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(f"file.npz: cannot read {path} as an .npz archive: {e}", param="path") from None
-    headers = {}
-    with archive:
-        for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            name = info.filename[: -len(".npy")]
-            try:
-                with archive.open(info) as fp:
-                    version = np.lib.format.read_magic(fp)
-                    shape, _, dtype = _HEADER_READERS[version](fp)
-            except (KeyError, ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
-                raise DataError(f"file.npz: {path}: array {name!r} has an unreadable header: {e}") from None
-            headers[name] = (tuple(shape), dtype)
+        headers = npz_headers(fh, path, MAX_DATA_BYTES, "the data file")
+    except NotAnArchive as e:
+        raise DataError(f"file.npz: cannot read {path} as an .npz archive: {e.reason}", param="path") from None
+    except RefusedFile as e:
+        raise DataError(f"file.npz: {path}: {e.reason}", param="path") from None
     if not headers:
         raise DataError(f"file.npz: {path} holds no arrays")
+    held = sum(
+        h.nbytes // max(1, h.dtype.itemsize) * 8 if h.dtype.kind in "biu" else h.nbytes for h in headers.values()
+    )
+    if held > MAX_DATA_BYTES:
+        raise DataError(
+            f"file.npz: {path}: its arrays take {human_size(held)} in memory (integers as int64), "
+            f"over the {human_size(MAX_DATA_BYTES)} limit for a data file (see docs/inputs.md)",
+            param="path",
+        )
     return headers
 
 
@@ -90,16 +172,21 @@ def _field_dtype(path: Path, name: str, dtype: np.dtype) -> FieldDtype:
 
 def _npz_selection(p: NpzParams, path: Path) -> tuple[dict[str, str], dict[str, Field]]:
     """{field: array name} and the fields, from the archive's headers."""
-    headers = _npz_headers(path)
+    with _open(path, MAX_DATA_BYTES, "file.npz") as fh:
+        headers = _npz_headers(path, fh)
+    return _selection(p, path, headers)
+
+
+def _selection(p: NpzParams, path: Path, headers: dict[str, NpyHeader]) -> tuple[dict[str, str], dict[str, Field]]:
     keys = p.keys if p.keys is not None else list(headers)
     chosen = dict(zip(keys, keys)) if isinstance(keys, list) else dict(keys)
     for array in chosen.values():
         if array not in headers:
-            hint = did_you_mean(array, headers) or f" (it holds: {', '.join(headers)})"
-            raise DataError(f"file.npz: {path} has no array {array!r}{hint}", param="keys")
-    common_length({f: headers[a][0] for f, a in chosen.items()}, f"file.npz: {path}")
+            hint = did_you_mean(array, headers) or f" (it holds: {', '.join(map(short_repr, headers))})"
+            raise DataError(f"file.npz: {path} has no array {short_repr(array)}{hint}", param="keys")
+    common_length({f: headers[a].shape for f, a in chosen.items()}, f"file.npz: {path}")
     fields = {
-        f: Field(headers[a][0][1:], _field_dtype(path, a, headers[a][1]), f"array {a!r} of {path.name}")
+        f: Field(headers[a].shape[1:], _field_dtype(path, a, headers[a].dtype), f"array {a!r} of {path.name}")
         for f, a in chosen.items()
     }
     return chosen, fields
@@ -107,12 +194,15 @@ def _npz_selection(p: NpzParams, path: Path) -> tuple[dict[str, str], dict[str, 
 
 def _npz_load(p: NpzParams, ctx: LoadContext) -> dict[str, np.ndarray]:
     path = _file(p, ctx.base_dir)
-    chosen, fields = _npz_selection(p, path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {f: archive[a] for f, a in chosen.items()}
-    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
-        raise DataError(f"file.npz: cannot read {path}: {e}") from None
+    # one open file for the headers and the arrays: what is checked is what is read
+    with _open(path, MAX_DATA_BYTES, "file.npz") as fh:
+        chosen, fields = _selection(p, path, _npz_headers(path, fh))
+        fh.seek(0)
+        try:
+            with np.load(fh, allow_pickle=False) as archive:
+                arrays = {f: archive[a] for f, a in chosen.items()}
+        except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+            raise DataError(f"file.npz: cannot read {path}: {e}") from None
     return {f: a.astype(np.int64) if fields[f].dtype == "int64" else a for f, a in arrays.items()}
 
 
@@ -161,17 +251,30 @@ class CsvParams(FileParams):
 
 
 def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, cells) of every non-blank row."""
+    """(line number, cells) of every non-blank row; a NUL byte (which numpy's text arrays would
+    silently drop, reading "3\\0" as 3) is an error naming its line."""
+    raw = _open(path, MAX_CSV_BYTES, "file.csv")
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with io.TextIOWrapper(raw, newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh, delimiter=delimiter)
             for row in reader:
+                bad = next((cell for cell in row if "\0" in cell), None)
+                if bad is not None:
+                    raise DataError(
+                        f"file.csv: {path}: line {reader.line_num}: the cell {short_repr(bad)} holds a NUL byte",
+                        param="path",
+                    )
                 if row:
                     yield reader.line_num, row
-    except FileNotFoundError:
-        raise DataError(f"file.csv: no such file: {path}", param="path") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"file.csv: cannot read {path}: {e}", param="path") from None
+        raise DataError(f"file.csv: cannot read {path}: {_reason(e)}", param="path") from None
+
+
+def _reason(e: Exception) -> str:
+    """An error's message without the text it may quote from the file (a UnicodeDecodeError quotes bytes)."""
+    if isinstance(e, UnicodeDecodeError):
+        return f"byte {e.object[e.start]:#04x} at offset {e.start} is not UTF-8 ({e.reason})"
+    return str(e)[:200]
 
 
 def _csv_columns(p: CsvParams, path: Path, first: list[str]) -> dict[str, list[int]]:
@@ -182,8 +285,9 @@ def _csv_columns(p: CsvParams, path: Path, first: list[str]) -> dict[str, list[i
         indices[field] = []
         for c in cols if isinstance(cols, list) else [cols]:
             if isinstance(c, str) and c not in first:
-                hint = did_you_mean(c, first) or f" (columns: {', '.join(first)})"
-                raise DataError(f"file.csv: {path} has no column {c!r}{hint}", param="columns")
+                shown = ", ".join(short_repr(name, 20) for name in first[:10]) + (", ..." if len(first) > 10 else "")
+                hint = did_you_mean(c, first) or f" (columns: {shown})"
+                raise DataError(f"file.csv: {path} has no column {short_repr(c)}{hint}", param="columns")
             if isinstance(c, int) and c >= len(first):
                 raise DataError(
                     f"file.csv: {path} has {len(first)} columns; index {c} is out of range", param="columns"
@@ -192,8 +296,19 @@ def _csv_columns(p: CsvParams, path: Path, first: list[str]) -> dict[str, list[i
     return indices
 
 
+def _refuse_nul(path: Path, delimiter: str) -> None:
+    """Fields come from the header row alone, but a NUL byte anywhere is refused now, before training:
+    numpy would silently read the cell "3\\0" as 3. A byte scan finds it; the rows then name the cell."""
+    with _open(path, MAX_CSV_BYTES, "file.csv") as fh:
+        if b"\0" not in fh.read():
+            return
+    for _ in _csv_rows(path, delimiter):
+        pass
+
+
 def _csv_fields(p: CsvParams) -> dict[str, Field]:
     path = _file(p)
+    _refuse_nul(path, p.delimiter)
     first = next(iter(_csv_rows(path, p.delimiter)), None)
     if first is None:
         raise DataError(f"file.csv: {path} is empty")
@@ -244,7 +359,7 @@ def _csv_load(p: CsvParams, ctx: LoadContext) -> dict[str, np.ndarray]:
 
 
 def _column(header: list[str] | None, i: int) -> str:
-    return f"column {header[i]!r}" if header is not None else f"column {i}"
+    return f"column {short_repr(header[i], 30)}" if header is not None else f"column {i}"
 
 
 def _cell(path: Path, header: list[str] | None, line: int, cells: list[str], i: int, integral: bool) -> float:
@@ -255,7 +370,7 @@ def _cell(path: Path, header: list[str] | None, line: int, cells: list[str], i: 
         v = None
     if v is None or (integral and not v.is_integer()):
         what = "an integer" if integral else "a number"
-        raise DataError(f"file.csv: {path}: line {line}, {_column(header, i)}: {cells[i]!r} is not {what}")
+        raise DataError(f"file.csv: {path}: line {line}, {_column(header, i)}: {short_repr(cells[i])} is not {what}")
     return v
 
 

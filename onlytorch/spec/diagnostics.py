@@ -33,8 +33,40 @@ CODES: dict[str, str] = {
     "E-RELEASED": "a backward needs values that an earlier `retain_graph: false` backward of the same phase releases",
     "W-RETAIN": "`retain_graph: true` that no later backward of the phase needs (wasted memory)",
     "W-UNUSED": "a parameter that no phase updates, or a module that is never called",
+    "W-DOUBLE-BATCH": "an optimizer step applies the same loss on the same batch twice (a phase's first run reuses "
+    "the previous phase's last batch: after `zero_grad: never`, the last micro-batch counts twice)",
+    "W-STEP-ROLE": "an optimizer stepped on another optimizer's loss in a game (both losses depend on both "
+    "optimizers' parameters, e.g. d_opt stepped in the generator phase on g_loss)",
+    "W-DOUBLE-STEP": "two optimizers stepped in one phase both update a parameter (it moves twice on one gradient)",
+    "W-SHARED-PARAM": "two optimizers both update a parameter, in different phases",
     "W-MODE": "a gym source's policy uses dropout or batch norm: it acts in eval mode (under no_grad) but trains in train mode",
+    "E-MEMORY": "the memory a run needs (parameters, gradients, optimizer state, activations at the batch size, data, buffers) passes the limit: the machine's memory or `--max-memory`",
+    "E-GRAD-SIZE": "`grad(...)` calls (nested ones grow the graph about threefold per level) would build more gradient nodes than the compiler allows",
+    "E-MONITOR": "`train.monitor` cannot choose best.npz: a metric of the spec without `mode`, a mode against a declared direction (a loss is always minimised), a split that does not apply, or no eval section",
+    "W-SELECT": "best.npz is chosen on the test (or train) split that the final evaluation also reports; declare a `val` split or `train.monitor.split`",
 }
+
+
+EXCERPT_WIDTH = 160  # characters of the offending line shown around the column (a spec line is shorter)
+MAX_MESSAGE = 1000  # characters of a message or hint: one quoting a 50 MB key must not print 50 MB
+_UNPRINTABLE = {i: "?" for i in [*range(9), *range(10, 32), *range(127, 160)]}  # one cell each, as the caret counts
+
+
+def cut(text: str, limit: int = MAX_MESSAGE) -> str:
+    """text, cut to ``limit`` characters with a note of how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def excerpt(line: str, column: int, width: int = EXCERPT_WIDTH) -> tuple[str, int, int]:
+    """What is shown of a source line: at most ``width`` characters around the 1-based ``column``, with
+    "..." where the line goes on, and control characters (a terminal's escape sequences) shown as "?".
+    Returns the text, the column's position in it, and how many characters from there are the line's."""
+    column = min(max(1, column), len(line) + 1)
+    start = 0 if len(line) <= width else min(max(0, column - 1 - width // 2), len(line) - width)
+    end = min(len(line), start + width)
+    head, tail = "..." if start else "", "..." if end < len(line) else ""
+    text = head + line[start:end].translate(_UNPRINTABLE) + tail
+    return text, column - start + len(head), end - column + 1
 
 
 @dataclass
@@ -57,14 +89,13 @@ class Diagnostic:
         return f"{filename}:{self.line}:{self.column or 1}"
 
     def render(self, filename: str, lines: list[str]) -> str:
-        out = [f"{self.where(filename)}: {self.code} {self.message}"]
+        out = [f"{self.where(filename)}: {self.code} {cut(self.message)}"]
         if self.line is not None and 0 < self.line <= len(lines):
-            text = lines[self.line - 1].rstrip("\n")
-            col = max(1, self.column or 1)
+            text, col, room = excerpt(lines[self.line - 1].rstrip("\n"), self.column or 1)
             out.append(f"    {text}")
-            out.append("    " + " " * (col - 1) + "^" + "~" * max(0, min(self.width, len(text) - col + 1) - 1))
+            out.append("    " + " " * (col - 1) + "^" + "~" * max(0, min(self.width, room) - 1))
         if self.hint:
-            out.append(f"    hint: {self.hint}")
+            out.append(f"    hint: {cut(self.hint)}")
         return "\n".join(out)
 
     def to_json(self, filename: str) -> dict[str, Any]:
@@ -74,8 +105,8 @@ class Diagnostic:
             "column": self.column,
             "code": self.code,
             "severity": self.severity,
-            "message": self.message,
-            "hint": self.hint,
+            "message": cut(self.message),
+            "hint": None if self.hint is None else cut(self.hint),
             "path": [str(p) for p in self.path],
         }
 
@@ -135,5 +166,7 @@ class SpecError(Exception):
 def did_you_mean(name: str, options: Iterable[str]) -> str | None:
     import difflib
 
+    if len(str(name)) > 200:  # no name is that long; difflib would spend seconds indexing it
+        return None
     near = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
     return f"did you mean {near[0]!r}?" if near else None

@@ -7,24 +7,34 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
-from .diagnostics import Diagnostic, did_you_mean
+from ..safe_files import short_repr
+from .diagnostics import Diagnostic, Path, cut, did_you_mean
+from .yaml_loader import load
 
 
 def parse(item: str) -> tuple[str, Any]:
+    """(dotted key, value) of one ``--set`` item. The value is read by the spec's own YAML loader, with
+    the same limits (nesting depth, values after expanding aliases, standard tags only) as a spec file."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ValueError(f"--set {item}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
-    return key.strip(), value
+        raise ValueError(f"--set takes KEY=VALUE, got {short_repr(item)}")
+    if "\0" in item:
+        raise ValueError(f"--set {short_repr(key.strip())}: the item contains a NUL byte")
+    if not raw.strip():
+        return key.strip(), ""
+    located = load(raw)
+    if located.diagnostics:
+        d = located.diagnostics[0]
+        at = f" (at character {d.column} of the value)" if d.line == 1 and d.column else ""
+        raise ValueError(f"--set {short_repr(key.strip())}: the value is refused: {cut(d.message, 300)}{at}")
+    return key.strip(), located.data
 
 
-def apply(data: dict[str, Any], overrides: list[tuple[str, Any]]) -> list[Diagnostic]:
-    """Apply the overrides to data in place; returns the diagnostics for those that do not fit."""
+def apply(
+    data: dict[str, Any], overrides: list[tuple[str, Any]], written: list[tuple[Path, str]] | None = None
+) -> list[Diagnostic]:
+    """Apply the overrides to data in place; returns the diagnostics for those that do not fit.
+    ``written`` receives (path in the data, dotted key) of every override applied."""
     from ..compile import _allowed_keys, _model_for
     from .schema import Spec
 
@@ -51,6 +61,8 @@ def apply(data: dict[str, Any], overrides: list[tuple[str, Any]]) -> list[Diagno
                     break
                 if last:
                     cur[idx] = value
+                    if written is not None:
+                        written.append(((*path, idx), dotted))
                 else:
                     path.append(idx)
                     cur = cur[idx]
@@ -92,10 +104,35 @@ def apply(data: dict[str, Any], overrides: list[tuple[str, Any]]) -> list[Diagno
                 break
             if last:
                 cur[part] = value
+                if written is not None:
+                    written.append(((*path, part), dotted))
             else:
                 path.append(part)
                 cur = cur.setdefault(part, {})
     return problems
+
+
+def strings_in(values: list[Any]) -> list[str]:
+    """Every string inside the values (of --set items): the file paths the user typed, which may lie anywhere."""
+    out: list[str] = []
+    stack = list(values)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return out
+
+
+def note_origin(diagnostics: list[Diagnostic], written: list[tuple[Path, str]]) -> None:
+    """Diagnostics about a value that ``--set`` wrote say so: their file position shows the value it replaced."""
+    for d in diagnostics:
+        origin = next((dotted for path, dotted in written if tuple(d.path[: len(path)]) == path), None)
+        if origin is not None:
+            d.message += f" (the value comes from --set {short_repr(origin)})"
 
 
 def _list_index(items: list[Any], part: str) -> int | None:

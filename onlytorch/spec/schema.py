@@ -9,15 +9,72 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
+import typing
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from ..safe_files import short_repr
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a spec's name: the run directory runs/NAME
+MAX_INT = 2**53  # integers a spec may hold (exact as floats, far from int64 wrap-around)
+
+
+def exact_int_problem(v: Any) -> str | None:
+    """Why v is not an integer a spec may hold, or None. pydantic would read true as 1, 3.0 as 3 and
+    "3" as 3, and numpy wraps an integer past int64 to a negative one; all of them are slips."""
+    if isinstance(v, bool):
+        return f"must be an integer, not {str(v).lower()}"
+    if isinstance(v, int):
+        return None if -MAX_INT <= v <= MAX_INT else f"{v} is out of range: integers here are at most 2**53 in size"
+    if isinstance(v, (float, str)):
+        return f"must be an integer, not {type(v).__name__} {short_repr(v)}"
+    return None  # other types: pydantic's own message
+
+
+def _int_slot(annotation: Any) -> str | None:
+    """Which integer checks a field gets: "int" (an int or optional int), "list" (a list of ints) or None."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if annotation is int:
+        return "int"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType) and {a for a in args if a is not type(None)} == {int}:
+        return "int"
+    if origin is list and args and _int_slot(args[0]) == "int":
+        return "list"
+    return None
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _exact_integers(cls, v: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        slot = _int_slot(field.annotation) if field is not None else None
+        if slot == "int" and v is not None:
+            problem = exact_int_problem(v)
+        elif slot == "list" and isinstance(v, list):
+            problem = next((f"item {i}: {p}" for i, x in enumerate(v) if (p := exact_int_problem(x))), None)
+        else:
+            problem = None
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 # ---------------------------------------------------------------- data
@@ -356,6 +413,21 @@ class PhaseSpec(Strict):
     )
 
 
+class MonitorSpec(Strict):
+    """What chooses best.npz: a quantity the evaluation reports, the split it is measured on and
+    whether lower or higher is better. A direction is never guessed from a name: a loss is always
+    minimised and onlytorch's own scores (modes_covered, high_quality, return_mean, ...) have theirs,
+    but a metric of the spec needs ``mode``."""
+
+    metric: str = Field(description="a loss, a metric, or a score the evaluation computes (modes_covered, return_mean)")
+    split: Literal["train", "val", "test"] | None = Field(
+        None, description="the split it is measured on; default: val when data declares it, else eval.split"
+    )
+    mode: Literal["min", "max"] | None = Field(
+        None, description="min: lower is better, max: higher is better; required for a metric of the spec"
+    )
+
+
 class TrainSpec(Strict):
     """How long to train and what one iteration does."""
 
@@ -365,6 +437,11 @@ class TrainSpec(Strict):
     log_every: int = Field(50, gt=0, description="write metrics every this many iterations")
     eval_every: int | None = Field(None, gt=0, description="evaluate under no_grad every this many iterations")
     checkpoint_every: int | None = Field(None, gt=0, description="write a checkpoint every this many iterations")
+    monitor: MonitorSpec | None = Field(
+        None,
+        description="what chooses checkpoints/best.npz; default: return_mean for a gym source, modes_covered for "
+        "scored generator samples, else the first loss",
+    )
 
     @model_validator(mode="after")
     def _length(self) -> TrainSpec:
@@ -403,7 +480,10 @@ class Spec(Strict):
     """A whole training setup."""
 
     version: Literal[1] = Field(description="the spec language version")
-    name: str = Field(description="the run's name")
+    name: str = Field(
+        description="the run's name, and its directory runs/NAME: 1 to 100 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit"
+    )
     description: str | None = Field(None, description="what the spec demonstrates")
     seed: int = Field(0, ge=0, description="seeds initialisation, data order, noise and dropout")
     dtype: Literal["float32", "float64"] = Field("float32", description="the graph's float type")
@@ -420,6 +500,16 @@ class Spec(Strict):
     )  # type: ignore[valid-type, arg-type]
     train: TrainSpec | None = Field(None, description="the training schedule")
     eval: EvalSpec | None = Field(None, description="what evaluation reports")
+
+    @field_validator("name")
+    @classmethod
+    def _run_name(cls, v: str) -> str:
+        if not RUN_NAME.match(v):
+            raise ValueError(
+                f"{short_repr(v)} is not a valid run name: it becomes the directory runs/NAME, so it must be 1 to 100 "
+                "letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return v
 
     @field_validator("inputs", "modules", "nodes", "losses", "metrics", "optimizers")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from ..safe_files import short_repr
 from .diagnostics import Diagnostic, Path
 
 _SAFE_TAGS = {
@@ -207,10 +208,16 @@ def _construct(node: yaml.Node, path: Path, out: Located, loader: _Loader, count
     except Exception as e:  # any failure to read a plain scalar is a problem of the text
         # an explicit tag that does not fit the text (!!int abc, !!bool maybe) or a date that does not exist
         problem = getattr(e, "problem", None) or (str(e) if isinstance(e, ValueError) else None)
+        if problem and "int_max_str_digits" in problem:  # Python's own advice does not apply to a spec
+            problem = f"an integer of {len(node.value)} digits is far out of range"
         detail = f": {problem}" if problem else ""
         out.diagnostics.append(
             Diagnostic(
-                "E-YAML", f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}{detail}", path, line, col
+                "E-YAML",
+                f"cannot read {short_repr(node.value)} as {node.tag.rsplit(':', 1)[-1]}{detail}",
+                path,
+                line,
+                col,
             )
         )
         return None

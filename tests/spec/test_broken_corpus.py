@@ -103,9 +103,10 @@ def test_cli_validate_renders_every_diagnostic_with_its_line_and_caret(path: pat
     ]
     for i, (dcode, line, col) in zip(heads, want):
         assert lines[i].startswith(f"{path}:{line}:{col}: {dcode} "), lines[i]
-        assert lines[i + 1] == "    " + source[line - 1].rstrip("\n"), "the source line must follow"
+        shown, at, _ = diagnostics.excerpt(source[line - 1].rstrip("\n"), col)  # a long line: the part around col
+        assert lines[i + 1] == "    " + shown, "the source line must follow"
         caret = lines[i + 2]
-        assert re.fullmatch(r" {4}" + " " * (col - 1) + r"\^~*", caret), f"caret under column {col}: {caret!r}"
+        assert re.fullmatch(r" {4}" + " " * (at - 1) + r"\^~*", caret), f"caret under column {col}: {caret!r}"
     verdict = "invalid" if has_errors else "valid"
     assert f"{path}: {verdict} (" in out
 
