@@ -20,12 +20,13 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from . import nn
+from . import footprint, monitor, nn
 from .errors import GraphError, ShapeError
 from .graph import Graph
 from .node import NodeId
 from .ops.registry import public_ops
 from .plan import BackwardPlan
+from .safe_files import MAX_SPEC_BYTES, RefusedFile, human_size, read_regular
 from .spec import expr as X
 from .spec import schema as S
 from .spec.diagnostics import Diagnostic, Path, Report, did_you_mean
@@ -92,13 +93,25 @@ class _Poisoned(Exception):
     """A name whose definition already produced a diagnostic: dependents stay quiet."""
 
 
+_SPEC_FILES = f"a spec is a regular YAML file of at most {human_size(MAX_SPEC_BYTES)} (see docs/inputs.md)"
+
+
 def compile_file(
-    path: str | pathlib.Path, overrides: list[tuple[str, Any]] | None = None
+    path: str | pathlib.Path,
+    overrides: list[tuple[str, Any]] | None = None,
+    max_memory: int | None = None,
+    allow_outside: bool = False,
 ) -> tuple[Compiled | None, Report]:
-    """Compile the spec at path, with ``--set`` overrides (dotted path, value) applied first."""
+    """Compile the spec at path, with ``--set`` overrides (dotted path, value) applied first;
+    ``max_memory`` bounds the memory estimate (bytes; default: the machine's, see footprint.py).
+    The spec's data files must lie inside its folder unless ``allow_outside`` (docs/inputs.md)."""
     p = pathlib.Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_regular(p, MAX_SPEC_BYTES, "the spec")
+    except RefusedFile as e:  # a FIFO would block, /dev/zero would never end: refused before reading
+        report = Report(str(path), "")
+        report.add(Diagnostic("E-YAML", f"cannot read the spec: {e.reason}", hint=_SPEC_FILES))
+        return None, report
     except OSError as e:  # no text: the diagnostic can name the file only
         report = Report(str(path), "")
         report.add(Diagnostic("E-YAML", f"cannot read the spec: {e}"))
@@ -115,7 +128,8 @@ def compile_file(
             )
         )
         return None, report
-    return compile_text(text, str(path), p.resolve().parent, overrides)
+    folder = p.resolve().parent
+    return compile_text(text, str(path), folder, overrides, max_memory, None if allow_outside else folder)
 
 
 def compile_text(
@@ -123,8 +137,11 @@ def compile_text(
     filename: str = "<spec>",
     base_dir: pathlib.Path | None = None,
     overrides: list[tuple[str, Any]] | None = None,
+    max_memory: int | None = None,
+    data_root: pathlib.Path | None = None,
 ) -> tuple[Compiled | None, Report]:
-    """Compile a spec; returns (compiled or None when there are errors, the full report)."""
+    """Compile a spec; returns (compiled or None when there are errors, the full report). With a
+    ``data_root``, the spec's data files must lie inside it (paths given with ``--set`` may not)."""
     report = Report(filename, text)
     located = load(text)
     report.extend(located.diagnostics)
@@ -138,19 +155,30 @@ def compile_text(
             )
         )
         return None, report
+    written: list[tuple[Path, str]] = []
     if overrides:
         from .spec.overrides import apply
 
-        problems = apply(located.data, list(overrides))
+        problems = apply(located.data, list(overrides), written)
         report.extend(problems)
         if problems:
             return None, report
-    compiler = _Compiler(located, report, base_dir or pathlib.Path.cwd())
+    compiler = _Compiler(located, report, base_dir or pathlib.Path.cwd(), max_memory)
+    from .data.files import confined_to
+    from .spec.overrides import strings_in
+
+    trusted = strings_in([v for _, v in overrides or []])  # paths typed on the command line may lie anywhere
+    confinement = confined_to(data_root, trusted) if data_root else contextlib.nullcontext()
     try:
-        compiled = compiler.run()
+        with confinement:
+            compiled = compiler.run()
     except RecursionError:
         report.add(Diagnostic("E-CYCLE", "the spec nests too deeply to compile", (), 1, 1))
         compiled = None
+    if written:
+        from .spec.overrides import note_origin
+
+        note_origin(report.items, written)
     if report.errors:
         return None, report
     return compiled, report
@@ -346,8 +374,10 @@ def _get(data: Any, path: Path) -> Any:
 
 
 class _Compiler:
-    def __init__(self, located: Located, report: Report, base_dir: pathlib.Path) -> None:
+    def __init__(self, located: Located, report: Report, base_dir: pathlib.Path, max_memory: int | None = None) -> None:
         self.loc = located
+        self.limit = footprint.Limit.resolve(max_memory)
+        self.grad_nodes = 0  # nodes the spec's grad(...) calls added (bounded by footprint.MAX_GRAD_NODES)
         self.report = report
         self.base_dir = base_dir
         self.broken: set[str] = set()  # names whose definitions failed: no cascades from them
@@ -376,6 +406,78 @@ class _Compiler:
             return
         line, col = self.loc.expression_column(path, e.offset)
         self.report.add(Diagnostic(e.code, e.message, path, line, col, e.hint, e.width))
+
+    # -------------------------------------------------------------- memory
+
+    def memory_budget(self, spec: S.Spec) -> footprint.Budget:
+        """The running memory checks; a trained parameter costs its value, its gradient and the
+        state of the hungriest optimizer of the spec."""
+        copies = 1
+        if spec.train is not None and spec.optimizers:
+            state = max(
+                footprint.state_buffers(o.type, o.model_dump(exclude={"type", "params", "schedule"}))
+                for o in spec.optimizers.values()
+            )
+            copies = 2 + state
+        batch = spec.data.batch_size if spec.data is not None else 1
+        return footprint.Budget(self.limit, batch, copies)
+
+    def check_params(self, module: str, what: str, shape: tuple[int, ...]) -> None:
+        """Refuse a parameter before it is allocated: too many values, or past the memory limit."""
+        _check_size(what, shape)
+        info = self.modules.get(module)
+        trained = info is None or info.kind != "copy"
+        problem = self.budget.parameter(what, shape, self.g.dtype.itemsize, trained)
+        if problem is not None:
+            raise _LayerError(problem, footprint.HINT, code="E-MEMORY")
+
+    def plan_layers(self, m: ModuleInfo, items: list[Any], x: NodeId, path: Path) -> bool:
+        """Before a layer list allocates anything: the parameters of its linear layers and the layer
+        outputs a backward keeps, as far as their sizes follow from the input (through layers that
+        keep the last dimension), must fit the memory limit. False (with a diagnostic at the layer
+        that passes it) when they do not."""
+        if not x.shape or x.shape[-1] is None:
+            return True
+        dim, planned, outputs, widest = x.shape[-1], 0, 0, 0
+        rows = footprint.elements(x.shape[:-1], self.budget.batch)
+        itemsize = self.g.dtype.itemsize
+        info = self.modules.get(m.name)
+        copies = 1 if info is not None and info.kind == "copy" else self.budget.trained_copies
+        for i, item in enumerate(items):
+            try:
+                kind, arg = self.layer_kind(item)
+            except _LayerError:
+                return True
+            what = f"layer {i} of module {m.name} ({kind})"
+            if kind == "linear":
+                out = arg.get("out") if isinstance(arg, dict) else arg
+                if not isinstance(out, int) or isinstance(out, bool) or out <= 0 or dim * out > MAX_ELEMENTS:
+                    return True  # the layer's build reports it
+                planned += (dim + 1) * out * itemsize * copies
+                what = f"layer {i} of module {m.name} (linear {dim} -> {out})"
+                dim = out
+            elif kind not in ("batch_norm", "layer_norm", "dropout"):
+                op = self.ops.get(kind)
+                try:
+                    same = arg is None and op is not None and op.shape_rule((None, dim))[0] == (None, dim)
+                except Exception:  # a layer the build reports on
+                    same = False
+                if not same:
+                    return True
+            outputs += rows * dim * itemsize
+            widest = max(widest, rows * dim * itemsize)
+            # a backward through the widest output holds its gradient and its input's, of its size
+            problem = self.budget.planned(what, planned, outputs + 2 * widest if copies > 1 else 0)
+            if problem is not None:
+                self.error("E-MEMORY", problem, self.layer_path(path, i), hint=footprint.HINT)
+                return False
+        return True
+
+    def check_values(self, what: str, first: int) -> None:
+        """Refuse the nodes built since index first when one alone passes the memory limit at the batch size."""
+        problem = self.budget.values(what, self.g._nodes[first:])
+        if problem is not None:
+            raise _LayerError(problem, footprint.HINT, code="E-MEMORY")
 
     # -------------------------------------------------------------- schema
 
@@ -478,6 +580,7 @@ class _Compiler:
             return None
         self.spec = spec
         self.g = Graph(seed=spec.seed, dtype=spec.dtype)
+        self.budget = self.memory_budget(spec)
         self.ops = public_ops()
         self.names: dict[str, NodeId] = {}
         self.building: list[str] = []
@@ -504,11 +607,12 @@ class _Compiler:
         optimizers, schedules = self.build_optimizers(opt_params)
         phases = self.analyse_phases(losses, opt_params, optimizers)
         self.check_eval(losses, metrics)
+        monitor.check(spec, self.broken, self.error)
         self.check_layers_unbuilt()
         self.check_unused(opt_params, phases, targets)
         if self.report.errors:
             return None
-        return Compiled(
+        compiled = Compiled(
             spec=spec,
             graph=self.g,
             inputs=self.inputs,
@@ -524,6 +628,14 @@ class _Compiler:
             targets=targets,
             base_dir=self.base_dir,
         )
+        over = footprint.over_limit(compiled, footprint.estimate(compiled, self.data_fields), self.limit)
+        if over is not None:
+            self.error("E-MEMORY", over[0], over[1], key=len(over[1]) == 2, hint=footprint.HINT)
+            return None
+        from .spec.lint import lint_schedule  # legal but suspicious gradient setups (W- warnings)
+
+        self.report.extend(lint_schedule(compiled, self.loc))
+        return compiled
 
     # -------------------------------------------------------------- names
 
@@ -692,10 +804,15 @@ class _Compiler:
                     start,
                     width,
                 )
+            self.check_grad_size(y, start, width)
+            before = len(self.g._nodes)
             try:
-                return self.g.grad(y, x, create_graph=True)
+                out = self.g.grad(y, x, create_graph=True)
             except GraphError as e:
                 raise X.ExprError("E-ARG", str(e), start, width) from None
+            self.grad_nodes += len(self.g._nodes) - before
+            self.check_grad_size(None, start, width)
+            return out
         if fname == "scan":
             return self.call_scan(node, ev, start, width)
         op = self.ops.get(fname)
@@ -706,7 +823,31 @@ class _Compiler:
         problem = _attr_problem(op, args, kwargs)
         if problem:
             raise X.ExprError("E-ARG", problem, start, width)
-        return getattr(self.g, op.name)(*args, **kwargs)
+        before = len(self.g._nodes)
+        out = getattr(self.g, op.name)(*args, **kwargs)
+        too_big = self.budget.values(f"{fname}(...)", self.g._nodes[before:])
+        if too_big is not None:
+            raise X.ExprError("E-MEMORY", too_big, start, width, footprint.HINT)
+        return out
+
+    def check_grad_size(self, y: NodeId | None, start: int, width: int) -> None:
+        """Bound the gradient graphs grad(...) builds: each nested grad multiplies the graph, and a
+        dozen levels would take minutes and gigabytes. Checked before building (the graph that y
+        depends on is what the gradient walks) and after."""
+        from .plan import ancestors
+
+        walks = len(ancestors([self.g._node(y)])) if y is not None else 0
+        if self.grad_nodes + walks > footprint.MAX_GRAD_NODES:
+            how = f"would take them past it (it walks {walks:,} nodes)" if y is not None else "took them past it"
+            raise X.ExprError(
+                "E-GRAD-SIZE",
+                f"the grad(...) calls of a spec may build at most {footprint.MAX_GRAD_NODES:,} gradient nodes; "
+                f"{self.grad_nodes:,} are built and this grad {how}: "
+                "grad nested this deep grows the graph about threefold per level",
+                start,
+                width,
+                "nest grad(...) fewer times, or differentiate a smaller expression",
+            )
 
     def call_scan(self, node: ast.Call, ev: Callable[[ast.expr], Any], start: int, width: int) -> NodeId:
         if len(node.args) != 3 or not isinstance(node.args[0], ast.Name) or node.keywords:
@@ -807,9 +948,9 @@ class _Compiler:
                     width,
                 )
             try:
-                _check_size(f"cell {m.name}", (x.shape[-1] + (spec.hidden or 1), 3 * (spec.hidden or 1)))
+                self.check_params(m.name, f"cell {m.name}", (x.shape[-1] + (spec.hidden or 1), 3 * (spec.hidden or 1)))
             except _LayerError as e:
-                raise X.ExprError("E-MODULE", str(e), start, width) from None
+                raise X.ExprError(e.code, str(e), start, width, e.hint) from None
             cell = cls(self.g, x.shape[-1], spec.hidden or 1, name=m.name)
             m.params = cell.parameters()
             m.call = cell
@@ -827,18 +968,22 @@ class _Compiler:
             return None
         layers: list[Callable[[NodeId], NodeId]] = []
         x = args[0]
+        if not self.plan_layers(m, items, x, path):
+            return None
         for i, item in enumerate(items):
             ipath = self.layer_path(path, i)
             try:
                 layer = self.layer(m.name, i, item, x, ipath)
+                before = len(self.g._nodes)
                 x = layer(x)
+                self.check_values(f"layer {i} of module {m.name}", before)
             except GraphError as e:
                 self.error(
                     "E-SHAPE" if isinstance(e, ShapeError) else "E-MODULE", f"layer {i} of module {m.name}: {e}", ipath
                 )
                 return None
             except _LayerError as e:
-                self.error("E-MODULE", str(e), ipath, hint=e.hint)
+                self.error(e.code, str(e), ipath, hint=e.hint)
                 return None
             layers.append(layer)
         first = [True]
@@ -910,7 +1055,10 @@ class _Compiler:
                 raise _LayerError(f"linear needs a positive output size, e.g. {{linear: 64}}; got {out!r}")
             if not x.shape or x.shape[-1] is None:
                 raise _LayerError(f"linear needs an input with a fixed last dimension, got {_fmt(x.shape)}")
-            _check_size("linear", (x.shape[-1], out))
+            self.check_params(module, "linear", (x.shape[-1], out))
+            too_big = self.budget.output("its output", (*x.shape[:-1], out), self.g.dtype.itemsize)
+            if too_big is not None:  # refused before nn.Linear allocates the weights
+                raise _LayerError(f"linear {out}: {too_big}", footprint.HINT, code="E-MEMORY")
             return nn.Linear(g, x.shape[-1], out, bias=bool(bias), name=name, init=str(init))
         if kind in ("batch_norm", "layer_norm"):
             opts = dict(arg) if isinstance(arg, dict) else {}
@@ -918,7 +1066,7 @@ class _Compiler:
                 raise _LayerError(f"{kind} takes options as a mapping, e.g. {{{kind}: {{eps: 1.0e-5}}}}")
             if not x.shape or x.shape[-1] is None:
                 raise _LayerError(f"{kind} needs an input with a fixed last dimension, got {_fmt(x.shape)}")
-            _check_size(kind, (x.shape[-1],))
+            self.check_params(module, kind, (x.shape[-1],))
             try:
                 if kind == "batch_norm":
                     return nn.BatchNorm(g, x.shape[-1], name=name, **opts)
@@ -931,7 +1079,7 @@ class _Compiler:
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in opts.values()
             ):
                 raise _LayerError("embedding takes {num: N, dim: D}, two positive integers")
-            _check_size("embedding", (opts["num"], opts["dim"]))
+            self.check_params(module, "embedding", (opts["num"], opts["dim"]))
             return nn.Embedding(g, opts["num"], opts["dim"], name=name)
         op = self.ops[kind]
         method = getattr(g, op.name)
@@ -956,9 +1104,9 @@ class _Compiler:
         params: dict[str, NodeId] = {}
         for pname, p in spec.params.items():
             try:
-                _check_size(f"parameter {pname}", tuple(p.shape))
+                self.check_params(m.name, f"parameter {pname}", tuple(p.shape))
             except _LayerError as e:
-                self.error("E-MODULE", f"module {m.name}: {e}", path + ("params", pname, "shape"))
+                self.error(e.code, f"module {m.name}: {e}", path + ("params", pname, "shape"), hint=e.hint)
                 return None
             try:
                 init_args: dict[str, Any] = dict(p.init_args)
@@ -998,7 +1146,7 @@ class _Compiler:
             if m.kind != "copy":
                 continue
             src = self.modules.get(m.spec.copy_of or "")
-            if src is None:
+            if src is None or src.name in self.broken:
                 continue
             if m.call is None:
                 if not self.used_by_broken(m.name):
@@ -1043,6 +1191,7 @@ class _Compiler:
                 source = get_source(src.source)
                 params = source.parse(src.model_dump(exclude={"source"}), self.base_dir)
                 out[split] = source.fields(params)
+                self.check_source_size(split, src, out[split])
             except DataError as e:
                 where = (
                     ("data", split, e.param)
@@ -1051,6 +1200,19 @@ class _Compiler:
                 )
                 self.error("E-DATA", str(e), where)
         return out
+
+    def check_source_size(self, split: str, src: Any, fields: dict[str, Any]) -> None:
+        """A data source that alone would pass the memory limit (n, a replay capacity, rollout steps)."""
+        for item in footprint.source_items(split, src, fields, self.g.dtype.itemsize):
+            if item.nbytes > self.limit.nbytes:
+                self.error(
+                    "E-MEMORY",
+                    f"{item.what} needs about {footprint.human_size(item.nbytes)}, "
+                    f"more than the limit of {self.limit.describe()}",
+                    item.path,
+                    hint=footprint.HINT,
+                )
+                return
 
     def build_inputs(self) -> dict[str, NodeId]:
         inputs: dict[str, NodeId] = {}
@@ -1065,6 +1227,12 @@ class _Compiler:
                 self.check_input_source(name, spec, path)
             inputs[name] = self.g.input(name, shape=shape, dtype=dtype)
             self.names[name] = inputs[name]
+            too_big = self.budget.values(f"input {name}", [self.g._node(inputs[name])])
+            if too_big is not None:
+                where = path + ("shape",) if "shape" in (self.loc.data.get("inputs", {}).get(name) or {}) else path
+                self.error("E-MEMORY", too_big, where, hint=footprint.HINT)
+                self.broken.add(name)  # what reads it stays quiet
+                del inputs[name], self.names[name]
         return inputs
 
     def check_input_source(self, name: str, spec: S.InputSpec, path: Path) -> None:
@@ -1678,9 +1846,10 @@ class _Compiler:
 
 
 class _LayerError(Exception):
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, code: str = "E-MODULE") -> None:
         super().__init__(message)
         self.hint = hint
+        self.code = code
 
 
 MAX_ELEMENTS = 2**27  # per parameter: validate allocates and initialises every parameter

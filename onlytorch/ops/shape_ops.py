@@ -172,6 +172,11 @@ def _is_advanced(k):
     return isinstance(k, (list, np.ndarray))
 
 
+def _fmt_slice(k: slice) -> str:
+    parts = ["" if v is None else str(v) for v in (k.start, k.stop, k.step)]
+    return ":".join(parts)
+
+
 def index_shape(x, key):
     key = _key_tuple(key)
     n_real = sum(1 for k in key if k is not None and k is not Ellipsis)
@@ -196,6 +201,10 @@ def index_shape(x, key):
             if d is not None and not -d <= k < d:
                 raise ShapeRuleError(f"index {k} is out of range for a dimension of size {d}")
         elif isinstance(k, slice):
+            # checked here, not left to numpy: on the batch axis (d is None) numpy would only
+            # refuse it at run time
+            if k.step == 0:
+                raise ShapeRuleError(f"slice {_fmt_slice(k)} has step 0; a step must be a non-zero integer")
             out.append(None if d is None else len(range(*k.indices(d))))
         elif _is_advanced(k):
             arr = np.asarray(k)
@@ -324,7 +333,10 @@ def one_hot(idx, *, num_classes):
         idx = idx.astype(np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
         raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), got {idx.min()}..{idx.max()}")
-    return np.eye(num_classes)[idx]
+    # (len(idx), num_classes) filled directly: np.eye(num_classes)[idx] costs num_classes**2
+    out = np.zeros((*idx.shape, num_classes))
+    np.put_along_axis(out, idx[..., None].astype(np.intp, copy=False), 1.0, axis=-1)
+    return out
 
 
 def _argmax_shape(x, *, axis=-1):
