@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .compile import Compiled, PhaseInfo
-from .data.batches import Batches, Noise, rng_from_array, rng_to_array
+from .data.batches import Batches, Noise, rng_entry, rng_from_array, rng_to_array
 from .data.policy import Policy, observation_inputs
 from .data.replay import Replay
 from .data.rollout import Rollout
@@ -414,46 +414,159 @@ class Trainer:
             out.update({f"live/{k}": v for k, v in self.live.state().items()})
         return out
 
-    def restore_weights(self, state: dict[str, np.ndarray]) -> None:
-        """Parameters and states from a checkpoint; refuses one that does not fit the spec,
-        naming the first parameter that is missing or shaped differently."""
-        g = self.g
-        for p in g.parameters():
-            key = f"param/{p.name}"
-            if key not in state:
-                raise ckpt.CheckpointError(
-                    f"the checkpoint has no parameter {p.name!r}: it was written for another spec"
-                )
-            if state[key].shape != g.require_value(p).shape:
-                raise ckpt.CheckpointError(
-                    f"parameter {p.name!r} has shape {g.require_value(p).shape} in the spec but {state[key].shape} in the checkpoint"
-                )
-            g.set_value(p, state[key])
-        for s in g.states():
-            if f"state/{s.name}" in state:
-                g.set_value(s, state[f"state/{s.name}"])
+    # A checkpoint is checked whole before any of it is applied, so a bad one (another spec's, cut
+    # short, edited, forged) is refused with the file and the entry named and leaves the trainer
+    # as it was. Each part checks its own entries (check_state / check_state_dict); this class
+    # checks its own (weights, step, window, carried values, the current batch) and that no entry
+    # is left over.
 
-    def restore(self, state: dict[str, np.ndarray]) -> None:
+    def restore_weights(self, state: Mapping[str, np.ndarray]) -> None:
+        """Parameters and states from a checkpoint; refuses (CheckpointError naming the file and
+        the entry) one that does not fit the spec: a parameter missing, extra, shaped differently,
+        not a finite float array."""
+        values = _as_checkpoint_error(state, lambda: self._check_weights(state))
+        for node, value in values:
+            self.g.set_value(node, value)
+
+    def _check_weights(self, state: Mapping[str, np.ndarray]) -> list[tuple[NodeId, np.ndarray]]:
+        g = self.g
+        out: list[tuple[NodeId, np.ndarray]] = []
+        for kind, nodes in (("param", g.parameters()), ("state", g.states())):
+            what = "parameter" if kind == "param" else "state"
+            for node in nodes:
+                key = f"{kind}/{node.name}"
+                if key not in state:
+                    raise ckpt.CheckpointError(
+                        f"the checkpoint has no {what} {node.name!r} (entry {key!r}): it was written for another spec"
+                    )
+                current = g.require_value(node)
+                saved = ckpt.entry(state, key)
+                if saved.shape != current.shape:
+                    raise ckpt.CheckpointError(
+                        f"entry {key!r}: {what} {node.name!r} has shape {current.shape} in the spec but {saved.shape} "
+                        "in the checkpoint"
+                    )
+                ckpt.floats(state, key, what=f"{what} {node.name!r}")
+                out.append((node, np.array(saved, dtype=current.dtype, copy=True)))
+        known = {f"param/{p.name}" for p in g.parameters()} | {f"state/{s.name}" for s in g.states()}
+        ckpt.unexpected(
+            {k: v for k, v in state.items() if k.startswith(("param/", "state/"))},
+            known,
+            what=": the spec has no such parameter or state (the checkpoint was written for another spec)",
+        )
+        return out
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
         """Everything state() saved: weights, optimizer and schedule states, RNG and data
-        positions, carried values and the step."""
+        positions, carried values and the step. Everything is checked first (CheckpointError
+        naming the file and the entry); a refused checkpoint changes nothing."""
+        _as_checkpoint_error(state, lambda: self._check_state(state))
         self.restore_weights(state)
         g = self.g
         for name, opt in self.c.optimizers.items():
             opt.load_state_dict(ckpt.with_prefix(state, f"opt/{name}"))
         for name, sched in self.c.schedules.items():
             sched.load_state_dict(ckpt.with_prefix(state, f"sched/{name}"))
-        if "rng/graph" in state:
-            g.rng = rng_from_array(state["rng/graph"])
-        if self.batches is not None and any(k.startswith("batches/") for k in state):
+        g.rng = rng_from_array(state["rng/graph"])
+        if self.batches is not None:
             self.batches.restore(ckpt.with_prefix(state, "batches"))
-        self.batch = ckpt.with_prefix(state, "batch")
+        self.batch = {k: np.array(v, copy=True) for k, v in ckpt.with_prefix(state, "batch").items()}
         for name, nz in self.noise.items():
             nz.restore(ckpt.with_prefix(state, f"noise/{name}"))
-        self.carry = {name: state.get(f"carry/{name}") for name in self.carry}
+        self.carry = {
+            name: (np.array(state[f"carry/{name}"], dtype=g.dtype) if f"carry/{name}" in state else None)
+            for name in self.carry
+        }
         if self.live is not None:
-            self.live.restore(ckpt.with_prefix(state, "live"))
-        self.step = int(state.get("meta/step", 0))
-        self.window = int(state.get("meta/window", 0))
+            self.live.restore(ckpt.with_prefix(state, "live"), "live/")
+        self.step = int(state["meta/step"])
+        self.window = int(state["meta/window"])
+
+    def _check_state(self, state: Mapping[str, np.ndarray]) -> None:
+        # meta/ holds the run's notes about the checkpoint (spec_hash, ...): nothing is restored from
+        # them but step and window, so another note is no reason to refuse a checkpoint
+        known = {"rng/graph"} | {k for k in state if k.startswith("meta/")}
+        known |= {k for k in state if k.startswith(("param/", "state/"))}  # _check_weights' part
+        self._check_weights(state)
+        ckpt.count(state, "meta/step")
+        ckpt.count(state, "meta/window", high=self.n_windows if self.windows else 1)
+        if "meta/spec_hash" in state:
+            ckpt.text(state, "meta/spec_hash")
+        rng_entry(state, "rng/graph", error=ckpt.CheckpointError)
+        for prefix, parts in (("opt", self.c.optimizers), ("sched", self.c.schedules)):
+            for name, part in parts.items():
+                where = f"{prefix}/{name}/"
+                lead = f"{'optimizer' if prefix == 'opt' else 'the schedule of optimizer'} {name!r}: "
+                part.check_state_dict(ckpt.with_prefix(state, where[:-1]), where, lead)
+                known |= {k for k in state if k.startswith(where)}
+        if self.batches is not None:
+            self.batches.check_state(ckpt.with_prefix(state, "batches"), "batches/")
+            known |= {k for k in state if k.startswith("batches/")}
+            known |= self._check_batch(state)
+        for name, nz in self.noise.items():
+            nz.check_state(ckpt.with_prefix(state, f"noise/{name}"), f"noise/{name}/")
+            known |= {k for k in state if k.startswith(f"noise/{name}/")}
+        for name in self.carry:
+            key = f"carry/{name}"
+            if key in state:
+                shape = self.c.inputs[name].shape
+                value = ckpt.floats(state, key, what=f"the value carried into input {name!r}")
+                if value.ndim != len(shape) or tuple(value.shape[1:]) != tuple(shape[1:]) or not len(value):
+                    raise ckpt.CheckpointError(
+                        f"entry {key!r} is {ckpt.describe(value)}; input {name!r} has shape {_fmt(shape)}"
+                    )
+                known.add(key)
+        if self.live is not None:
+            self.live.check_state(ckpt.with_prefix(state, "live"), "live/")
+            known |= {k for k in state if k.startswith("live/")}
+        ckpt.unexpected(
+            state, known, what=": no part of the spec wrote it (the checkpoint was written for another spec)"
+        )
+
+    def _check_batch(self, state: Mapping[str, np.ndarray]) -> set[str]:
+        """The current batch (kept for windowed inputs): every field of the training data or none,
+        each shaped like the data's rows; required while a batch is half-way through its windows."""
+        batch = ckpt.with_prefix(state, "batch")
+        train = self.data["train"]
+        if not batch:
+            if self.windows and int(state["meta/window"]) != 0:
+                raise ckpt.CheckpointError(
+                    f"entry 'batch/{next(iter(train))}' is missing: the checkpoint stopped half-way through a "
+                    "batch's windows and must hold that batch"
+                )
+            return set()
+        ckpt.unexpected(batch, set(train), "batch/", what=": the training data has no such field")
+        rows = None
+        for field, data in train.items():
+            value = ckpt.entry(batch, field, "batch/")
+            same_kind = (value.dtype.kind == "f") == (data.dtype.kind == "f") and value.dtype.kind in "fiu"
+            if not same_kind or value.shape[1:] != data.shape[1:] or value.ndim != data.ndim:
+                raise ckpt.CheckpointError(
+                    f"entry 'batch/{field}' is {ckpt.describe(value)}; the training field {field!r} has "
+                    f"{data.dtype.name} rows of shape {data.shape[1:]}"
+                )
+            if data.dtype.kind == "f":
+                ckpt.floats(batch, field, "batch/")
+            if (rows is not None and len(value) != rows) or not 0 < len(value) <= self.batch_size:
+                raise ckpt.CheckpointError(
+                    f"entry 'batch/{field}' has {len(value)} rows; a batch has 1 to {self.batch_size}, "
+                    "the same for every field"
+                )
+            rows = len(value)
+        return {f"batch/{k}" for k in batch}
+
+
+def _as_checkpoint_error(state: Mapping[str, np.ndarray], check: Callable[[], Any]) -> Any:
+    """check()'s result; its GraphError or DataError as a CheckpointError that names the file."""
+    source = getattr(state, "path", None) or "the checkpoint"
+    try:
+        return check()
+    except (GraphError, DataError) as e:
+        raise ckpt.CheckpointError(f"{source}: {e}") from None
+
+
+def _fmt(shape: Any) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _grad_or_zero(g: Any, p: NodeId) -> np.ndarray:

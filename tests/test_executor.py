@@ -235,7 +235,10 @@ def test_fused_cross_entropy_matches_torch_to_second_order():
         np.testing.assert_allclose(g.get_node_value(gz), tg.detach().numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(g.grad(total, zp), tg2.numpy(), rtol=1e-10, atol=1e-12)
         g.set_value(y, np.array([0, 4, 1, 3, 2]))
-        with pytest.raises(ot.GraphError, match=r"cross_entropy: labels 'y' must lie in \[0, 4\), got 4"):
+        with pytest.raises(
+            ot.GraphError,
+            match=r"cross_entropy: labels 'y' must lie in \[0, 4\) \(the classes on the logits' last axis\), got 4 at index 1",
+        ):
             g.forward_node(loss)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checkpoint as ckpt
 from .sources import DataError, common_length, did_you_mean
 
 _MASK64 = (1 << 64) - 1
@@ -27,18 +28,43 @@ def rng_to_array(rng: np.random.Generator) -> np.ndarray:
 
 
 def rng_from_array(words: np.ndarray) -> np.random.Generator:
-    """The generator that rng_to_array encoded."""
-    w = [int(v) for v in np.asarray(words, dtype=np.uint64).reshape(-1)]
-    if len(w) != 6:
-        raise DataError(f"a random generator's state is 6 numbers, not {len(w)}")
+    """The generator that rng_to_array encoded; a DataError for anything rng_to_array cannot have
+    written (another length, non-integers, negative words, flags out of range)."""
+    a = np.asarray(words)
+    if a.dtype.kind not in "iu":
+        raise DataError(f"a random generator's state is 6 unsigned integers, not {a.dtype} values")
+    if a.shape != (6,):
+        raise DataError(f"a random generator's state is 6 numbers, not an array of shape {a.shape}")
+    if a.dtype.kind == "i" and (a < 0).any():
+        raise DataError("a random generator's state holds a negative number")
+    w = [int(v) for v in a]
+    if w[4] not in (0, 1) or w[5] >= 1 << 32:
+        raise DataError(
+            f"a random generator's state has has_uint32={w[4]} and uinteger={w[5]} "
+            "(they must be 0 or 1, and below 2**32)"
+        )
     bit_generator = np.random.PCG64()
-    bit_generator.state = {
-        "bit_generator": "PCG64",
-        "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
-        "has_uint32": w[4],
-        "uinteger": w[5],
-    }
+    try:
+        bit_generator.state = {
+            "bit_generator": "PCG64",
+            "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
+            "has_uint32": w[4],
+            "uinteger": w[5],
+        }
+    except (ValueError, TypeError, OverflowError) as e:
+        raise DataError(f"a random generator's state is not one numpy accepts: {e}") from None
     return np.random.Generator(bit_generator)
+
+
+def rng_entry(
+    state: Mapping[str, Any], key: str, where: str = "", error: type[Exception] = DataError
+) -> np.random.Generator:
+    """The generator saved under key, its entry named in the error when the state is bad."""
+    words = ckpt.entry(state, key, where, error)
+    try:
+        return rng_from_array(words)
+    except DataError as e:
+        raise error(f"entry '{where}{key}': {e}") from None
 
 
 def _required(state: Mapping[str, np.ndarray], keys: tuple[str, ...], what: str) -> None:
@@ -126,15 +152,30 @@ class Batches:
             "rng": rng_to_array(self._rng),
         }
 
-    def restore(self, state: Mapping[str, Any]) -> None:
+    def check_state(self, state: Mapping[str, Any], where: str = "") -> None:
+        """Raise DataError (naming the entry, under the prefix ``where``) unless state is one that
+        state() of a batcher over this data could have written; changes nothing."""
+        self._parse_state(state, where)
+
+    def _parse_state(self, state: Mapping[str, Any], where: str) -> tuple[np.random.Generator, int, int, np.ndarray]:
         _required(state, ("epoch", "position", "permutation", "rng"), "batches")
-        order = np.asarray(state["permutation"], dtype=np.int64)
+        ckpt.unexpected(state, {"epoch", "position", "permutation", "rng"}, where, DataError)
+        order = ckpt.integers(state, "permutation", where, low=None, error=DataError)
         if order.shape != (self.n,):
-            raise DataError(f"the saved batch order covers {order.size} samples, but the data has {self.n}")
-        self._rng = rng_from_array(state["rng"])
-        self._epoch = int(state["epoch"])
-        self._position = int(state["position"])
-        self._order = order
+            raise DataError(
+                f"the saved batch order ('{where}permutation') covers {order.size} samples, but the data has {self.n}"
+            )
+        if not np.array_equal(np.sort(order), np.arange(self.n)):
+            raise DataError(f"entry '{where}permutation' is not a permutation of 0..{self.n - 1}")
+        rng = rng_entry(state, "rng", where)
+        epoch = ckpt.count(state, "epoch", where, error=DataError)
+        # a position never rests at the end of an epoch (the epoch turns over there)
+        position = ckpt.count(state, "position", where, high=self.n, error=DataError)
+        return rng, epoch, position, order.astype(np.int64)
+
+    def restore(self, state: Mapping[str, Any], where: str = "") -> None:
+        """Continue from a state() (checked first: a bad one changes nothing)."""
+        self._rng, self._epoch, self._position, self._order = self._parse_state(state, where)
 
 
 class Noise:
@@ -161,6 +202,13 @@ class Noise:
     def state(self) -> dict[str, np.ndarray]:
         return {"rng": rng_to_array(self._rng)}
 
-    def restore(self, state: Mapping[str, Any]) -> None:
+    def check_state(self, state: Mapping[str, Any], where: str = "") -> None:
+        self._parse_state(state, where)
+
+    def _parse_state(self, state: Mapping[str, Any], where: str) -> np.random.Generator:
         _required(state, ("rng",), "noise")
-        self._rng = rng_from_array(state["rng"])
+        ckpt.unexpected(state, {"rng"}, where, DataError)
+        return rng_entry(state, "rng", where)
+
+    def restore(self, state: Mapping[str, Any], where: str = "") -> None:
+        self._rng = self._parse_state(state, where)

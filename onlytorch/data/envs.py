@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .batches import rng_from_array, rng_to_array
+from .. import checkpoint as ckpt
+from .batches import rng_entry, rng_from_array, rng_to_array
 from .sources import DataError
 
 
@@ -27,7 +28,29 @@ def gymnasium() -> Any:
     return gym
 
 
+def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any] | None) -> None:
+    """DataError unless every keyword argument is a name with a plain value (number, string, boolean,
+    null) and none asks for rendering: a list given where the environment expects a number, or a
+    render mode that needs a display, would only fail later, at reset or in the middle of a step."""
+    for key, value in dict(kwargs or {}).items():
+        if not isinstance(key, str):
+            raise DataError(f"environment {env_id!r}: env_kwargs keys are names, not {key!r}", param="env_kwargs")
+        if key == "render_mode":
+            raise DataError(
+                f"environment {env_id!r}: env_kwargs.render_mode is not allowed: rollouts run headless and are "
+                "never rendered; remove it",
+                param="env_kwargs",
+            )
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise DataError(
+                f"environment {env_id!r}: env_kwargs.{key} is a {type(value).__name__}; "
+                "values are numbers, strings, booleans or null",
+                param="env_kwargs",
+            )
+
+
 def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+    check_env_kwargs(env_id, kwargs)
     if ":" in env_id:
         # gymnasium reads "module:Env-v0" as "import module, then make Env-v0": a spec never runs code.
         raise DataError(
@@ -76,13 +99,21 @@ def _spaces(env_id: str, kwargs: tuple[tuple[str, Any], ...]) -> Spaces:
                 param="env",
             )
         steps = env.spec.max_episode_steps if env.spec is not None else None
+        try:  # an environment built from bad env_kwargs often fails only here; better now than mid-training
+            env.reset(seed=0)
+        except Exception as e:  # the environment is foreign code: whatever it raises is its refusal
+            raise DataError(
+                f"environment {env_id!r} fails to reset with env_kwargs {dict(kwargs)}: {type(e).__name__}: {e}",
+                param="env_kwargs",
+            ) from None
         return Spaces(tuple(int(d) for d in obs.shape), int(act.n), steps)
     finally:
         env.close()
 
 
 def env_spaces(env_id: str, kwargs: Mapping[str, Any] | None = None) -> Spaces:
-    """Observation shape and number of actions of an environment (made once, then cached)."""
+    """Observation shape and number of actions of an environment (made and reset once, then cached)."""
+    check_env_kwargs(env_id, kwargs)  # also makes the kwargs hashable for the cache: plain values only
     return _spaces(env_id, tuple(sorted(dict(kwargs or {}).items())))
 
 
@@ -183,7 +214,47 @@ class VectorEnv:
             out[f"env{i}/beyond"] = np.array(-1 if beyond is None else beyond, dtype=np.int64)
         return out
 
-    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+    def check_state(self, state: Mapping[str, np.ndarray], where: str = "") -> None:
+        """Raise CheckpointError (naming the entry, prefixed by ``where``) unless state is one that
+        state() of these environments could have written; changes nothing."""
+        n = self.n
+        known = {"running_return", "running_length", "returns", "lengths", "steps"}
+        ckpt.floats(state, "running_return", where, shape=(n,))
+        ckpt.integers(state, "running_length", where, shape=(n,))
+        returns = ckpt.floats(state, "returns", where)
+        if returns.ndim != 1:
+            raise ckpt.CheckpointError(f"entry '{where}returns' is {ckpt.describe(returns)}, not a list of returns")
+        ckpt.integers(state, "lengths", where, shape=returns.shape)
+        ckpt.count(state, "steps", where)
+        if "obs" in state:
+            obs_shape = tuple(self.envs[0].observation_space.shape or ())
+            obs = ckpt.entry(state, "obs", where)
+            if obs.dtype.kind not in "biuf" or obs.shape != (n, *obs_shape) or not np.isfinite(obs).all():
+                raise ckpt.CheckpointError(
+                    f"entry '{where}obs' is {ckpt.describe(obs)}; the {self.env_id} observations of {n} "
+                    f"environments are {(n, *obs_shape)} finite numbers"
+                )
+            known.add("obs")
+            if "env0/state" not in state:
+                raise ckpt.CheckpointError(
+                    f"the checkpoint holds no state of the {self.env_id} environments ('{where}env0/state'; "
+                    "only classic-control environments are saved exactly); start a new run"
+                )
+            for i in range(n):
+                env_state = ckpt.floats(state, f"env{i}/state", where)
+                if env_state.ndim != 1:
+                    raise ckpt.CheckpointError(
+                        f"entry '{where}env{i}/state' is {ckpt.describe(env_state)}, not an environment's state vector"
+                    )
+                rng_entry(state, f"env{i}/rng", where, ckpt.CheckpointError)
+                ckpt.count(state, f"env{i}/elapsed", where)
+                ckpt.count(state, f"env{i}/beyond", where, low=-1)
+                known.update(f"env{i}/{k}" for k in ("state", "rng", "elapsed", "beyond"))
+        ckpt.unexpected(state, known, where)
+
+    def restore(self, state: Mapping[str, np.ndarray], where: str = "") -> None:
+        """Continue from a state() (checked first: a bad one changes nothing)."""
+        self.check_state(state, where)
         self.running_return = np.array(state["running_return"], dtype=np.float64)
         self.running_length = np.array(state["running_length"], dtype=np.int64)
         self.returns = [float(v) for v in state["returns"]]
@@ -192,11 +263,6 @@ class VectorEnv:
         if "obs" not in state:
             self.obs = None
             return
-        if "env0/state" not in state:
-            raise DataError(
-                f"the checkpoint holds no state of the {self.env_id} environments "
-                "(only classic-control environments are saved exactly); start a new run"
-            )
         for i, e in enumerate(self.envs):
             # reset first: it makes the wrappers (order enforcing) ready to step
             e.reset(seed=self.seed + i)

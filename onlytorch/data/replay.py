@@ -15,7 +15,8 @@ import numpy as np
 from pydantic import Field as Param
 from pydantic import model_validator
 
-from .batches import rng_from_array, rng_to_array
+from .. import checkpoint as ckpt
+from .batches import rng_entry, rng_from_array, rng_to_array
 from .envs import env_spaces
 from .policy import Policy
 from .rollout import GymParams, GymSource, _not_loaded, gym_fields
@@ -138,8 +139,31 @@ class Replay(GymSource):
         out["counters"] = np.array([self.size, self.position, self.explore_steps], dtype=np.int64)
         return out
 
-    def restore(self, state: dict[str, np.ndarray]) -> None:
-        super().restore(state)
+    def check_state(self, state: dict[str, np.ndarray], where: str = "") -> None:
+        """Raise CheckpointError (naming the entry) unless state is one this buffer's state()
+        could have written; changes nothing."""
+        super().check_state(state, where)
+        capacity = self.p.capacity
+        size, position, _ = (int(v) for v in ckpt.integers(state, "counters", where, shape=(3,)))
+        if size > capacity or position >= capacity or (size < capacity and position != size):
+            raise ckpt.CheckpointError(
+                f"entry '{where}counters' holds size {size} and position {position}, which a buffer of "
+                f"capacity {capacity} cannot have"
+            )
+        for k, v in self.arrays.items():
+            shape = (size, *v.shape[1:])
+            if k == "action":
+                ckpt.integers(state, f"buffer/{k}", where, shape=shape, low=0, high=self.n_actions)
+            else:
+                ckpt.floats(state, f"buffer/{k}", where, shape=shape, what=f"the buffer's {k}")
+        rng_entry(state, "rng", where, ckpt.CheckpointError)
+        known = {"counters", "rng"} | {f"buffer/{k}" for k in self.arrays} | {k for k in state if k.startswith("env/")}
+        ckpt.unexpected(state, known, where)
+
+    def restore(self, state: dict[str, np.ndarray], where: str = "") -> None:
+        """Continue from a state() (checked first: a bad one changes nothing)."""
+        self.check_state(state, where)
+        super().restore(state, where)
         self.size, self.position, self.explore_steps = (int(v) for v in state["counters"])
         for k, v in self.arrays.items():
             v[: self.size] = state[f"buffer/{k}"]

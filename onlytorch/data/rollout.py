@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field as Param
 
-from ..checkpoint import with_prefix
+from ..checkpoint import CheckpointError, floats, integers, unexpected, with_prefix
+from ..checkpoint import count as ckpt_count
 from .advantages import gae, normalize
-from .batches import Batches, count_batches, rng_from_array, rng_to_array
+from .batches import Batches, count_batches, rng_entry, rng_from_array, rng_to_array
 from .envs import VectorEnv, env_spaces
 from .policy import Policy, run_episodes
 from .sources import DataError, Field, LoadContext, Params, Source, register
@@ -105,8 +106,13 @@ class GymSource:
     def state(self) -> dict[str, np.ndarray]:
         return {f"env/{k}": v for k, v in self.env.state().items()}
 
-    def restore(self, state: dict[str, np.ndarray]) -> None:
-        self.env.restore(with_prefix(state, "env"))
+    def check_state(self, state: dict[str, np.ndarray], where: str = "") -> None:
+        """Raise CheckpointError (naming the entry) unless state is one this source's state()
+        could have written; changes nothing."""
+        self.env.check_state(with_prefix(state, "env"), f"{where}env/")
+
+    def restore(self, state: dict[str, np.ndarray], where: str = "") -> None:
+        self.env.restore(with_prefix(state, "env"), f"{where}env/")
 
 
 class Rollout(GymSource):
@@ -200,8 +206,36 @@ class Rollout(GymSource):
             out.update({f"batches/{k}": v for k, v in self.batches.state().items()})
         return out
 
-    def restore(self, state: dict[str, np.ndarray]) -> None:
-        super().restore(state)
+    def check_state(self, state: dict[str, np.ndarray], where: str = "") -> None:
+        super().check_state(state, where)
+        rng_entry(state, "shuffle_rng", where, CheckpointError)
+        ckpt_count(state, "collections", where)
+        buffer, batches = with_prefix(state, "buffer"), with_prefix(state, "batches")
+        known = {"shuffle_rng", "collections"} | {k for k in state if k.startswith("env/")}
+        if buffer or batches:
+            obs_shape = tuple(self.env.envs[0].observation_space.shape or ())
+            fields = ("obs", "action", "reward", "terminated", "truncated", "advantage", "return", *self.extra)
+            for k in fields:
+                shape = (self.size, *obs_shape) if k == "obs" else (self.size,)
+                if k == "action":
+                    integers(buffer, k, f"{where}buffer/", shape=shape, low=0, high=self._n_actions())
+                else:
+                    floats(buffer, k, f"{where}buffer/", shape=shape, what=f"the rollout's {k}")
+            unexpected(buffer, set(fields), f"{where}buffer/")
+            try:
+                Batches(buffer, self.batch_size, shuffle=self.shuffle).check_state(batches, f"{where}batches/")
+            except DataError as e:
+                raise CheckpointError(str(e)) from None
+            known |= {f"buffer/{k}" for k in buffer} | {f"batches/{k}" for k in batches}
+        unexpected(state, known, where)
+
+    def _n_actions(self) -> int:
+        return env_spaces(self.p.env, self.p.env_kwargs).n_actions
+
+    def restore(self, state: dict[str, np.ndarray], where: str = "") -> None:
+        """Continue from a state() (checked first: a bad one changes nothing)."""
+        self.check_state(state, where)
+        super().restore(state, where)
         self._shuffle_rng = rng_from_array(state["shuffle_rng"])
         self.collections = int(state["collections"])
         buffer = with_prefix(state, "buffer")

@@ -271,9 +271,18 @@ def class_labels(ctx, labels, *, num_classes, loss):
 
 
 def _check_labels(loss: str, name: str, labels, num_classes: int) -> None:
+    """Out-of-range labels would index another row's logits or wrap around (numpy takes -1 as the
+    last class): refuse them, naming the first bad value and where it is."""
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
-        raise GraphError(f"{loss}: labels {name!r} must lie in [0, {num_classes}), got {labels[bad].flat[0]}")
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        n = int(np.count_nonzero(bad))
+        at = f" at index {where[0] if len(where) == 1 else where}" if where else ""
+        more = f" ({n} of the {labels.size} labels are out of range)" if n > 1 else ""
+        raise GraphError(
+            f"{loss}: labels {name!r} must lie in [0, {num_classes}) (the classes on the logits' last axis), "
+            f"got {labels[bad].flat[0]}{at}{more}"
+        )
 
 
 def _label_column(labels):

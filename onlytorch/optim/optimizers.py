@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..checkpoint import describe
 from ..errors import GraphError
 from ..executor import quiet
 from ..graph import Graph
@@ -213,61 +214,87 @@ class Optimizer:
         """Restore hyper-parameters, step counts and buffers from ``state_dict()`` output (also
         an ``np.load`` result). Everything is checked before anything changes; continuing
         afterwards gives the same parameters, bit for bit, as the run that saved it."""
+        self._apply_state(self._parse_state(state))
+
+    def check_state_dict(self, state: Mapping[str, Any], where: str = "", lead: str | None = None) -> None:
+        """Raise GraphError unless load_state_dict(state) would succeed; changes nothing. ``where``
+        prefixes the entry names in messages (a checkpoint's "opt/<name>/"), ``lead`` replaces
+        the messages' "<Class>.load_state_dict: "."""
+        self._parse_state(state, where, lead)
+
+    def _parse_state(self, state: Mapping[str, Any], where: str = "", lead: str | None = None) -> tuple[Any, ...]:
         owner = type(self).__name__
+        lead = f"{owner}.load_state_dict: " if lead is None else lead
         try:
             d = {k: np.asarray(state[k]) for k in state}
         except Exception as e:
             raise GraphError(f"{owner}.load_state_dict needs a mapping of names to arrays: {e}") from None
-        saved = str(d["optimizer"]) if "optimizer" in d else None
-        if saved != self.name:
-            raise GraphError(f"{owner}.load_state_dict: the state was saved by optimizer {saved!r}, not {self.name!r}")
+        saved = d.get("optimizer")
+        saved_name = str(saved) if saved is not None and saved.shape == () and saved.dtype.kind == "U" else None
+        if saved_name != self.name:
+            shown = repr(saved_name) if saved is None or saved_name is not None else f"({describe(saved)})"
+            missing = " is missing" if saved is None else ""
+            raise GraphError(
+                f"{lead}the state was saved by optimizer {shown}, not {self.name!r} (entry '{where}optimizer'{missing})"
+            )
         hyper: dict[str, Any] = {}
         for key, kind in self._kinds.items():
             arr = d.get(f"hyper/{key}")
             if arr is None:
-                raise GraphError(f"{owner}.load_state_dict: the state has no 'hyper/{key}'")
-            try:
-                if kind == _PAIR:
-                    hyper[key] = tuple(float(v) for v in arr.reshape(-1))
-                elif kind == "bool":
-                    hyper[key] = bool(arr)
-                else:
-                    value = float(arr)
-                    hyper[key] = None if kind == _OPT_FLOAT and math.isnan(value) else value
-            except (TypeError, ValueError):
-                raise GraphError(f"{owner}.load_state_dict: 'hyper/{key}' holds {arr!r}, not a {kind}") from None
-        checked = self._check(hyper)
+                raise GraphError(f"{lead}the state has no '{where}hyper/{key}'")
+            wanted = {_PAIR: ("f", (2,)), "bool": ("b", ())}.get(kind, ("f", ()))
+            if (arr.dtype.kind != wanted[0] and not (wanted[0] == "f" and arr.dtype.kind in "iu")) or (
+                arr.shape != wanted[1]
+            ):
+                raise GraphError(f"{lead}'{where}hyper/{key}' holds {describe(arr)}, not a {kind}")
+            if kind == _PAIR:
+                hyper[key] = tuple(float(v) for v in arr.reshape(-1))
+            elif kind == "bool":
+                hyper[key] = bool(arr)
+            else:
+                value = float(arr)
+                hyper[key] = None if kind == _OPT_FLOAT and math.isnan(value) else value
+        try:
+            checked = self._check(hyper)
+        except GraphError as e:
+            raise GraphError(f"{lead}the saved hyper-parameters ('{where}hyper/...') are invalid: {e}") from None
         names = self._buffer_names(checked)
         expected = {"optimizer"} | {f"hyper/{k}" for k in self._kinds}
         steps, bufs = [], []
         for n in self._nodes:
             skey = f"step/{n.name}"
             if skey not in d:
-                raise GraphError(f"{owner}.load_state_dict: the state has no entry for parameter {n.name!r} ({skey!r})")
+                raise GraphError(f"{lead}the state has no entry for parameter {n.name!r} ('{where}{skey}')")
             s = d[skey]
             if s.shape != () or s.dtype.kind not in "iu" or int(s) < 0:
-                raise GraphError(f"{owner}.load_state_dict: {skey!r} must be a non-negative integer, got {s!r}")
+                raise GraphError(f"{lead}'{where}{skey}' must be a non-negative integer, got {describe(s)}")
             steps.append(int(s))
             expected.add(skey)
             row = []
             for b in names:
                 key = f"{n.name}/{b}"
                 if key not in d:
-                    raise GraphError(f"{owner}.load_state_dict: the state has no {key!r} for parameter {n.name!r}")
+                    raise GraphError(f"{lead}the state has no '{where}{key}' for parameter {n.name!r}")
                 arr = d[key]
-                if arr.shape != n.shape or arr.dtype.kind not in "fiu":
+                if arr.shape != n.shape or arr.dtype.kind != "f":
                     raise GraphError(
-                        f"{owner}.load_state_dict: {key!r} has shape {arr.shape} and dtype {arr.dtype}; "
+                        f"{lead}'{where}{key}' has shape {arr.shape} and dtype {arr.dtype}; "
                         f"parameter {n.name!r} needs a float array of shape {n.shape}"
                     )
+                if not np.isfinite(arr).all():
+                    raise GraphError(f"{lead}'{where}{key}' holds NaN or infinite values")
                 row.append(np.array(arr, dtype=n.dtype, copy=True))
                 expected.add(key)
             bufs.append(row)
         extra = sorted(set(d) - expected)
         if extra:
             raise GraphError(
-                f"{owner}.load_state_dict: unexpected entries {extra[:5]} (saved for other parameters or options?)"
+                f"{lead}unexpected entries {[where + k for k in extra[:5]]} (saved for other parameters or options?)"
             )
+        return checked, steps, bufs
+
+    def _apply_state(self, parsed: tuple[Any, ...]) -> None:
+        checked, steps, bufs = parsed
         self._install(checked)
         object.__setattr__(self, "_steps", steps)
         for row, dst in zip(bufs, self._bufs):

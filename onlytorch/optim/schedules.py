@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import describe
 from ..errors import GraphError
 from .optimizers import Optimizer, _check_lr
 
@@ -83,32 +84,52 @@ class Schedule:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a ``state_dict()``, also an ``np.load`` result, checking it first; sets the
         optimizer's lr to the restored schedule's current lr."""
+        self._apply_state(self._parse_state(state))
+
+    def check_state_dict(self, state: Mapping[str, Any], where: str = "", lead: str | None = None) -> None:
+        """Raise GraphError unless load_state_dict(state) would succeed; changes nothing (``where``
+        and ``lead`` as in Optimizer.check_state_dict)."""
+        self._parse_state(state, where, lead)
+
+    def _parse_state(self, state: Mapping[str, Any], where: str = "", lead: str | None = None) -> tuple[Any, ...]:
         owner = type(self).__name__
+        lead = f"{owner}.load_state_dict: " if lead is None else lead
         try:
             d = {k: np.asarray(state[k]) for k in state}
         except Exception as e:
             raise GraphError(f"{owner}.load_state_dict needs a mapping of names to arrays: {e}") from None
-        saved = str(d["schedule"]) if "schedule" in d else None
-        if saved != self.name:
-            raise GraphError(f"{owner}.load_state_dict: the state was saved by schedule {saved!r}, not {self.name!r}")
+        saved = d.get("schedule")
+        saved_name = str(saved) if saved is not None and saved.shape == () and saved.dtype.kind == "U" else None
+        if saved_name != self.name:
+            shown = repr(saved_name) if saved is None or saved_name is not None else f"({describe(saved)})"
+            absent = " is missing" if saved is None else ""
+            raise GraphError(
+                f"{lead}the state was saved by schedule {shown}, not {self.name!r} (entry '{where}schedule'{absent})"
+            )
         expected = {"schedule", "last_epoch", "base_lr", "last_lr"} | {f"hyper/{k}" for k in self._hyper_names}
         missing, extra = sorted(expected - set(d)), sorted(set(d) - expected)
         if missing or extra:
-            raise GraphError(f"{owner}.load_state_dict: missing entries {missing}, unexpected entries {extra}")
+            raise GraphError(
+                f"{lead}missing entries {[where + k for k in missing]}, unexpected entries {[where + k for k in extra]}"
+            )
         last_epoch = d["last_epoch"]
         if last_epoch.shape != () or last_epoch.dtype.kind not in "iu" or int(last_epoch) < 0:
-            raise GraphError(f"{owner}.load_state_dict: last_epoch must be an integer >= 0, got {last_epoch!r}")
-        try:
-            hyper = {k: d[f"hyper/{k}"].item() for k in self._hyper_names}
-            base_lr, last_lr = float(d["base_lr"]), float(d["last_lr"])
-        except (TypeError, ValueError) as e:
-            raise GraphError(f"{owner}.load_state_dict: {e}") from None
+            raise GraphError(f"{lead}{where}last_epoch must be an integer >= 0, got {describe(last_epoch)}")
+        for k in ("base_lr", "last_lr", *(f"hyper/{h}" for h in self._hyper_names)):
+            if d[k].shape != () or d[k].dtype.kind not in "fiu":
+                raise GraphError(f"{lead}'{where}{k}' holds {describe(d[k])}, not a number")
+        hyper = {k: d[f"hyper/{k}"].item() for k in self._hyper_names}
+        base_lr, last_lr = float(d["base_lr"]), float(d["last_lr"])
         checked = self._check(hyper)
         last_lr = _check_lr(owner, last_lr)
         base_lr = _check_lr(owner, base_lr)
+        return checked, base_lr, int(last_epoch), last_lr
+
+    def _apply_state(self, parsed: tuple[Any, ...]) -> None:
+        checked, base_lr, last_epoch, last_lr = parsed
         self._set_hyper(checked)
         self.base_lr = base_lr
-        self.last_epoch = int(last_epoch)
+        self.last_epoch = last_epoch
         self.optimizer.lr = last_lr
         self._last_lr = last_lr
 

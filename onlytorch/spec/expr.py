@@ -309,6 +309,9 @@ def _index_key(node: ast.expr) -> Any:
 
 def _index_part(node: ast.expr) -> Any:
     if isinstance(node, ast.Slice):
+        if node.step is not None and _int(node.step) == 0:
+            start, width = _span(node.step)
+            raise ExprError("E-ARG", "a slice step must be a non-zero integer (x[::2], x[::-1]), not 0", start, width)
         return slice(*(None if p is None else _int(p) for p in (node.lower, node.upper, node.step)))
     if isinstance(node, ast.Constant) and (node.value is None or node.value is Ellipsis):
         return node.value
