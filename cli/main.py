@@ -4,20 +4,122 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
+from . import interrupts
+from .paths import CheckedPath
 from .report_cmd import report_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The command group. SIGINT and SIGTERM are handled for the whole command, from before it
+    imports the engine until it exits: any of them ends it with exit code 130 and a short message
+    (never click's "Aborted!" with 1, a traceback, 143 or -2). See cli/interrupts.py."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        its: interrupts.Interrupts | None = None
+        try:
+            with interrupts.installed() as its:
+                return super().main(*args, **kwargs)
+        except SystemExit as e:
+            # a signal that came while click was already ending the command still makes it 130
+            if its is not None and its.received and e.code != interrupts.EXIT_INTERRUPTED:
+                raise SystemExit(interrupts.EXIT_INTERRUPTED) from None
+            raise
+        except KeyboardInterrupt:  # one that landed outside click's hands (installing, restoring)
+            click.echo("\ninterrupted", err=True)
+            raise SystemExit(interrupts.EXIT_INTERRUPTED) from None
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            raise click.exceptions.Exit(interrupts.EXIT_INTERRUPTED) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(interrupts.EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onlytorch", prog_name="onlytorch", message="%(prog)s %(version)s")
 def cli() -> None:
     """onlytorch: a numpy deep-learning engine built around control of gradient flow."""
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"onlytorch.{param.name}"] = value
+    return value
+
+
+# A flag that several commands share; the compile step reads it from the context (see _allow_outside).
+_allow_outside_option = click.option(
+    "--allow-outside",
+    is_flag=True,
+    expose_value=False,
+    callback=_remember,
+    help="Let the spec read data files outside its folder (see docs/inputs.md).",
+)
+
+
+def _allow_outside() -> bool:
+    return bool(click.get_current_context().meta.get("onlytorch.allow_outside", False))
+
+
+def _memory_bound(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from onlytorch.footprint import parse_size
+
+    try:
+        ctx.meta["onlytorch.max_memory"] = None if value is None else parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return ctx.meta["onlytorch.max_memory"]
+
+
+# The memory bound of validate and train; the compile step reads it from the context (see _max_memory).
+_max_memory_option = click.option(
+    "--max-memory",
+    metavar="SIZE",
+    expose_value=False,
+    callback=_memory_bound,
+    help="Refuse a spec whose estimated memory passes SIZE (e.g. 2GiB, 500MB; default: the machine's memory, "
+    "see docs/memory.md).",
+)
+
+
+def _max_memory() -> int | None:
+    return click.get_current_context().meta.get("onlytorch.max_memory")
+
+
+def _use_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None:
+        from onlytorch.threads import num_threads
+
+        ctx.with_resource(num_threads(value))  # until the command ends (in-process callers get theirs back)
+    return value
+
+
+# The BLAS thread count of train and eval (onlytorch/threads.py); set for the whole command.
+_threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    expose_value=False,
+    callback=_use_threads,
+    help="BLAS threads for every matrix product (default: one for small models, all cores for large ones; "
+    "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS, when set, are respected).",
+)
+
+
 @cli.command("validate")
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.argument("spec", type=CheckedPath(exists=True, dir_okay=False))
+@_allow_outside_option
+@_max_memory_option
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the diagnostics, not the compile report.")
@@ -27,7 +129,7 @@ def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> Non
     from onlytorch.compile import compile_file
     from onlytorch.spec.summary import summarize
 
-    compiled, report = compile_file(spec)
+    compiled, report = compile_file(spec, allow_outside=_allow_outside(), max_memory=_max_memory())
     failed = bool(report.errors) or (strict and bool(report.warnings))
     if as_json:
         click.echo(report.to_json())
@@ -35,7 +137,7 @@ def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> Non
         if report.items:
             click.echo(report.render(), err=True)
         if compiled is not None and not failed and not quiet:
-            click.echo(summarize(compiled))
+            click.echo(summarize(compiled, _max_memory()))
         n_err, n_warn = len(report.errors), len(report.warnings)
         verdict = "invalid" if failed else "valid"
         click.echo(
@@ -61,7 +163,7 @@ def _overrides(sets: tuple[str, ...], seed: int | None) -> list[tuple[str, objec
 def _compile_or_exit(spec: str, overrides: list[tuple[str, object]]):  # type: ignore[no-untyped-def]
     from onlytorch.compile import compile_file
 
-    compiled, report = compile_file(spec, overrides)
+    compiled, report = compile_file(spec, overrides, allow_outside=_allow_outside(), max_memory=_max_memory())
     if report.items:
         click.echo(report.render(), err=True)
     if compiled is None:
@@ -72,9 +174,12 @@ def _compile_or_exit(spec: str, overrides: list[tuple[str, object]]):  # type: i
 
 
 @cli.command("train")
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.argument("spec", type=CheckedPath(exists=True, dir_okay=False))
+@_allow_outside_option
+@_threads_option
+@_max_memory_option
 @click.option(
-    "--out", "out", type=click.Path(file_okay=False), help="The run directory (default: runs/NAME, numbered if taken)."
+    "--out", "out", type=CheckedPath(file_okay=False), help="The run directory (default: runs/NAME, numbered if taken)."
 )
 @click.option("--seed", type=int, help="Override the spec's seed.")
 @click.option(
@@ -104,12 +209,14 @@ def train_command(
 
 
 @cli.command("eval")
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.argument("spec", type=CheckedPath(exists=True, dir_okay=False))
+@_allow_outside_option
+@_threads_option
 @click.option(
     "--checkpoint",
     "checkpoint",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
+    type=CheckedPath(exists=True, dir_okay=False),
     help="A checkpoint (.npz) of a run of SPEC.",
 )
 @click.option(
@@ -148,7 +255,8 @@ def eval_command(
 
 
 @cli.command("graph")
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.argument("spec", type=CheckedPath(exists=True, dir_okay=False))
+@_allow_outside_option
 @click.option(
     "--format",
     "fmt",
@@ -160,7 +268,7 @@ def eval_command(
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, writable=True),
+    type=CheckedPath(dir_okay=False, writable=True),
     help="Write to this file instead of standard output.",
 )
 def graph_command(spec: str, fmt: str, output: str | None) -> None:
@@ -169,7 +277,7 @@ def graph_command(spec: str, fmt: str, output: str | None) -> None:
     from onlytorch.compile import compile_file
     from onlytorch.spec import drawing
 
-    compiled, report = compile_file(spec)
+    compiled, report = compile_file(spec, allow_outside=_allow_outside())
     if compiled is None:
         click.echo(report.render(), err=True)
         click.echo(f"{spec}: invalid; fix it before drawing (onlytorch validate {spec})", err=True)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from .paths import CheckedPath
+
 
 @click.command("report")
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=CheckedPath(path_type=Path))
 @click.option(
     "--html",
     "html_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=CheckedPath(dir_okay=False, path_type=Path),
     help="Write the self-contained HTML page here (default: RUN_DIR/report/report.html, written whenever plots are on).",
 )
 @click.option(
@@ -32,6 +35,7 @@ def report_command(run_dir: Path, html_file: Path | None, no_plots: bool) -> Non
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"cannot read {run_dir}: {e}") from None
+    _settle_running(run)
 
     click.echo(report.summary_table(run))
     for note in run.notes:
@@ -65,3 +69,29 @@ def report_command(run_dir: Path, html_file: Path | None, no_plots: bool) -> Non
         click.echo("\nwrote:")
         for path in written:
             click.echo(f"  {path}")
+
+
+def _settle_running(run: Any) -> None:
+    """A run.json that says ``running`` is believed only while a process holds the run's lock;
+    otherwise its process ended without recording its end, and the report says it was killed.
+    (The report only reads: the next ``train --resume`` records it in run.json.)"""
+    import json
+
+    from onlytorch import rundir
+
+    if run.info.get("status") != "running":
+        return
+    pid = rundir.holder(run.path)
+    if pid is not None:
+        run.notes.append(f"the run is in progress (pid {pid}): the numbers are a snapshot")
+        return
+    try:  # it may have ended between the two reads: believe its final word
+        again = json.loads((run.path / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        again = run.info
+    if isinstance(again, dict) and again.get("status") != "running":
+        run.info.update(again)
+        return
+    run.info["status"] = "interrupted"
+    run.info["message"] = rundir.killed_message(run.info, rundir.left_pid(run.path))
+    run.notes.append(f"continue it with: onlytorch train SPEC --out {run.path} --resume")

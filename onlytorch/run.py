@@ -6,17 +6,17 @@ RUN_DIR/
   run.json         versions, seed, spec hash, status, steps, final metrics, best checkpoint
   metrics.jsonl    one JSON object per logged step ({"step", "kind": "train"|"eval", ...})
   metrics.csv      the same rows as a table
-  checkpoints/     last.npz (written atomically), best.npz (by the first eval metric)
+  checkpoints/     last.npz (written atomically), best.npz (chosen by train.monitor, see monitor.py)
   samples.npz      generated samples of a 2-D generator (eval.samples), for the report
 ```
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import json
+import math
 import pathlib
 import platform
 import time
@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from . import __version__
+from . import __version__, metrics_log, monitor
 from . import checkpoint as ckpt
 from .compile import Compiled
 from .metrics import mode_coverage
+from .rundir import NO_SPACE, overwrite_in_place, remove_stale_temporaries, write_text_atomic
 from .train import Record, Trainer
 
 # Keys that may change between a run and its resume without changing what it computes.
@@ -69,10 +70,6 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changes
 
 
-def lower_is_better(name: str) -> bool:
-    return any(w in name for w in ("loss", "error", "mse", "nll"))
-
-
 class Run:
     """Writes a run directory while a Trainer runs."""
 
@@ -101,6 +98,9 @@ class Run:
             "final": {},
             "best": None,
             "eval_split": compiled.spec.eval.split if compiled.spec.eval else None,
+            # what chooses best.npz, and every quantity's declared direction (for the report)
+            "monitor": m.to_json() if (m := monitor.resolve(compiled.spec)) is not None else None,
+            "directions": monitor.directions(compiled.spec),
         }
         self.rows: list[dict[str, Any]] = []
         # The columns metrics.csv was last written with (None: not written by this process yet).
@@ -117,6 +117,7 @@ class Run:
 
     def start(self, resume: bool) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
         if resume:
             try:
                 old = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
@@ -125,51 +126,45 @@ class Run:
             self.info["started"] = old.get("started", self.info["started"])
             self.info["best"] = old.get("best")
             self.elapsed_before = float(old.get("wall_time", 0.0))
-            self.rows = [r for r in _read_jsonl(self.path / "metrics.jsonl") if r.get("step", 0) <= self.trainer.step]
-            self._rewrite_jsonl()
+            # the log as of the checkpoint continued from (see metrics_log: a kill never tears it)
+            self.rows = metrics_log.cut_to(self.path, self.trainer.step)
+            self._write_csv()  # rebuilt from the log: a kill may have torn the table's last line
         else:
-            for name in ("metrics.jsonl", "metrics.csv"):
+            # a fresh start in a directory whose run stopped before its first checkpoint (the only
+            # kind the CLI starts afresh in): nothing of it may mix into this run
+            for name in ("metrics.jsonl", "metrics.csv", "samples.npz", "checkpoints/best.npz"):
                 (self.path / name).unlink(missing_ok=True)
-        (self.path / "spec.yaml").write_text(yaml.safe_dump(self.resolved, sort_keys=False), encoding="utf-8")
-        (self.path / "spec.json").write_text(json.dumps(self.resolved, indent=1), encoding="utf-8")
+        write_text_atomic(self.path / "spec.yaml", yaml.safe_dump(self.resolved, sort_keys=False))
+        write_text_atomic(self.path / "spec.json", json.dumps(self.resolved, indent=1))
         self.write_info()
 
-    def write_info(self) -> None:
+    def write_info(self, last_resort: bool = False) -> None:
+        """Write run.json atomically. With ``last_resort`` (a final status) and a full disk, write
+        it compactly over the old file's own blocks rather than leave a stale status behind."""
         self.info["steps_done"] = self.trainer.step
         self.info["wall_time"] = self.elapsed_before + (time.perf_counter() - self.t0)
-        tmp = self.path / ".run.json.tmp"
-        tmp.write_text(json.dumps(self.info, indent=2), encoding="utf-8")
-        tmp.replace(self.path / "run.json")
+        try:
+            write_text_atomic(self.path / "run.json", json.dumps(self.info, indent=2))
+        except OSError as e:
+            compact = json.dumps(self.info, separators=(",", ":"))
+            if not (last_resort and e.errno in NO_SPACE and overwrite_in_place(self.path / "run.json", compact)):
+                raise
 
     def log(self, kind: str, record: Record) -> None:
         row = {"step": record.step, "kind": kind, **record.values}
         self.rows.append(row)
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        metrics_log.append_line(self.path / metrics_log.LOG, metrics_log.row_line(row))
         if self._csv_columns is not None and all(k in self._csv_known for k in row):
             # The header already has every column: append (rewriting would make a run quadratic).
-            with open(self.path / "metrics.csv", "a", newline="", encoding="utf-8") as fh:
-                csv.DictWriter(fh, fieldnames=self._csv_columns).writerow(row)
+            line = metrics_log.table_text(self._csv_columns, [row], header=False)
+            metrics_log.append_line(self.path / metrics_log.TABLE, line)
         else:
             self._write_csv()
 
-    def _rewrite_jsonl(self) -> None:
-        with open(self.path / "metrics.jsonl", "w", encoding="utf-8") as fh:
-            for row in self.rows:
-                fh.write(json.dumps(row) + "\n")
-        self._write_csv()
-
     def _write_csv(self) -> None:
-        """The whole table, with a column for every key any row has (in order of appearance)."""
-        known: dict[str, None] = {}
-        for row in self.rows:
-            known.update(dict.fromkeys(row))
-        columns = list(known)
-        with open(self.path / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=columns)
-            w.writeheader()
-            w.writerows(self.rows)
-        self._csv_columns, self._csv_known = columns, known
+        """The whole table (replaced atomically), with a column for every key any row has."""
+        columns = metrics_log.write_table(self.path, self.rows)
+        self._csv_columns, self._csv_known = columns, dict.fromkeys(columns)
 
     def checkpoint(self, name: str = "last") -> pathlib.Path:
         state = self.trainer.state()
@@ -178,30 +173,53 @@ class Run:
 
     # -------------------------------------------------------------- evaluation
 
-    def evaluate(self, step: int) -> dict[str, float]:
-        values = evaluate(self.c, self.trainer, self.path)
-        if values:
-            self.log("eval", Record(step, {f"eval/{k}": v for k, v in values.items()}))
-            self._track_best(step, values)
-        return values
+    def evaluate(self, step: int, final: bool | None = None) -> dict[str, float]:
+        """An evaluation during training, logged as one "eval" row: on the monitor's split, which
+        chooses best.npz (keys ``<split>/<name>``, or ``eval/<name>`` when it is eval.split), and at
+        the last step (``final``) on eval.split too. Returns eval.split's values ({} when this
+        evaluation did not cover eval.split)."""
+        m = monitor.resolve(self.c.spec)
+        if final is None:
+            final = step >= self.trainer.total_steps()
+        if m is None or not m.on_data:
+            values = evaluate(self.c, self.trainer, self.path)
+            selection, row, out = values, {f"eval/{k}": v for k, v in values.items()}, values
+        else:
+            prefix = monitor.selection_prefix(self.c.spec, m)
+            names = monitor.selection_names(self.c.spec, m)
+            on_eval_split = prefix == "eval"
+            # generated samples belong to eval.split's evaluation (they depend on no split)
+            selection = evaluate(self.c, self.trainer, self.path, m.split, names, samples=on_eval_split)
+            row = {f"{prefix}/{k}": v for k, v in selection.items()}
+            out = selection if on_eval_split else {}
+            if final and not on_eval_split:
+                out = evaluate(self.c, self.trainer, self.path)
+                row.update({f"eval/{k}": v for k, v in out.items()})
+        # best.npz and run.json's record of it are on disk before the row that chose them: a resume
+        # that finds the row skips this evaluation, so what the row implies must already hold.
+        if m is not None and self._track_best(step, m, selection):
+            self.write_info()
+        if row:
+            self.log("eval", Record(step, row))
+        return out
 
-    def _track_best(self, step: int, values: dict[str, float]) -> None:
-        ev = self.c.spec.eval
-        names = (ev.metrics if ev and ev.metrics else None) or list(values)
-        metric = next((n for n in ("modes_covered", *names) if n in values), None)
-        if metric is None:
-            return
-        value = values[metric]
+    def _track_best(self, step: int, m: monitor.Monitor, values: dict[str, float]) -> bool:
+        """Writes best.npz when this evaluation is the best so far; says whether it did."""
+        value = values.get(m.metric)
+        if value is None or not math.isfinite(value):
+            return False  # a NaN is never the best
         best = self.info.get("best")
-        better = best is None or (value < best["value"] if lower_is_better(metric) else value > best["value"])
-        if better:
-            path = self.checkpoint("best")
-            self.info["best"] = {
-                "checkpoint": str(path.relative_to(self.path)),
-                "step": step,
-                "metric": metric,
-                "value": value,
-            }
+        so_far = best.get("value") if isinstance(best, dict) and best.get("metric") == m.metric else None
+        if not m.better(value, so_far):
+            return False
+        path = self.checkpoint("best")
+        self.info["best"] = {
+            "checkpoint": str(path.relative_to(self.path)),
+            "step": step,
+            **m.to_json(),
+            "value": value,
+        }
+        return True
 
     def finish(self, status: str, message: str | None = None) -> None:
         self.info["status"] = status
@@ -213,20 +231,27 @@ class Run:
                 {k: v for k, v in row.items() if k not in ("step", "kind", "time") and isinstance(v, (int, float))}
             )
         self.info["final"] = final
-        self.write_info()
+        self.write_info(last_resort=True)
 
 
 def evaluate(
-    compiled: Compiled, trainer: Trainer, run_dir: pathlib.Path | None = None, split: str | None = None
+    compiled: Compiled,
+    trainer: Trainer,
+    run_dir: pathlib.Path | None = None,
+    split: str | None = None,
+    names: list[str] | None = None,
+    samples: bool = True,
 ) -> dict[str, float]:
-    """The spec's eval metrics on its eval split (under no_grad), plus sample metrics."""
+    """The spec's eval metrics (or ``names``) on its eval split (or ``split``), under no_grad, plus
+    the scores of generated samples (unless ``samples`` is False; with ``run_dir`` the samples are
+    saved for the report); the episodes' returns for a gym source."""
     ev = compiled.spec.eval
     if trainer.live is not None:
         return trainer.episodes()
     if ev is None:
         return {}
-    values = trainer.evaluate(split or ev.split, ev.metrics)
-    if ev.samples is not None:
+    values = trainer.evaluate(split or ev.split, names if names is not None else ev.metrics)
+    if ev.samples is not None and samples:
         fake = trainer.sample(ev.samples.node, ev.samples.n)
         scored = sample_scores(compiled, trainer, fake)
         values.update(scored)
@@ -266,18 +291,6 @@ def sample_scores(compiled: Compiled, trainer: Trainer, fake: np.ndarray) -> dic
         return {}
     scores = mode_coverage(fake, centres, std)
     return {"modes_covered": scores["modes_covered"], "high_quality": scores["high_quality"]}
-
-
-def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut by an interruption: what came before is the log
-    return rows
 
 
 def _now() -> str:

@@ -208,8 +208,9 @@ def test_a_run_directory_that_is_a_file(tmp_path, monkeypatch):
     (tmp_path / "taken").write_text("mine")
     result = fails(2, "train", spec("xor"), "--out", "taken")
     assert "is a file" in result.output
-    result = fails(1, "train", spec("xor"), "--out", "taken/run")
-    assert "cannot write the run directory taken/run" in result.output
+    # a path through a file is the user's mistake (exit 2), not a failed run (docs/runs.md)
+    result = fails(2, "train", spec("xor"), "--out", "taken/run")
+    assert "cannot use taken/run: a part of it is a file, not a folder" in result.output
     assert (tmp_path / "taken").read_text() == "mine"
 
 
