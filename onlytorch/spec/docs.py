@@ -92,6 +92,7 @@ def render_reference() -> str:
         ("`modules.NAME.sync`", S.SyncSpec),
         ("`modules.NAME.params.P`", S.ParamSpec),
         ("`train`", S.TrainSpec),
+        ("`train.monitor`", S.MonitorSpec),
         ("`train.schedule[i]` (a phase)", S.PhaseSpec),
         ("`train.schedule[i].backward[j]`", S.BackwardSpec),
         ("`eval`", S.EvalSpec),
