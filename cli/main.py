@@ -45,6 +45,17 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             ctx.exit(interrupts.EXIT_INTERRUPTED)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:
+            # What no command turned into its own message (out of memory while compiling, a bug):
+            # one line and exit 1 as a failed command, never a traceback.
+            from onlytorch.errors import GraphError
+
+            from .train_cmd import EXIT_FAILED, failure_message
+
+            click.echo(f"error: {failure_message(e, (GraphError,))}", err=True)
+            ctx.exit(EXIT_FAILED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -430,6 +430,21 @@ def _interrupted(run: Any, path: pathlib.Path, stage: str, forced: bool, spec_fi
     return EXIT_INTERRUPTED
 
 
+def failure_message(e: BaseException, expected: tuple[type[BaseException], ...] = ()) -> str:
+    """What a command says of an exception that ends it: the message of an ``expected`` kind (the
+    engine's own errors), a plain sentence for memory and file-system errors, and "internal error"
+    for anything else (a bug: still one line, never a traceback)."""
+    if isinstance(e, MemoryError):
+        return (
+            f"out of memory{f' ({e})' if str(e) else ''}: the model, batch or data do not fit in this machine's memory"
+        )
+    if isinstance(e, OSError):
+        return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e.strerror or e)
+    if isinstance(e, expected):
+        return str(e)
+    return f"internal error: {type(e).__name__}: {e} (a bug in onlytorch; please report it)"
+
+
 def _failed(run: Any, e: BaseException, expected: tuple[type[BaseException], ...]) -> int:
     """A run that cannot go on: run.json ``failed`` with the message, exit 1 (3 if it diverged), no
     traceback."""
@@ -448,19 +463,11 @@ def _failed(run: Any, e: BaseException, expected: tuple[type[BaseException], ...
                 err=True,
             )
         return EXIT_DIVERGED
-    if isinstance(e, MemoryError):
-        message = (
-            f"out of memory{f' ({e})' if str(e) else ''}: the model, batch or data do not fit in this machine's memory"
-        )
-    elif isinstance(e, OSError) and e.errno in NO_SPACE:
+    if isinstance(e, OSError) and e.errno in NO_SPACE:
         where = f" {e.filename}" if e.filename else (f" in {run.path}" if run is not None else "")
         message = f"cannot write{where}: {e.strerror} (free some space, then continue with --resume)"
-    elif isinstance(e, OSError):
-        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e.strerror or e)
-    elif isinstance(e, expected):
-        message = str(e)
     else:
-        message = f"internal error: {type(e).__name__}: {e} (a bug in onlytorch; please report it)"
+        message = failure_message(e, expected)
     _record(run, "failed", message)
     click.echo(f"error: {message}", err=True)
     if run is not None and run.last_checkpoint.exists():

@@ -50,3 +50,28 @@ def test_help_and_version_start_without_numpy_or_the_engine():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]", out
+
+
+def test_an_error_no_command_handles_is_one_line_and_exit_1():
+    # Out of memory while compiling, or a bug: a failed command, never a traceback.
+    import pathlib
+
+    import pytest
+
+    import onlytorch.compile as compile_module
+
+    xor = str(pathlib.Path(__file__).resolve().parents[1] / "specs" / "xor.yaml")
+    for raised, expected in [
+        (MemoryError(), "error: out of memory: the model, batch or data do not fit in this machine's memory"),
+        (RuntimeError("boom"), "error: internal error: RuntimeError: boom (a bug in onlytorch; please report it)"),
+    ]:
+
+        def explode(*args, _raised=raised, **kwargs):  # type: ignore[no-untyped-def]
+            raise _raised
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(compile_module, "compile_file", explode)
+            result = CliRunner().invoke(cli, ["validate", xor])
+        assert result.exit_code == 1, result.output
+        assert result.output.strip() == expected
+        assert result.exception is None or isinstance(result.exception, SystemExit)
