@@ -202,6 +202,24 @@ def entry(state: Mapping[str, Any], key: str, where: str = "", error: ErrorClass
     return value
 
 
+def saved_state(
+    state: Mapping[str, Any], kind: str, name: str, owner: str, lead: str, where: str = ""
+) -> dict[str, np.ndarray]:
+    """The arrays of an optimizer's or schedule's state dict, once its ``kind`` entry (``optimizer`` or
+    ``schedule``) says it was saved by ``name``; GraphError (prefixed with ``lead``) otherwise."""
+    try:
+        d = {k: np.asarray(state[k]) for k in state}
+    except Exception as e:
+        raise GraphError(f"{owner}.load_state_dict needs a mapping of names to arrays: {e}") from None
+    saved = d.get(kind)
+    saved_name = str(saved) if saved is not None and saved.shape == () and saved.dtype.kind == "U" else None
+    if saved_name != name:
+        shown = repr(saved_name) if saved is None or saved_name is not None else f"({describe(saved)})"
+        missing = " is missing" if saved is None else ""
+        raise GraphError(f"{lead}the state was saved by {kind} {shown}, not {name!r} (entry '{where}{kind}'{missing})")
+    return d
+
+
 def floats(
     state: Mapping[str, Any],
     key: str,

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..checkpoint import describe
+from ..checkpoint import describe, saved_state
 from ..errors import GraphError
 from ..executor import quiet
 from ..graph import Graph
@@ -225,18 +225,7 @@ class Optimizer:
     def _parse_state(self, state: Mapping[str, Any], where: str = "", lead: str | None = None) -> tuple[Any, ...]:
         owner = type(self).__name__
         lead = f"{owner}.load_state_dict: " if lead is None else lead
-        try:
-            d = {k: np.asarray(state[k]) for k in state}
-        except Exception as e:
-            raise GraphError(f"{owner}.load_state_dict needs a mapping of names to arrays: {e}") from None
-        saved = d.get("optimizer")
-        saved_name = str(saved) if saved is not None and saved.shape == () and saved.dtype.kind == "U" else None
-        if saved_name != self.name:
-            shown = repr(saved_name) if saved is None or saved_name is not None else f"({describe(saved)})"
-            missing = " is missing" if saved is None else ""
-            raise GraphError(
-                f"{lead}the state was saved by optimizer {shown}, not {self.name!r} (entry '{where}optimizer'{missing})"
-            )
+        d = saved_state(state, "optimizer", self.name, owner, lead, where)
         hyper: dict[str, Any] = {}
         for key, kind in self._kinds.items():
             arr = d.get(f"hyper/{key}")

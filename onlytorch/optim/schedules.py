@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import describe
+from ..checkpoint import describe, saved_state
 from ..errors import GraphError
 from .optimizers import Optimizer, _check_lr
 
@@ -94,18 +94,7 @@ class Schedule:
     def _parse_state(self, state: Mapping[str, Any], where: str = "", lead: str | None = None) -> tuple[Any, ...]:
         owner = type(self).__name__
         lead = f"{owner}.load_state_dict: " if lead is None else lead
-        try:
-            d = {k: np.asarray(state[k]) for k in state}
-        except Exception as e:
-            raise GraphError(f"{owner}.load_state_dict needs a mapping of names to arrays: {e}") from None
-        saved = d.get("schedule")
-        saved_name = str(saved) if saved is not None and saved.shape == () and saved.dtype.kind == "U" else None
-        if saved_name != self.name:
-            shown = repr(saved_name) if saved is None or saved_name is not None else f"({describe(saved)})"
-            absent = " is missing" if saved is None else ""
-            raise GraphError(
-                f"{lead}the state was saved by schedule {shown}, not {self.name!r} (entry '{where}schedule'{absent})"
-            )
+        d = saved_state(state, "schedule", self.name, owner, lead, where)
         expected = {"schedule", "last_epoch", "base_lr", "last_lr"} | {f"hyper/{k}" for k in self._hyper_names}
         missing, extra = sorted(expected - set(d)), sorted(set(d) - expected)
         if missing or extra:
