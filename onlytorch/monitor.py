@@ -46,6 +46,31 @@ BUILTIN_MODES: dict[str, Mode] = {k: v for k, v in {**SAMPLE_SCORES, **EPISODE_Q
 SPLIT_PREFIX = {"val": "val", "test": "test", "train": "train_split"}
 
 
+# The prefixes of the metrics log's keys that are not a phase's: a phase so named would log its
+# losses (``<phase>/<loss>``) under the same keys as these, and the report, run.json's ``final``
+# and the choice of best.npz would mix training batches' losses into them. ("train/<metric>" cannot
+# collide: losses and metrics share one namespace.)
+RESERVED_PHASE_NAMES: dict[str, str] = {
+    "eval": "the evaluations on eval.split",
+    **{prefix: f"the evaluations on the {split} split" for split, prefix in SPLIT_PREFIX.items() if split != "train"},
+    SPLIT_PREFIX["train"]: "the evaluations on the train split",
+    "lr": "the learning rates",
+    "grad_norm": "the gradient norms",
+    "rollout": "a gym source's training episodes",
+}
+
+
+def reserved_phase_name(name: str) -> str | None:
+    """Why a phase may not be called ``name`` (its log keys are another quantity's), or None."""
+    what = RESERVED_PHASE_NAMES.get(name)
+    if what is None:
+        return None
+    return (
+        f"a phase may not be called {name!r}: its losses would be logged as {name}/<loss>, the keys of {what}, "
+        "and the two would mix in the metrics log, the report and the choice of best.npz"
+    )
+
+
 def direction(name: str, losses: Iterable[str], declared: Mapping[str, Mode] | None = None) -> Mode | None:
     """The direction of a quantity (its name without a log prefix): "min" for a loss, else what is
     declared for it (``builtin_modes`` of the spec, a monitor's mode), else None."""
@@ -175,6 +200,19 @@ ErrorFn = Callable[..., None]
 def check(spec: Spec, broken: set[str], error: ErrorFn) -> None:
     """Diagnostics for ``train.monitor`` and for a best checkpoint chosen on the split the final
     evaluation reports. ``error(code, message, path, hint=...)`` reports at a spec path."""
+    builtin = [*EPISODE_QUANTITIES] if _live(spec) else [*SAMPLE_SCORES] if _scores_samples(spec) else []
+    for section in ("losses", "metrics"):
+        for name in getattr(spec, section):
+            if name in builtin:
+                what = "whole evaluation episodes" if _live(spec) else "the generated samples"
+                error(
+                    "E-DUP",
+                    f"{section[:-1]} {name!r} has the name of a score the evaluation computes from {what} "
+                    f"({', '.join(builtin)}): the metrics log, run.json and the report would confuse the two",
+                    (section, name),
+                    key=True,
+                    hint=f"rename it, e.g. {name}_{section[:-1]}",
+                )
     train = spec.train
     m = train.monitor if train is not None else None
     if m is not None and not _check_declared(spec, m, broken, error):

@@ -447,6 +447,12 @@ class Trainer:
                         "in the checkpoint"
                     )
                 ckpt.floats(state, key, what=f"{what} {node.name!r}")
+                if kind == "state" and node.name.endswith("running_var") and (saved < 0).any():
+                    # a batch norm's running variance: a negative one makes every evaluation NaN
+                    raise ckpt.CheckpointError(
+                        f"entry {key!r} holds {int((saved < 0).sum())} negative value(s): a running variance "
+                        "is never negative (a damaged or edited checkpoint)"
+                    )
                 out.append((node, np.array(saved, dtype=current.dtype, copy=True)))
         known = {f"param/{p.name}" for p in g.parameters()} | {f"state/{s.name}" for s in g.states()}
         ckpt.unexpected(
@@ -488,7 +494,11 @@ class Trainer:
         known = {"rng/graph"} | {k for k in state if k.startswith("meta/")}
         known |= {k for k in state if k.startswith(("param/", "state/"))}  # _check_weights' part
         self._check_weights(state)
-        ckpt.count(state, "meta/step")
+        # a step count past 2**53 is no run's (and would not survive run.json's JSON exactly)
+        if ckpt.count(state, "meta/step") >= 2**53:
+            raise ckpt.CheckpointError(
+                f"entry 'meta/step' is {int(state['meta/step'])}; no run has 2**53 steps or more"
+            )
         ckpt.count(state, "meta/window", high=self.n_windows if self.windows else 1)
         if "meta/spec_hash" in state:
             ckpt.text(state, "meta/spec_hash")

@@ -51,6 +51,9 @@ class Optimizer:
 
     name = "optimizer"
     _kinds: ClassVar[dict[str, str]] = {}
+    # Buffers that hold running averages of squared gradients: never negative (a negative one, from
+    # a damaged or edited checkpoint, would make the next step's square root NaN).
+    _non_negative_buffers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, graph: Graph, params: Iterable[NodeId], **hyper: Any) -> None:
         owner = type(self).__name__
@@ -244,9 +247,9 @@ class Optimizer:
                 value = float(arr)
                 hyper[key] = None if kind == _OPT_FLOAT and math.isnan(value) else value
         try:
-            checked = self._check(hyper)
+            checked = self._check(dict(hyper))
         except GraphError as e:
-            raise GraphError(f"{lead}the saved hyper-parameters ('{where}hyper/...') are invalid: {e}") from None
+            raise GraphError(f"{lead}{self._invalid_hyper(hyper, where, e)}") from None
         names = self._buffer_names(checked)
         expected = {"optimizer"} | {f"hyper/{k}" for k in self._kinds}
         steps, bufs = [], []
@@ -272,6 +275,11 @@ class Optimizer:
                     )
                 if not np.isfinite(arr).all():
                     raise GraphError(f"{lead}'{where}{key}' holds NaN or infinite values")
+                if b in self._non_negative_buffers and (arr < 0).any():
+                    raise GraphError(
+                        f"{lead}'{where}{key}' holds {int((arr < 0).sum())} negative value(s): it is a running "
+                        "average of squared gradients, never negative (a damaged or edited checkpoint)"
+                    )
                 row.append(np.array(arr, dtype=n.dtype, copy=True))
                 expected.add(key)
             bufs.append(row)
@@ -281,6 +289,17 @@ class Optimizer:
                 f"{lead}unexpected entries {[where + k for k in extra[:5]]} (saved for other parameters or options?)"
             )
         return checked, steps, bufs
+
+    def _invalid_hyper(self, saved: dict[str, Any], where: str, error: GraphError) -> str:
+        """The message for saved hyper-parameters that _check refuses, naming the entry at fault:
+        the one that is refused beside this optimizer's own (valid) values of the others."""
+        own = self.hyper
+        for key, value in saved.items():
+            try:
+                self._check({**own, key: value})
+            except GraphError as e:
+                return f"'{where}hyper/{key}' is invalid: {e}"
+        return f"the saved hyper-parameters ('{where}hyper/...') are invalid together: {error}"
 
     def _apply_state(self, parsed: tuple[Any, ...]) -> None:
         checked, steps, bufs = parsed
@@ -507,6 +526,8 @@ class Adam(Optimizer):
         _non_negative(owner, h, "weight_decay", "weight_decay value")
         return h
 
+    _non_negative_buffers: ClassVar[frozenset[str]] = frozenset({"exp_avg_sq", "max_exp_avg_sq"})
+
     def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if h["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
@@ -630,6 +651,8 @@ class RMSprop(Optimizer):
         _non_negative("RMSprop", h, "weight_decay", "weight_decay value")
         _non_negative("RMSprop", h, "alpha", "alpha value")
         return h
+
+    _non_negative_buffers: ClassVar[frozenset[str]] = frozenset({"square_avg"})
 
     def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
         names: tuple[str, ...] = ("square_avg",)

@@ -108,11 +108,28 @@ class Schedule:
             if d[k].shape != () or d[k].dtype.kind not in "fiu":
                 raise GraphError(f"{lead}'{where}{k}' holds {describe(d[k])}, not a number")
         hyper = {k: d[f"hyper/{k}"].item() for k in self._hyper_names}
-        base_lr, last_lr = float(d["base_lr"]), float(d["last_lr"])
-        checked = self._check(hyper)
-        last_lr = _check_lr(owner, last_lr)
-        base_lr = _check_lr(owner, base_lr)
-        return checked, base_lr, int(last_epoch), last_lr
+        try:
+            checked = self._check(dict(hyper))
+        except GraphError as e:
+            raise GraphError(f"{lead}{self._invalid_hyper(hyper, where, e)}") from None
+        lrs = {}
+        for k in ("base_lr", "last_lr"):
+            try:
+                lrs[k] = _check_lr(owner, float(d[k]))
+            except GraphError as e:
+                raise GraphError(f"{lead}'{where}{k}' is invalid: {e}") from None
+        return checked, lrs["base_lr"], int(last_epoch), lrs["last_lr"]
+
+    def _invalid_hyper(self, saved: dict[str, Any], where: str, error: GraphError) -> str:
+        """The message for saved hyper-parameters that _check refuses, naming the entry at fault:
+        the one that is refused beside this schedule's own (valid) values of the others."""
+        own = {k: getattr(self, k) for k in self._hyper_names}
+        for key, value in saved.items():
+            try:
+                self._check({**own, key: value})
+            except GraphError as e:
+                return f"'{where}hyper/{key}' is invalid: {e}"
+        return f"the saved hyper-parameters ('{where}hyper/...') are invalid together: {error}"
 
     def _apply_state(self, parsed: tuple[Any, ...]) -> None:
         checked, base_lr, last_epoch, last_lr = parsed
