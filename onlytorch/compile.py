@@ -26,7 +26,7 @@ from .graph import Graph
 from .node import NodeId
 from .ops.registry import public_ops
 from .plan import BackwardPlan
-from .safe_files import MAX_SPEC_BYTES, RefusedFile, human_size, read_regular
+from .safe_files import MAX_SPEC_BYTES, RefusedFile, human_size, read_regular, short_repr
 from .spec import expr as X
 from .spec import schema as S
 from .spec.diagnostics import Diagnostic, Path, Report, did_you_mean
@@ -298,19 +298,22 @@ def _validation_diagnostics(err: ValidationError, located: Located, base: Path, 
             and rel[-1] in ("source", "type")
         ) or kind in ("union_tag_invalid", "union_tag_not_found"):
             value_path, options = _tag_problem(e, path, located)
+            options = options or _tag_options(path)[1]
             line, col = located.at(value_path)
             got = _get(located.data, value_path)
             hint = did_you_mean(got, options) if isinstance(got, str) else None
-            out.append(
-                Diagnostic(
-                    "E-TYPE",
-                    f"unknown {value_path[-1] if value_path else 'value'} {got!r}; use one of: {', '.join(options)}",
-                    value_path,
-                    line,
-                    col,
-                    hint,
-                )
-            )
+            message = f"unknown {value_path[-1] if value_path else 'value'} {short_repr(got)}; use one of: {', '.join(options)}"
+            if value_path == path and path and path[-1] not in ("source", "type"):
+                # no tag at all (pydantic names no options then): say which key is missing, and its values
+                key = _tag_options(path)[0]
+                where = ".".join(str(p) for p in path)
+                split = " (or {from_split: train, fraction: F})" if path[0] == "data" and path[-1] != "train" else ""
+                if not isinstance(got, dict):
+                    message = f"{where} must be a mapping with a {key!r} key, got {short_repr(got)}"
+                else:
+                    message = f"{where} needs the key {key!r}{split}"
+                message += f"; {key} is one of: {', '.join(options)}" if options else ""
+            out.append(Diagnostic("E-TYPE", message, value_path, line, col, hint))
         elif _is_layer_item(path) and not isinstance(_get(located.data, path), (str, dict)):
             # one diagnostic, not one per member of the layer union (str | dict)
             line, col = located.at(path)
@@ -359,6 +362,17 @@ def _tag_problem(e: Any, path: Path, located: Located) -> tuple[Path, list[str]]
             if key in target:
                 return path + (key,), options
     return path, options
+
+
+def _tag_options(path: Path) -> tuple[str, list[str]]:
+    """The key that chooses the kind of the entry at path (source or type), and its values."""
+    if path and path[0] == "data":
+        return "source", list(S.SOURCE_MODELS)
+    if "schedule" in path[1:] and path[0] == "optimizers":
+        return "type", list(S.SCHEDULE_MODELS)
+    if path and path[0] == "optimizers":
+        return "type", list(S.OPTIMIZER_MODELS)
+    return "type", []
 
 
 def _get(data: Any, path: Path) -> Any:
@@ -1102,12 +1116,13 @@ class _Compiler:
 
     def build_subgraph(self, m: ModuleInfo, spec: S.ModuleSpec, path: Path) -> Callable[..., NodeId] | None:
         params: dict[str, NodeId] = {}
-        for pname, p in spec.params.items():
+        for pname, p in spec.params.items():  # all of them checked before any is allocated
             try:
                 self.check_params(m.name, f"parameter {pname}", tuple(p.shape))
             except _LayerError as e:
                 self.error(e.code, f"module {m.name}: {e}", path + ("params", pname, "shape"), hint=e.hint)
                 return None
+        for pname, p in spec.params.items():
             try:
                 init_args: dict[str, Any] = dict(p.init_args)
                 params[pname] = self.g.parameter(f"{m.name}.{pname}", shape=tuple(p.shape), init=p.init, **init_args)
@@ -1654,6 +1669,8 @@ class _Compiler:
             path: Path = ("train", "schedule", self.phase_index[pi] if self.phase_index else pi)
             if ph.name in seen:
                 self.error("E-DUP", f"two phases are called {ph.name!r}", path + ("name",))
+            elif (reserved := monitor.reserved_phase_name(ph.name)) is not None:
+                self.error("E-DUP", reserved, path + ("name",), hint="give the phase another name")
             if ph.epochs is not None and "repeat" in ph.model_fields_set:
                 self.error(
                     "E-ARG",

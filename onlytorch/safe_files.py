@@ -28,6 +28,7 @@ GiB = 2**30
 MAX_SPEC_BYTES = 1 * MiB  # a spec is a few KiB; PyYAML reads ~1 MiB/s, and /dev/zero never ends
 MAX_DATA_BYTES = 2 * GiB  # an .npz data file: on disk, and every array as it will be held in memory
 MAX_CSV_BYTES = 64 * MiB  # a .csv table: parsing it as text takes ~50 times its size in Python objects
+MAX_NPZ_ARRAYS = 10_000  # members of an .npz data file: reading each header takes ~0.5 ms
 EXCERPT_CHARS = 40  # at most this many characters of a value read from a file are quoted in a message
 
 
@@ -173,11 +174,14 @@ _HEADER_READERS = {
 _HEADER_MAX = 10_000  # bytes of an .npy header that are read: np.load's own limit
 
 
-def npz_headers(fh: IO[bytes], path: str | os.PathLike[str], limit: int, what: str) -> dict[str, NpyHeader]:
+def npz_headers(
+    fh: IO[bytes], path: str | os.PathLike[str], limit: int, what: str, max_members: int | None = None
+) -> dict[str, NpyHeader]:
     """Every ``.npy`` member's header of the zip archive open in ``fh``, checked against ``limit``: no
     member and no array may be bigger than ``limit`` bytes, nor all members together, and no array may
-    claim more bytes than its member holds. Nothing but the headers is decompressed. Members that are
-    not ``.npy`` files are skipped. Raises RefusedFile naming the path and the member."""
+    claim more bytes than its member holds, nor may it hold more than ``max_members`` members (each
+    header takes a little time). Nothing but the headers is decompressed. Members that are not ``.npy``
+    files are skipped. Raises RefusedFile naming the path and the member."""
     where = f"{what} {os.fspath(path)}"
     try:
         archive = zipfile.ZipFile(fh)
@@ -186,11 +190,17 @@ def npz_headers(fh: IO[bytes], path: str | os.PathLike[str], limit: int, what: s
     headers: dict[str, NpyHeader] = {}
     total = 0
     with archive:
+        if max_members is not None and len(archive.infolist()) > max_members:
+            reason = f"it holds {len(archive.infolist()):,} members, more than the {max_members:,} allowed"
+            raise RefusedFile(f"{where}: {reason}; refused", path, reason)
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 continue
             name = info.filename[: -len(".npy")]
             array = f"array {short_repr(name)}"
+            if name in headers:  # np.load would silently read one of them
+                reason = f"it holds two members named {short_repr(info.filename)}: which one is meant is ambiguous"
+                raise RefusedFile(f"{where}: {reason}", path, reason)
             total += info.file_size
             if info.file_size > limit:
                 reason = f"{array} unpacks to {_size(info.file_size)}, over the {_size(limit)} limit"

@@ -2,7 +2,8 @@
 
 Relative paths resolve against the spec's folder: `Source.parse(params, base_dir)` makes them
 absolute, and `load` resolves what is still relative against `LoadContext.base_dir`. `fields`
-reads only what it must (an archive's array headers, a table's header row), never the data.
+reads an archive's array headers, never its arrays, and checks a table's rows without keeping them
+(what loading would refuse is refused when the spec is validated, at the data entry).
 Every problem is a DataError naming the file; .npz files are read with allow_pickle=False.
 
 A spec may come from someone else, so (docs/inputs.md): only regular files are read (a FIFO
@@ -31,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from ..safe_files import (
     MAX_CSV_BYTES,
     MAX_DATA_BYTES,
+    MAX_NPZ_ARRAYS,
     NotAnArchive,
     NpyHeader,
     RefusedFile,
@@ -43,6 +45,7 @@ from ..safe_files import (
 from .sources import DataError, Field, FieldDtype, LoadContext, Params, Source, common_length, did_you_mean, register
 
 # (the folder data paths must stay in, the paths given on the command line, which may go anywhere)
+MAX_INT = 2**53  # an integer label read from a table: exact as a float64, far from int64's wrap-around
 _CONFINED: contextvars.ContextVar[tuple[Path, frozenset[Path]] | None] = contextvars.ContextVar(
     "onlytorch_data_root", default=None
 )
@@ -138,7 +141,7 @@ def _npz_headers(path: Path, fh: io.BufferedReader) -> dict[str, NpyHeader]:
     """Every array's header, read from the zip directory and the .npy headers inside the archive;
     refused when one would unpack past MAX_DATA_BYTES (also as int64, the type integer fields get)."""
     try:
-        headers = npz_headers(fh, path, MAX_DATA_BYTES, "the data file")
+        headers = npz_headers(fh, path, MAX_DATA_BYTES, "the data file", max_members=MAX_NPZ_ARRAYS)
     except NotAnArchive as e:
         raise DataError(f"file.npz: cannot read {path} as an .npz archive: {e.reason}", param="path") from None
     except RefusedFile as e:
@@ -203,6 +206,13 @@ def _npz_load(p: NpzParams, ctx: LoadContext) -> dict[str, np.ndarray]:
                 arrays = {f: archive[a] for f, a in chosen.items()}
         except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
             raise DataError(f"file.npz: cannot read {path}: {e}") from None
+    for f, a in arrays.items():
+        if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:  # would wrap to negative
+            raise DataError(
+                f"file.npz: {path}: array {short_repr(chosen[f])} holds {int(a.max())}, past the int64 range of integer "
+                "fields",
+                param="path",
+            )
     return {f: a.astype(np.int64) if fields[f].dtype == "int64" else a for f, a in arrays.items()}
 
 
@@ -255,7 +265,7 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     silently drop, reading "3\\0" as 3) is an error naming its line."""
     raw = _open(path, MAX_CSV_BYTES, "file.csv")
     try:
-        with io.TextIOWrapper(raw, newline="", encoding="utf-8") as fh:
+        with io.TextIOWrapper(raw, newline="", encoding="utf-8-sig") as fh:  # -sig: a leading BOM is no cell
             reader = csv.reader(fh, delimiter=delimiter)
             for row in reader:
                 bad = next((cell for cell in row if "\0" in cell), None)
@@ -264,7 +274,7 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
                         f"file.csv: {path}: line {reader.line_num}: the cell {short_repr(bad)} holds a NUL byte",
                         param="path",
                     )
-                if row:
+                if any(cell.strip() for cell in row):  # a blank or whitespace-only line is no row
                     yield reader.line_num, row
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"file.csv: cannot read {path}: {_reason(e)}", param="path") from None
@@ -306,13 +316,56 @@ def _refuse_nul(path: Path, delimiter: str) -> None:
         pass
 
 
+def _check_row(path: Path, width: int, line: int, cells: list[str]) -> None:
+    """A data row has as many cells as the first row (a DataError naming the line otherwise)."""
+    if len(cells) != width:
+        raise DataError(
+            f"file.csv: {path}: line {line} has {len(cells)} cells, the first row {width}: every row needs one "
+            "cell per column",
+            param="path",
+        )
+
+
+def _scan(p: CsvParams, path: Path, indices: dict[str, list[int]], rows: Iterable[tuple[int, list[str]]]) -> int:
+    """Every data row checked (_check_row) and every cell a field reads parsed (_cell), without keeping
+    them: what loading would refuse is refused when the spec is validated, at the data entry. Returns
+    the number of data rows."""
+    header: list[str] | None = None
+    width = -1
+    count = 0
+    chunk: list[tuple[int, list[str]]] = []
+    needed = max(i for cols in indices.values() for i in cols)
+    for k, (line, cells) in enumerate(rows):
+        if k == 0:
+            width = len(cells)
+            if p.header:
+                header = [c.strip() for c in cells]
+                continue
+        if len(cells) <= needed:
+            raise DataError(
+                f"file.csv: {path}: line {line} has {len(cells)} cells; {_column(header, needed)} is missing",
+                param="path",
+            )
+        _check_row(path, width, line, cells)
+        chunk.append((line, cells))
+        count += 1
+        if len(chunk) == 65536:  # converted in chunks (numpy parses them), then dropped
+            _convert(p, path, header, indices, chunk)
+            chunk = []
+    if chunk:
+        _convert(p, path, header, indices, chunk)
+    return count
+
+
 def _csv_fields(p: CsvParams) -> dict[str, Field]:
     path = _file(p)
     _refuse_nul(path, p.delimiter)
     first = next(iter(_csv_rows(path, p.delimiter)), None)
     if first is None:
         raise DataError(f"file.csv: {path} is empty")
-    _csv_columns(p, path, first[1])
+    indices = _csv_columns(p, path, first[1])
+    if _scan(p, path, indices, _csv_rows(path, p.delimiter)) == 0:
+        raise DataError(f"file.csv: {path} has a header but no data rows", param="path")
     return {
         field: Field(
             (len(cols),) if isinstance(cols, list) else (),
@@ -339,6 +392,15 @@ def _csv_load(p: CsvParams, ctx: LoadContext) -> dict[str, np.ndarray]:
             raise DataError(
                 f"file.csv: {path}: line {line} has {len(cells)} cells; {_column(header, needed)} is missing"
             )
+        _check_row(path, len(rows[0][1]), line, cells)
+    return _convert(p, path, header, indices, data)
+
+
+def _convert(
+    p: CsvParams, path: Path, header: list[str] | None, indices: dict[str, list[int]], data: list[tuple[int, list[str]]]
+) -> dict[str, np.ndarray]:
+    """The fields' arrays from data rows; a DataError naming the first cell that is not a number (an
+    integer of at most 2**53 in size for int_fields)."""
     arrays = {}
     for field, cols in indices.items():
         integral = field in p.int_fields
@@ -348,7 +410,7 @@ def _csv_load(p: CsvParams, ctx: LoadContext) -> dict[str, np.ndarray]:
         except ValueError:  # find and name the bad cell
             values = np.array([[_cell(path, header, line, cells, i, integral) for i in cols] for line, cells in data])
         if integral:
-            bad = ~(np.isfinite(values) & (values == np.round(values)))
+            bad = ~(np.isfinite(values) & (values == np.round(values)) & (np.abs(values) <= MAX_INT))
             if bad.any():
                 r, c = np.argwhere(bad)[0]
                 line, cells = data[r]
@@ -368,9 +430,13 @@ def _cell(path: Path, header: list[str] | None, line: int, cells: list[str], i: 
         v = float(cells[i])
     except ValueError:
         v = None
-    if v is None or (integral and not v.is_integer()):
+    if v is None or (integral and not (v.is_integer() and abs(v) <= MAX_INT)):
         what = "an integer" if integral else "a number"
-        raise DataError(f"file.csv: {path}: line {line}, {_column(header, i)}: {short_repr(cells[i])} is not {what}")
+        if v is not None and v.is_integer():
+            what = "an integer of at most 2**53 in size"
+        raise DataError(
+            f"file.csv: {path}: line {line}, {_column(header, i)}: {short_repr(cells[i])} is not {what}", param="path"
+        )
     return v
 
 

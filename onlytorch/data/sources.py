@@ -55,9 +55,13 @@ class Params(pydantic.BaseModel):
     @pydantic.field_validator("*", mode="before")
     @classmethod
     def _no_booleans_for_numbers(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
-        # pydantic reads true as 1: `n: true` is a slip, not a request for one sample.
-        if isinstance(v, bool) and info.field_name and cls.model_fields[info.field_name].annotation in (int, float):
-            raise ValueError(f"must be a number, not {str(v).lower()}")
+        # pydantic reads true as 1, 3.0 and "3" as 3: `n: true` is a slip, not a request for one sample.
+        from ..spec.schema import number_problem  # the spec language's one rule (imported late: no cycle)
+
+        field = cls.model_fields.get(info.field_name or "")
+        problem = number_problem(field.annotation, v) if field is not None else None
+        if problem:
+            raise ValueError(problem)
         return v
 
 
@@ -65,7 +69,7 @@ class Params(pydantic.BaseModel):
 class Source:
     name: str  # e.g. "synthetic.ring"
     params: type[pydantic.BaseModel]
-    fields: Callable[[Any], dict[str, Field]]  # given validated params; may read a file's header, never its data
+    fields: Callable[[Any], dict[str, Field]]  # validated params; reads headers (checks a .csv whole)
     load: Callable[[Any, LoadContext], dict[str, np.ndarray]]  # every sample; first axis = sample
     doc: str
     extra: str | None = None  # the pip extra the source needs, e.g. "datasets"

@@ -21,7 +21,9 @@ CODES: dict[str, str] = {
     "E-MISSING": "a required key is missing",
     "E-TYPE": "a value of the wrong type or out of range",
     "E-NAME": "a name that is not defined (with a did-you-mean)",
-    "E-DUP": "a name defined twice (across inputs, modules, nodes, losses, metrics; phases)",
+    "E-DUP": "a name defined twice (across inputs, modules, nodes, losses, metrics; phases), or one the metrics "
+    "log already uses: a phase called eval, val, test, train_split, lr, grad_norm or rollout, a loss or metric "
+    "named like a score the evaluation computes (modes_covered, return_mean, ...)",
     "E-EXPR": "an expression that does not parse or uses a construct that is not allowed",
     "E-ARG": "wrong arguments to a function or module",
     "E-SHAPE": "shapes that do not fit together (static inference, batch dimension N)",
@@ -50,11 +52,19 @@ CODES: dict[str, str] = {
 EXCERPT_WIDTH = 160  # characters of the offending line shown around the column (a spec line is shorter)
 MAX_MESSAGE = 1000  # characters of a message or hint: one quoting a 50 MB key must not print 50 MB
 _UNPRINTABLE = {i: "?" for i in [*range(9), *range(10, 32), *range(127, 160)]}  # one cell each, as the caret counts
+# in a message or hint: a name or path from the spec may hold an escape sequence (a file name with
+# ESC [2J would clear the terminal); newlines stay
+_UNPRINTABLE_TEXT = {i: c for i, c in _UNPRINTABLE.items() if i != 10}
 
 
 def cut(text: str, limit: int = MAX_MESSAGE) -> str:
     """text, cut to ``limit`` characters with a note of how much was left out."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def printable(text: str) -> str:
+    """text with control characters (but newlines) shown as "?": what a terminal may be sent."""
+    return text.translate(_UNPRINTABLE_TEXT)
 
 
 def excerpt(line: str, column: int, width: int = EXCERPT_WIDTH) -> tuple[str, int, int]:
@@ -89,13 +99,13 @@ class Diagnostic:
         return f"{filename}:{self.line}:{self.column or 1}"
 
     def render(self, filename: str, lines: list[str]) -> str:
-        out = [f"{self.where(filename)}: {self.code} {cut(self.message)}"]
+        out = [f"{printable(self.where(filename))}: {self.code} {printable(cut(self.message))}"]
         if self.line is not None and 0 < self.line <= len(lines):
             text, col, room = excerpt(lines[self.line - 1].rstrip("\n"), self.column or 1)
             out.append(f"    {text}")
             out.append("    " + " " * (col - 1) + "^" + "~" * max(0, min(self.width, room) - 1))
         if self.hint:
-            out.append(f"    hint: {cut(self.hint)}")
+            out.append(f"    hint: {printable(cut(self.hint))}")
         return "\n".join(out)
 
     def to_json(self, filename: str) -> dict[str, Any]:

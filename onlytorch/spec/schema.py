@@ -44,17 +44,47 @@ def exact_int_problem(v: Any) -> str | None:
     return None  # other types: pydantic's own message
 
 
+def float_problem(v: Any) -> str | None:
+    """Why v is not a number a float field may hold, or None: pydantic would read true as 1.0 (``lr:
+    true`` is a slip, not a learning rate of 1). A string that spells a number stays accepted: YAML 1.1
+    reads ``1e-3`` (no dot) as a string, and that is how learning rates are written."""
+    if isinstance(v, bool):
+        return f"must be a number, not {str(v).lower()}"
+    return None
+
+
 def _int_slot(annotation: Any) -> str | None:
-    """Which integer checks a field gets: "int" (an int or optional int), "list" (a list of ints) or None."""
+    """Which number checks a field gets: "int" (an int or optional int), "list" (a list of ints),
+    "float" (a float or optional float), "floats" (a list of floats) or None."""
     while typing.get_origin(annotation) is Annotated:
         annotation = typing.get_args(annotation)[0]
     if annotation is int:
         return "int"
+    if annotation is float:
+        return "float"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (Union, types.UnionType) and {a for a in args if a is not type(None)} == {int}:
-        return "int"
-    if origin is list and args and _int_slot(args[0]) == "int":
-        return "list"
+    if origin in (Union, types.UnionType):
+        members = {a for a in args if a is not type(None)}
+        if members == {int}:
+            return "int"
+        if members == {float}:
+            return "float"
+    if origin is list and args and _int_slot(args[0]) in ("int", "float"):
+        return "list" if _int_slot(args[0]) == "int" else "floats"
+    return None
+
+
+def number_problem(annotation: Any, v: Any) -> str | None:
+    """Why v does not fit a field of this annotation as an exact number (see exact_int_problem and
+    float_problem), or None; other annotations and types are left to pydantic."""
+    slot = _int_slot(annotation)
+    if v is None or slot is None:
+        return None
+    if slot in ("int", "float"):
+        return (exact_int_problem if slot == "int" else float_problem)(v)
+    if isinstance(v, list):
+        check = exact_int_problem if slot == "list" else float_problem
+        return next((f"item {i}: {p}" for i, x in enumerate(v) if (p := check(x))), None)
     return None
 
 
@@ -65,13 +95,7 @@ class Strict(BaseModel):
     @classmethod
     def _exact_integers(cls, v: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
-        slot = _int_slot(field.annotation) if field is not None else None
-        if slot == "int" and v is not None:
-            problem = exact_int_problem(v)
-        elif slot == "list" and isinstance(v, list):
-            problem = next((f"item {i}: {p}" for i, x in enumerate(v) if (p := exact_int_problem(x))), None)
-        else:
-            problem = None
+        problem = number_problem(field.annotation, v) if field is not None else None
         if problem:
             raise ValueError(problem)
         return v
