@@ -23,3 +23,7 @@ if _os.path.basename(_sys.argv[0]) in ("onlytorch", "-c") and _signal.getsignal(
 ):
     for _sig in (_signal.SIGINT, _signal.SIGTERM):
         _signal.signal(_sig, _interrupted_while_starting)
+    # the process is the command: the group ends it with os._exit (interrupts.end_process)
+    STANDALONE = True
+else:
+    STANDALONE = False

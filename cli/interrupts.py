@@ -17,6 +17,7 @@ The handler works in one of three modes, which the command switches as it goes:
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -40,6 +41,10 @@ class Interrupts:
         self.received = 0  # every signal since install()
         self.noted = 0  # signals noted, not raised, in the current deferred/critical stretch
         self.abandon = False
+        # a KeyboardInterrupt was raised: the command is ending (further signals in immediate mode are
+        # only counted, so that a second Ctrl-C cannot cut the ending short: click's "Aborted!", exit 1)
+        self.ending = False
+        self.say = True  # in a critical stretch: say that the write is finished first
         self.previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -57,15 +62,21 @@ class Interrupts:
     def _handler(self, signum: int, frame: Any) -> None:
         self.received += 1
         if self.mode == "immediate":
+            if self.ending:
+                return  # the command is already ending on an earlier signal: raising again would cut that short
+            self.ending = True
             raise KeyboardInterrupt
         self.noted += 1
         if self.mode == "deferred" and self.noted > 1:
+            self.ending = True
             raise KeyboardInterrupt
         if self.mode == "critical":
             if self.abandon and self.noted > 1:
+                self.ending = True
                 raise KeyboardInterrupt
             again = "; interrupt again to abandon it (the previous checkpoint stays)" if self.abandon else ""
-            _say(f"\ninterrupted: finishing the write in progress first{again}")
+            if self.say:
+                _say(f"\ninterrupted: finishing the write in progress first{again}")
 
     def stop_requested(self) -> bool:
         """For the training loop: a signal arrived during the current deferred stretch."""
@@ -82,12 +93,13 @@ class Interrupts:
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
-    def critical(self, abandon: bool = False, deliver: bool = True) -> Iterator[Scope]:
+    def critical(self, abandon: bool = False, deliver: bool = True, say: bool = True) -> Iterator[Scope]:
         """A write that must not be cut halfway. With ``deliver``, a signal noted during it raises
         KeyboardInterrupt as soon as the write is done (in immediate mode); without, the caller
-        reads the returned scope (it is ending the command already)."""
+        reads the returned scope (it is ending the command already). ``say``: tell the user that
+        the write is finished first (not for a step too short to mention)."""
         scope = Scope()
-        with self._stretch("critical", abandon, scope):
+        with self._stretch("critical", abandon, scope, say):
             yield scope
         if scope.signals and deliver:
             if self.mode == "immediate":
@@ -95,14 +107,39 @@ class Interrupts:
             self.noted += scope.signals
 
     @contextlib.contextmanager
-    def _stretch(self, mode: str, abandon: bool, scope: Scope) -> Iterator[None]:
-        saved = self.mode, self.noted, self.abandon
-        self.mode, self.noted, self.abandon = mode, 0, abandon
+    def _stretch(self, mode: str, abandon: bool, scope: Scope, say: bool = True) -> Iterator[None]:
+        saved = self.mode, self.noted, self.abandon, self.say
+        self.mode, self.noted, self.abandon, self.say = mode, 0, abandon, say
         try:
             yield
         finally:
             scope.signals = self.noted
-            self.mode, self.noted, self.abandon = saved
+            self.mode, self.noted, self.abandon, self.say = saved
+
+
+def end_process(code: object) -> None:
+    """For the command's own process only (``cli()`` reading the process's command line, run as the
+    program: the console script, ``python -c "...; cli()"``; not an application calling it): flush the output and
+    end the process at once with ``code`` (a SystemExit's code). Python's shutdown resets the signal
+    handlers to the default before it is done, so a signal arriving while the interpreter winds down
+    (a second Ctrl-C, a SIGTERM just after the end) would kill the process by the signal: exit -2 or
+    -15 instead of 130. Until ``os._exit`` the command's handler stays in place (a signal then ends
+    the process with 130 itself). onlytorch registers nothing to run at the exit."""
+    from . import STANDALONE
+
+    if not STANDALONE:
+        return
+    if code is None or isinstance(code, bool):
+        status = int(bool(code))
+    elif isinstance(code, int):
+        status = code & 0xFF if code >= 0 else 1
+    else:
+        _say(str(code))
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def _say(text: str) -> None:

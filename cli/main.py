@@ -20,16 +20,23 @@ class _Group(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         its: interrupts.Interrupts | None = None
+        # the process's own command line (the console script's cli()), not a call with arguments
+        owns = not args and kwargs.get("args") is None and kwargs.get("standalone_mode", True)
         try:
             with interrupts.installed() as its:
                 return super().main(*args, **kwargs)
         except SystemExit as e:
             # a signal that came while click was already ending the command still makes it 130
-            if its is not None and its.received and e.code != interrupts.EXIT_INTERRUPTED:
-                raise SystemExit(interrupts.EXIT_INTERRUPTED) from None
-            raise
+            code = e.code
+            if its is not None and its.received and code != interrupts.EXIT_INTERRUPTED:
+                code = interrupts.EXIT_INTERRUPTED
+            if owns:
+                interrupts.end_process(code)  # the command's own process ends here (see end_process)
+            raise SystemExit(code) from None
         except KeyboardInterrupt:  # one that landed outside click's hands (installing, restoring)
             click.echo("\ninterrupted", err=True)
+            if owns:
+                interrupts.end_process(interrupts.EXIT_INTERRUPTED)
             raise SystemExit(interrupts.EXIT_INTERRUPTED) from None
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:

@@ -18,9 +18,12 @@ import click
 PATH_ERRNOS = {
     errno.ENAMETOOLONG: "a name in it is too long for the file system",
     errno.ENOTDIR: "a part of it is a file, not a folder",
-    errno.ELOOP: "it goes round a loop of symbolic links",
+    errno.ELOOP: "a symbolic link in it loops, or is one onlytorch does not follow",
     errno.EEXIST: "it exists and is not a folder",
     errno.EINVAL: "the file system does not accept this name",
+    errno.EACCES: "you may not write there",
+    errno.EPERM: "you may not write there",
+    errno.EROFS: "it is on a read-only file system",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from onlytorch.compile import Compiled
-from onlytorch.rundir import RunLock, RunLocked, killed_message, write_text_atomic
+from onlytorch.rundir import RunLock, RunLocked, killed_message, target_of_temporary, write_text_atomic
 
 from . import interrupts
 from .paths import describe_os_error, shorten
@@ -54,13 +55,16 @@ def _dir_error(path: pathlib.Path, e: OSError) -> click.ClickException:
     return _RunDirError(f"cannot write the run directory {message}")
 
 
-def _lock(path: pathlib.Path) -> RunLock:
+def _lock(path: pathlib.Path, created: bool = False) -> RunLock:
     try:
         return RunLock(path).acquire()
-    except RunLocked as e:
-        raise click.UsageError(str(e)) from None
-    except OSError as e:
-        raise _dir_error(path, e) from None
+    except (RunLocked, OSError) as e:
+        if created:  # made for this run and left empty: not left behind
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        if isinstance(e, RunLocked):
+            raise click.UsageError(str(e)) from None
+        raise _dir_error(pathlib.Path(e.filename) if e.filename else path, e) from None
 
 
 def _claim_run_dir(compiled: Compiled, out: str | None, resume: bool) -> _Claim:
@@ -79,7 +83,7 @@ def _claim_run_dir(compiled: Compiled, out: str | None, resume: bool) -> _Claim:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise _dir_error(path, e) from None
-        return _Claim(path, _lock(path), created)
+        return _Claim(path, _lock(path, created), created)
     if resume:
         raise click.UsageError("--resume needs --out RUN_DIR: the run to continue")
     name = compiled.spec.name
@@ -105,7 +109,9 @@ def _claim_run_dir(compiled: Compiled, out: str | None, resume: bool) -> _Claim:
         except RunLocked:
             continue  # another process, told --out runs/NAME-i, locked it in between: not ours
         except OSError as e:
-            raise _dir_error(path, e) from None
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            raise _dir_error(pathlib.Path(e.filename) if e.filename else path, e) from None
     raise AssertionError("unreachable")
 
 
@@ -192,8 +198,13 @@ def run_training(
     """Train into a run directory held locked for the whole run (see docs/runs.md)."""
     if compiled.spec.train is None:
         raise click.UsageError(f"{spec_file} has no train section")
-    claim = _claim_run_dir(compiled, out, resume)
+    # A signal while the directory is claimed waits for the claim (a lock taken but not yet
+    # recorded would be left behind), then ends the command here, releasing it.
+    with interrupts.current().critical(deliver=False, say=False) as claiming:
+        claim = _claim_run_dir(compiled, out, resume)
     try:
+        if claiming.signals:
+            raise KeyboardInterrupt
         return _train_locked(claim, compiled, spec_file, overrides, resume, force, quiet)
     finally:
         with interrupts.current().critical(deliver=False):
@@ -209,11 +220,20 @@ def _train_locked(
     from onlytorch.run import Run, spec_changes, spec_hash
 
     path = claim.path
-    has_checkpoint = (path / "checkpoints" / "last.npz").exists()
+    # lexists: a last.npz that is a broken or looping link is a bad checkpoint (refused when read),
+    # not a missing one (which would start the run afresh and drop its log)
+    has_checkpoint = os.path.lexists(path / "checkpoints" / "last.npz")
     has_run = (path / "run.json").exists()
     previous = _read_info(path) if has_run else None
     if previous is not None and previous.get("status") == "running":
         click.echo(_record_killed(path, previous, claim.lock.stale_pid), err=True)
+    if resume and not has_checkpoint and previous is not None and previous.get("status") == "completed":
+        # a completed run always wrote its final checkpoint: it was lost, not never written
+        raise click.UsageError(
+            f"--resume: {path / 'checkpoints' / 'last.npz'} is missing, but run.json says the run completed "
+            f"{previous.get('steps_done', '?')} steps (the checkpoint was deleted or moved); put it back, "
+            "or train into another --out"
+        )
     if not resume and has_checkpoint:
         raise click.UsageError(f"{path} already holds a run; continue it with --resume, or choose another --out")
     if not resume and has_run:
@@ -226,7 +246,7 @@ def _train_locked(
     afresh = resume and not has_checkpoint  # the dead end: a run killed before its first checkpoint
     if afresh:
         saved = str((previous or {}).get("spec_hash", ""))
-        refused = _refuse_changed_spec(path, saved, compiled, spec_changes, spec_hash, force)
+        refused = _refuse_changed_spec(path, saved, compiled, spec_changes, spec_hash, force, "run.json: 'spec_hash'")
         if refused is not None:
             return refused
         if not quiet:
@@ -239,7 +259,7 @@ def _train_locked(
     try:
         trainer = _trainer(compiled)
         if trainer is None:
-            return EXIT_FAILED
+            return EXIT_USAGE  # data that validation could not judge (damaged past its headers): bad input
         run = Run(path, compiled, trainer, spec_file, overrides)
         if resume and not afresh:
             try:
@@ -248,7 +268,13 @@ def _train_locked(
                 click.echo(f"error: cannot resume: {e}", err=True)
                 return EXIT_USAGE
             refused = _refuse_changed_spec(
-                path, str(state.get("meta/spec_hash", "")), compiled, spec_changes, spec_hash, force
+                path,
+                str(state.get("meta/spec_hash", "")),
+                compiled,
+                spec_changes,
+                spec_hash,
+                force,
+                f"{run.last_checkpoint}: entry 'meta/spec_hash'",
             )
             if refused is not None:
                 return refused
@@ -262,7 +288,8 @@ def _train_locked(
                 run.start(resume and not afresh)
                 stage = "training"  # from here on run.json says running: every ending records another status
         except OSError as e:
-            click.echo(f"error: cannot write the run directory {path}: {e.strerror or e}", err=True)
+            where = target_of_temporary(str(e.filename)) if e.filename else f"the run directory {path}"
+            click.echo(f"error: cannot write {where}: {e.strerror or e}", err=True)
             return EXIT_FAILED
         total = trainer.total_steps()
         if not quiet:
@@ -307,9 +334,10 @@ def _trainer(compiled: Compiled) -> Any:
 
 
 def _refuse_changed_spec(
-    path: pathlib.Path, saved: str, compiled: Compiled, spec_changes: Any, spec_hash: Any, force: bool
+    path: pathlib.Path, saved: str, compiled: Compiled, spec_changes: Any, spec_hash: Any, force: bool, source: str
 ) -> int | None:
-    """EXIT_USAGE (having said why) when the spec differs from the run's and --force is not given."""
+    """EXIT_USAGE (having said why) when the spec differs from the run's and --force is not given;
+    ``source`` names where the saved hash was read."""
     from onlytorch.run import resolved_spec
 
     resolved = resolved_spec(compiled)
@@ -320,10 +348,13 @@ def _refuse_changed_spec(
         changes = spec_changes(old, resolved)
     except (OSError, ValueError):
         changes = ["(the run's spec.json is missing or unreadable)"]
-    click.echo(
-        f"error: the spec changed since {path} was written:\n  " + "\n  ".join(changes or ["(the spec hash differs)"]),
-        err=True,
-    )
+    if not changes:
+        # the run's spec.json is this spec: the checkpoint's own note says it was written for another
+        changes = [
+            f"{source} ({saved[:40]!r}) is not the hash of this spec, though the run's spec.json matches it "
+            "(written for another spec, or edited)"
+        ]
+    click.echo(f"error: the spec changed since {path} was written:\n  " + "\n  ".join(changes), err=True)
     click.echo("resume with --force to continue anyway", err=True)
     return EXIT_USAGE
 
@@ -399,8 +430,9 @@ def _interrupted(run: Any, path: pathlib.Path, stage: str, forced: bool, spec_fi
     step = run.trainer.step
     last = run.last_checkpoint
     if forced:
-        # A second signal stopped an iteration halfway: its state is not one to continue from.
-        what = f"interrupted twice during step {step + 1}"
+        # A second signal stopped an iteration (or the logging, evaluation or checkpoint after it)
+        # halfway: its state is not one to continue from.
+        what = f"interrupted twice after step {step}"
         _record(run, "interrupted", f"{what}; no checkpoint written")
         where = f"continue from the last checkpoint ({last}) with: {again}" if last.exists() else "no checkpoint"
         click.echo(f"{what}: stopped without writing a checkpoint; {where}", err=True)
@@ -439,7 +471,10 @@ def failure_message(e: BaseException, expected: tuple[type[BaseException], ...] 
             f"out of memory{f' ({e})' if str(e) else ''}: the model, batch or data do not fit in this machine's memory"
         )
     if isinstance(e, OSError):
-        return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e.strerror or e)
+        name = target_of_temporary(str(e.filename)) if e.filename else None
+        if name and e.errno == errno.ELOOP:
+            return f"{name}: a symbolic link, which onlytorch never writes through (replace it with a file)"
+        return f"{name}: {e.strerror}" if name and e.strerror else str(e.strerror or e)
     if isinstance(e, expected):
         return str(e)
     return f"internal error: {type(e).__name__}: {e} (a bug in onlytorch; please report it)"
@@ -464,7 +499,9 @@ def _failed(run: Any, e: BaseException, expected: tuple[type[BaseException], ...
             )
         return EXIT_DIVERGED
     if isinstance(e, OSError) and e.errno in NO_SPACE:
-        where = f" {e.filename}" if e.filename else (f" in {run.path}" if run is not None else "")
+        where = (
+            f" {target_of_temporary(str(e.filename))}" if e.filename else (f" in {run.path}" if run is not None else "")
+        )
         message = f"cannot write{where}: {e.strerror} (free some space, then continue with --resume)"
     else:
         message = failure_message(e, expected)
@@ -510,7 +547,7 @@ def run_eval(
         trainer = Trainer(compiled)
     except DataError as e:
         click.echo(f"error: data: {e}", err=True)
-        return EXIT_FAILED
+        return EXIT_USAGE
     if trainer.live is not None:
         return _eval_episodes(trainer, checkpoint, split, as_json, episodes, policy)
     if episodes is not None or policy is not None:

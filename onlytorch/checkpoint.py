@@ -31,7 +31,7 @@ def save(path: str | pathlib.Path, arrays: Mapping[str, np.ndarray]) -> pathlib.
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide checkpoints from the run's other readers
         with os.fdopen(fd, "wb") as fh:
             payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
-            np.savez(fh, **payload)
+            _write_npz(fh, payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -42,6 +42,22 @@ def save(path: str | pathlib.Path, arrays: Mapping[str, np.ndarray]) -> pathlib.
             raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
         raise
     return path
+
+
+def _write_npz(fh: Any, payload: Mapping[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (stored .npy members, zip64), except when it is cut short (Ctrl-C,
+    a full disk): np.savez then may raise a ValueError of zipfile's in place of the interruption
+    and leave a ZipFile that writes into the closed file when collected (a traceback on stderr).
+    Here the unfinished archive is abandoned: the temporary file it was written to is deleted."""
+    zf = zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True)
+    try:
+        for key, value in payload.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
+        zf.close()
+    except BaseException:
+        zf.fp = None  # abandoned: zipfile never touches the file again (not even when collected)
+        raise
 
 
 def _umask() -> int:

@@ -34,7 +34,10 @@ def append_line(path: pathlib.Path, line: str) -> None:
     """Append one complete line with one write() call: a kill cannot leave half of it followed by
     more (a regular file takes the whole buffer at once; the loop is for a disk filling up)."""
     data = line.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    # O_NOFOLLOW: a log that is a symbolic link (a crafted run directory) is refused (ELOOP), never
+    # appended to wherever it points
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o666)
     try:
         while data:
             data = data[os.write(fd, data) :]

@@ -209,7 +209,10 @@ class Run:
         if value is None or not math.isfinite(value):
             return False  # a NaN is never the best
         best = self.info.get("best")
-        so_far = best.get("value") if isinstance(best, dict) and best.get("metric") == m.metric else None
+        # a record of another quantity, split or direction (a resume with --force after the monitor
+        # changed) says nothing about this one
+        same = isinstance(best, dict) and all(best.get(k) == v for k, v in m.to_json().items())
+        so_far = best.get("value") if same and isinstance(best, dict) else None
         if not m.better(value, so_far):
             return False
         path = self.checkpoint("best")

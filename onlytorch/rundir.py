@@ -54,7 +54,10 @@ class RunLock:
     def acquire(self) -> RunLock:
         """Take the lock or raise RunLocked naming the holder; OSError if the file cannot be made."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            # O_NOFOLLOW: a .lock that is a symbolic link (a crafted run directory) must not make the
+            # holder truncate and write the file it points to, outside the run directory
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(self.path, flags, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -78,8 +81,10 @@ class RunLock:
             self.stale_pid = int(previous[0]) if previous and previous[0].isdigit() else None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-        except BaseException:
+        except BaseException as e:
             self.release()
+            if isinstance(e, OSError) and e.filename is None:
+                raise OSError(e.errno, e.strerror, str(self.path)) from None
             raise
         return self
 
@@ -148,7 +153,10 @@ def write_text_atomic(path: pathlib.Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half:
     a temporary file of a unique name in the same folder (two writers never share one), fsync,
     rename. The temporary file is removed when anything fails."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from the run's other readers
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -156,10 +164,22 @@ def write_text_atomic(path: pathlib.Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and (e.filename is None or str(e.filename) == tmp):
+            # name the file the user knows (a write error names none; the temporary name means nothing)
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def target_of_temporary(name: str) -> str:
+    """The file an atomic write's temporary file (``DIR/.NAME.XXXXXXXX.tmp``) stands for, for a
+    message; any other name unchanged."""
+    folder, base = os.path.split(name)
+    if base.startswith(".") and base.endswith(".tmp") and base.count(".") >= 3:
+        return os.path.join(folder, base[1:-4].rsplit(".", 1)[0])
+    return name
 
 
 def remove_stale_temporaries(run_dir: pathlib.Path) -> None:
@@ -178,7 +198,7 @@ def overwrite_in_place(path: pathlib.Path, text: str) -> bool:
     why it is only a fallback. False when it does not fit."""
     data = text.encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return False
     try:

@@ -18,7 +18,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import click
-import numpy as np
 import pytest
 from onlytorch_cli import train_cmd
 
@@ -332,8 +331,11 @@ def signal_in_step(monkeypatch, step: int) -> None:
 
 
 def signal_in_save(monkeypatch, times: int) -> list[int]:
-    """Each np.savez called after the training loop stopped gets `times` SIGINTs while it writes."""
-    real = np.savez
+    """Each checkpoint archive written after the training loop stopped gets `times` SIGINTs while it
+    is written (checkpoint._write_npz: what np.savez writes)."""
+    from onlytorch import checkpoint as ckpt
+
+    real = ckpt._write_npz
     calls: list[int] = []
 
     def savez(file, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -344,7 +346,7 @@ def signal_in_save(monkeypatch, times: int) -> list[int]:
                 time.sleep(0.01)
         return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(np, "savez", savez)
+    monkeypatch.setattr(ckpt, "_write_npz", savez)
     return calls
 
 

@@ -186,8 +186,12 @@ def test_a_corrupt_data_file_is_a_clear_error(tmp_path, monkeypatch):
     data = bytearray((tmp_path / "d.npz").read_bytes())
     data[200000:200060] = b"\xff" * 60
     (tmp_path / "d.npz").write_bytes(bytes(data))
-    result = fails(1, "train", "div.yaml", "--out", "run")
+    result = fails(2, "train", "div.yaml", "--out", "run")  # bad input: nothing is written
     assert "error: data: file.npz: cannot read" in result.output and "d.npz" in result.output
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "any.npz").write_bytes(b"")  # the data fails before the checkpoint is read
+    result = fails(2, "eval", "div.yaml", "--checkpoint", "any.npz")
+    assert "error: data: file.npz: cannot read" in result.output
 
 
 def test_a_spec_without_train_section_is_a_usage_error(tmp_path, monkeypatch):
@@ -232,8 +236,9 @@ def test_an_unwritable_run_directory(tmp_path, monkeypatch):
 
 
 def failing_savez(fail_on: int, exc: BaseException):  # type: ignore[no-untyped-def]
-    """np.savez that writes some bytes and then raises, on its fail_on-th call."""
-    real = np.savez
+    """The checkpoint's archive writer (checkpoint._write_npz, what np.savez writes) that writes some
+    bytes and then raises, on its fail_on-th call."""
+    real = ckpt._write_npz
     calls = {"n": 0}
 
     def savez(file, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -253,7 +258,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file(exc, tmp_path, monke
     path = tmp_path / "ck" / "last.npz"
     ckpt.save(path, {"a": np.arange(3)})
     before = path.read_bytes()
-    monkeypatch.setattr(np, "savez", failing_savez(1, exc))
+    monkeypatch.setattr(ckpt, "_write_npz", failing_savez(1, exc))
     with pytest.raises(ckpt.CheckpointError if isinstance(exc, OSError) else type(exc)) as info_:
         ckpt.save(path, {"a": np.arange(5)})
     if isinstance(exc, OSError):
@@ -266,7 +271,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file(exc, tmp_path, monke
 def test_training_whose_checkpoint_write_fails_exits_1_and_keeps_the_last_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with monkeypatch.context() as m:
-        m.setattr(np, "savez", failing_savez(3, OSError(errno.ENOSPC, "No space left on device")))
+        m.setattr(ckpt, "_write_npz", failing_savez(3, OSError(errno.ENOSPC, "No space left on device")))
         result = fails(
             1,
             "train",
