@@ -37,6 +37,7 @@ CODES: dict[str, str] = {
     "W-UNUSED": "a parameter that no phase updates, or a module that is never called",
     "W-DOUBLE-BATCH": "an optimizer step applies the same loss on the same batch twice (a phase's first run reuses "
     "the previous phase's last batch: after `zero_grad: never`, the last micro-batch counts twice)",
+    "W-GRAD-DISCARDED": "gradients a backward accumulates are cleared (zero_grad) before any step applies them",
     "W-STEP-ROLE": "an optimizer stepped on another optimizer's loss in a game (both losses depend on both "
     "optimizers' parameters, e.g. d_opt stepped in the generator phase on g_loss)",
     "W-DOUBLE-STEP": "two optimizers stepped in one phase both update a parameter (it moves twice on one gradient)",

@@ -18,6 +18,9 @@ the stepped optimizer applies. ``lint_schedule`` turns that into warnings:
   (a ``zero_grad: never`` phase followed by a phase that backpropagates the same loss: the last
   micro-batch of an accumulation counts twice). Losses that read no data input are exempt: noise
   is fresh for every run, and a loss of the parameters alone has no batch.
+- ``W-GRAD-DISCARDED``: a backward call's gradient is cleared (``zero_grad: before`` of a later
+  phase, or ``after`` with no step using it) before any step of an optimizer holding its parameters
+  applies it: an accumulation that a stepping phase with the default ``zero_grad: before`` wipes.
 - ``W-STEP-ROLE``: in phase Q an optimizer o steps only on losses that another optimizer o' steps
   on, while elsewhere o steps on a loss N that o' never does, and N (and one of the former) depend on
   o''s parameters with nothing detached. o and o' are then the two sides of a game (a GAN's
@@ -67,6 +70,9 @@ class Flow:
     moved: dict[tuple[int, str], set[str]] = field(default_factory=dict)
     # (later phase, its backward) -> (the earlier contribution, the repeated one, the optimizer stepping both)
     twice: dict[tuple[int, int], tuple[Contribution, Contribution, str]] = field(default_factory=dict)
+    # (phase, backward) -> the phase whose clearing threw that backward's gradient away before any step
+    # of an optimizer holding its parameters applied it
+    discarded: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 def _runs(spec: Any) -> int:
@@ -97,6 +103,15 @@ def simulate(compiled: Compiled) -> Flow:
     }
     fresh = iter(range(1 << 62))
     pending: list[Contribution] = []
+    used_by_a_step: set[Contribution] = set()
+    stepped = {p for ps in held.values() for p in ps}
+
+    def clear(by: int) -> list[Contribution]:
+        for k in pending:
+            if k not in used_by_a_step and k.params & stepped:
+                flow.discarded.setdefault((k.phase, k.backward), by)
+        return []
+
     for _ in range(2):
         batch = next(fresh)
         for pi, ph in enumerate(compiled.phases):
@@ -104,7 +119,7 @@ def simulate(compiled: Compiled) -> Flow:
                 if run > 0 and not windowed:
                     batch = next(fresh)
                 if ph.spec.zero_grad == "before":
-                    pending = []
+                    pending = clear(pi)
                 for bi, b in enumerate(ph.backward):
                     if b.weight == 0.0 or not b.reached:
                         continue
@@ -113,6 +128,7 @@ def simulate(compiled: Compiled) -> Flow:
                 for o in ph.step:
                     mine = held.get(o, set())
                     used = [k for k in pending if k.params & mine]
+                    used_by_a_step.update(used)
                     seen = flow.applied.setdefault((pi, o), [])
                     seen.extend(k for k in used if k not in seen)
                     flow.moved.setdefault((pi, o), set()).update(n for k in used for n in k.params & mine)
@@ -122,7 +138,7 @@ def simulate(compiled: Compiled) -> Flow:
                             if same and first.params & again.params & mine:
                                 flow.twice.setdefault((again.phase, again.backward), (first, again, o))
                 if ph.spec.zero_grad == "after":
-                    pending = []
+                    pending = clear(pi)
     return flow
 
 
@@ -146,7 +162,8 @@ def accumulated(compiled: Compiled) -> dict[tuple[str, str], list[tuple[str, str
 
 
 def lint_schedule(compiled: Compiled, located: Located) -> list[Diagnostic]:
-    """The W-DOUBLE-BATCH, W-STEP-ROLE, W-DOUBLE-STEP and W-SHARED-PARAM warnings of a compiled spec."""
+    """The W-DOUBLE-BATCH, W-GRAD-DISCARDED, W-STEP-ROLE, W-DOUBLE-STEP and W-SHARED-PARAM warnings of a
+    compiled spec."""
     if not compiled.phases:
         return []
     flow = simulate(compiled)
@@ -157,6 +174,7 @@ def lint_schedule(compiled: Compiled, located: Located) -> list[Diagnostic]:
         out.append(Diagnostic(code, message, path, line, col, hint, width))
 
     _double_batch(compiled, flow, warn)
+    _discarded(compiled, flow, warn)
     _step_roles(compiled, flow, warn)
     _shared(compiled, flow, warn)
     return out
@@ -189,6 +207,27 @@ def _double_batch(compiled: Compiled, flow: Flow, warn: Any) -> None:
                 f"or clear them first with zero_grad: before"
             )
         warn("W-DOUBLE-BATCH", message, (*_phase_path(pi), "backward", bi), hint)
+
+
+def _discarded(compiled: Compiled, flow: Flow, warn: Any) -> None:
+    phases = compiled.phases
+    for (pi, bi), by in sorted(flow.discarded.items()):
+        loss, here, there = phases[pi].backward[bi].loss, phases[pi].name, phases[by].name
+        when = "before its backward calls" if phases[by].spec.zero_grad == "before" else "after its steps"
+        message = (
+            f"the gradient of {loss} that phase {here} accumulates is cleared by phase {there} (zero_grad: "
+            f"{phases[by].spec.zero_grad}, {when}) before any step applies it: that backward changes nothing"
+        )
+        if by == pi:
+            hint = (
+                f"give phase {here} zero_grad: never so that a later phase's step applies it, or step in phase {here}"
+            )
+        else:
+            hint = (
+                f"give phase {there} zero_grad: after (it then clears after its own step, so what phase {here} "
+                f"accumulated is applied first)"
+            )
+        warn("W-GRAD-DISCARDED", message, (*_phase_path(pi), "backward", bi), hint)
 
 
 def _depends(compiled: Compiled, loss: str, params: list[NodeId]) -> bool:

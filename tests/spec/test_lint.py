@@ -27,7 +27,7 @@ from onlytorch.train import Trainer, load_data
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"
 BROKEN = pathlib.Path(__file__).resolve().parent / "broken"
-MINE = ("W-DOUBLE-BATCH", "W-STEP-ROLE", "W-DOUBLE-STEP", "W-SHARED-PARAM")
+MINE = ("W-DOUBLE-BATCH", "W-GRAD-DISCARDED", "W-STEP-ROLE", "W-DOUBLE-STEP", "W-SHARED-PARAM")
 
 ACCUMULATE = (BROKEN / "warn_accumulate_counts_last_batch_twice.yaml").read_text(encoding="utf-8")
 GAN = (BROKEN / "warn_gan_generator_steps_d_opt.yaml").read_text(encoding="utf-8")
@@ -165,8 +165,6 @@ def test_repeated_runs_over_one_window_count_it_twice() -> None:
 @pytest.mark.parametrize(
     "edits",
     [
-        # the stepping phase clears first: only its own (reused) batch is applied
-        (("      zero_grad: after\n", "      zero_grad: before\n"),),
         # accumulating a different loss on the same batch is a sum of losses, not a double count
         (
             (
@@ -199,11 +197,48 @@ def test_repeated_runs_over_one_window_count_it_twice() -> None:
             ),
         ),
     ],
-    ids=["cleared-first", "other-loss", "noise-only", "wrap-around"],
+    ids=["other-loss", "noise-only", "wrap-around"],
 )
 def test_accumulation_variants_that_do_not_double_count(edits: tuple[tuple[str, str], ...]) -> None:
     _, mine, _ = compile_variant(ACCUMULATE, *edits)
     assert mine == []
+
+
+# ---------------------------------------------------------------- W-GRAD-DISCARDED
+
+
+def test_a_stepping_phase_that_clears_first_wipes_the_accumulation() -> None:
+    # No batch counts twice, but the four accumulated micro-batches never reach a step.
+    _, (w,), text = compile_variant(ACCUMULATE, ("      zero_grad: after\n", "      zero_grad: before\n"))
+    assert w.code == "W-GRAD-DISCARDED" and w.severity == "warning"
+    assert w.path == ("train", "schedule", 0, "backward", 0)
+    assert (w.line, w.column) == line_col(text, "      backward: [{loss: loss, wrt: [net]}]", "{loss")
+    assert w.message == (
+        "the gradient of loss that phase accumulate accumulates is cleared by phase update (zero_grad: before, "
+        "before its backward calls) before any step applies it: that backward changes nothing"
+    )
+    assert w.hint == (
+        "give phase update zero_grad: after (it then clears after its own step, so what phase accumulate "
+        "accumulated is applied first)"
+    )
+
+
+def test_the_wiped_accumulation_is_real() -> None:
+    # What the warning claims, measured on the trainer: the step applies the stepping phase's own
+    # micro-batch only, whatever the accumulating phase computed.
+    wiped = ACCUMULATE.replace("      zero_grad: after\n", "      zero_grad: before\n", 1)
+    alone = wiped.replace("[{loss: loss, wrt: [net]}]", "[{loss: loss, wrt: [net], weight: 0}]", 1)
+    got, ref = _step_delta(wiped), _step_delta(alone)
+    assert got.keys() == ref.keys() and all(np.array_equal(got[k], ref[k]) for k in got)
+
+
+def test_a_phase_that_clears_its_own_gradients_without_a_step() -> None:
+    _, (w,), _ = compile_variant(ACCUMULATE, ("      zero_grad: never\n", "      zero_grad: after\n"))
+    assert w.code == "W-GRAD-DISCARDED" and w.path == ("train", "schedule", 0, "backward", 0)
+    assert "cleared by phase accumulate (zero_grad: after, after its steps)" in w.message
+    assert w.hint == (
+        "give phase accumulate zero_grad: never so that a later phase's step applies it, or step in phase accumulate"
+    )
 
 
 def test_the_report_shows_what_a_step_applies_from_earlier_phases() -> None:
@@ -412,6 +447,7 @@ def test_every_example_spec_is_silent(path: pathlib.Path) -> None:
     "name",
     [
         "warn_accumulate_counts_last_batch_twice",
+        "warn_accumulation_wiped_before_the_step",
         "warn_gan_generator_steps_d_opt",
         "warn_gan_discriminator_steps_g_opt",
         "warn_two_optimizers_one_phase",

@@ -82,7 +82,7 @@ train:
         - {loss: ce, retain_graph: true}
         - {loss: aux, weight: 0.5}
       step: [opt]
-      zero_grad: before
+      zero_grad: after
     - name: extra
       detach: [h]
       backward: [{loss: aux, wrt: [head]}]
