@@ -3,19 +3,18 @@ same folder, then a rename) and read with ``allow_pickle=False``."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from . import safe_files
 from .errors import GraphError
+from .rundir import write_atomic
 
 
 class CheckpointError(GraphError):
@@ -26,21 +25,11 @@ def save(path: str | pathlib.Path, arrays: Mapping[str, np.ndarray]) -> pathlib.
     """Write arrays to path atomically: a reader sees the old file or the new one, never half."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide checkpoints from the run's other readers
-        with os.fdopen(fd, "wb") as fh:
-            payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
-            _write_npz(fh, payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
-        raise
+        write_atomic(path, lambda fh: _write_npz(fh, payload))
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
     return path
 
 
@@ -58,12 +47,6 @@ def _write_npz(fh: Any, payload: Mapping[str, np.ndarray]) -> None:
     except BaseException:
         zf.fp = None  # abandoned: zipfile never touches the file again (not even when collected)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # What load() accepts: a regular file (a FIFO would block the reader forever, a device never
@@ -234,6 +217,19 @@ def saved_state(
         missing = " is missing" if saved is None else ""
         raise GraphError(f"{lead}the state was saved by {kind} {shown}, not {name!r} (entry '{where}{kind}'{missing})")
     return d
+
+
+def invalid_hyper_message(
+    check: Callable[[dict[str, Any]], object], own: dict[str, Any], saved: dict[str, Any], where: str, error: GraphError
+) -> str:
+    """The message for saved hyper-parameters that ``check`` refuses, naming the entry at fault: the
+    one that is refused beside the owner's own (valid) values of the others."""
+    for key, value in saved.items():
+        try:
+            check({**own, key: value})
+        except GraphError as e:
+            return f"'{where}hyper/{key}' is invalid: {e}"
+    return f"the saved hyper-parameters ('{where}hyper/...') are invalid together: {error}"
 
 
 def floats(

@@ -20,7 +20,8 @@ import pathlib
 import socket
 import tempfile
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 LOCK_NAME = ".lock"
 
@@ -149,18 +150,18 @@ def killed_message(info: dict[str, Any], pid: int | None) -> str:
     )
 
 
-def write_text_atomic(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half:
-    a temporary file of a unique name in the same folder (two writers never share one), fsync,
-    rename. The temporary file is removed when anything fails."""
+def write_atomic(path: pathlib.Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write ``path`` through ``write(fh)`` so that a reader sees the old file or the new one, never
+    half: a temporary file of a unique name in the same folder (two writers never share one), fsync,
+    rename. The temporary file is removed when anything fails; an OSError names ``path``, not it."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from the run's other readers
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -171,6 +172,11 @@ def write_text_atomic(path: pathlib.Path, text: str) -> None:
             # name the file the user knows (a write error names none; the temporary name means nothing)
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def write_text_atomic(path: pathlib.Path, text: str) -> None:
+    """``write_atomic`` of a text, UTF-8."""
+    write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def target_of_temporary(name: str) -> str:

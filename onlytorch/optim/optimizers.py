@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..checkpoint import describe, saved_state
+from ..checkpoint import describe, invalid_hyper_message, saved_state
 from ..errors import GraphError
 from ..executor import quiet
 from ..graph import Graph
@@ -291,15 +291,7 @@ class Optimizer:
         return checked, steps, bufs
 
     def _invalid_hyper(self, saved: dict[str, Any], where: str, error: GraphError) -> str:
-        """The message for saved hyper-parameters that _check refuses, naming the entry at fault:
-        the one that is refused beside this optimizer's own (valid) values of the others."""
-        own = self.hyper
-        for key, value in saved.items():
-            try:
-                self._check({**own, key: value})
-            except GraphError as e:
-                return f"'{where}hyper/{key}' is invalid: {e}"
-        return f"the saved hyper-parameters ('{where}hyper/...') are invalid together: {error}"
+        return invalid_hyper_message(self._check, self.hyper, saved, where, error)
 
     def _apply_state(self, parsed: tuple[Any, ...]) -> None:
         checked, steps, bufs = parsed

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import describe, saved_state
+from ..checkpoint import describe, invalid_hyper_message, saved_state
 from ..errors import GraphError
 from .optimizers import Optimizer, _check_lr
 
@@ -121,15 +121,7 @@ class Schedule:
         return checked, lrs["base_lr"], int(last_epoch), lrs["last_lr"]
 
     def _invalid_hyper(self, saved: dict[str, Any], where: str, error: GraphError) -> str:
-        """The message for saved hyper-parameters that _check refuses, naming the entry at fault:
-        the one that is refused beside this schedule's own (valid) values of the others."""
-        own = {k: getattr(self, k) for k in self._hyper_names}
-        for key, value in saved.items():
-            try:
-                self._check({**own, key: value})
-            except GraphError as e:
-                return f"'{where}hyper/{key}' is invalid: {e}"
-        return f"the saved hyper-parameters ('{where}hyper/...') are invalid together: {error}"
+        return invalid_hyper_message(self._check, {k: getattr(self, k) for k in self._hyper_names}, saved, where, error)
 
     def _apply_state(self, parsed: tuple[Any, ...]) -> None:
         checked, base_lr, last_epoch, last_lr = parsed
