@@ -300,6 +300,38 @@ class Graph:
             raise GraphError(f"node {x.name!r} belongs to another graph")
         return self._nodes[x.index]
 
+    def record(self, x: NodeId | str) -> Node:
+        """The record of a node, by NodeId or name (its op, inputs, shape, dtype, value, flags): what
+        the compiler, the memory estimate, modules and tools read. GraphError for an unknown name or
+        another graph's node."""
+        return self._node(x)
+
+    def records(self, start: int = 0) -> list[Node]:
+        """The records of the nodes from index start on, in creation order (a topological order),
+        the gradient nodes backward built included."""
+        return self._nodes[start:]
+
+    def node_count(self) -> int:
+        """How many nodes the graph holds (gradient nodes included): ``records(n)`` after a build
+        started at ``n = node_count()`` are the nodes it added."""
+        return len(self._nodes)
+
+    def forward_order(self, targets: Sequence[NodeId | str | Node]) -> list[Node]:
+        """The targets and every node they depend on, in topological order: what a forward of them runs."""
+        return self._forward_plan([t if isinstance(t, Node) else self._node(t) for t in targets]).nodes
+
+    def apply(
+        self, opname: str, args: Sequence[Any], attrs: dict[str, Any] | None = None, name: str | None = None
+    ) -> NodeId:
+        """A new node of the registry's op ``opname`` (name or alias) on args, with attributes attrs:
+        what ``g.tanh(x)`` and the spec language's function calls do."""
+        return self._apply(opname, args, attrs or {}, name)
+
+    def rename(self, node: NodeId, name: str) -> NodeId:
+        """Give node a name (names are unique); a leaf or an already named node gets an identity view
+        with that name, which is returned."""
+        return NodeId(self, self._rename(self._node(node), name).index)
+
     def node(self, name: str) -> NodeId:
         """The node called name."""
         return NodeId(self, self._node(name).index)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,12 +79,42 @@ class ForwardPlan:
         self.big = is_big(self.nodes, plan_batch(self.leaves))
 
 
-def _diff_inputs(n: Node) -> list[tuple[int, Node]]:
-    """The inputs a gradient can flow to from n: none when n is detached or its op has no
-    derivative; never an integer input or one the op reads only the shape of."""
-    if n.op is None or n.detached or n.op.vjp_rule is None:
+def gradient_edges(n: Node, detached: Container[int] | None = None) -> list[tuple[int, Node]]:
+    """The inputs a gradient can flow to from n (as (input position, input node)): none when n is
+    detached or its op has no derivative; never an integer input or one the op reads only the shape
+    of. ``detached``: node indices to treat as detached instead of the nodes' own flags (a query
+    about another detach set, changing nothing)."""
+    cut = n.detached if detached is None else n.index in detached
+    if n.op is None or cut or n.op.vjp_rule is None:
         return []
     return [(i, p) for i, p in enumerate(n.inputs) if i not in n.op.nondiff and p.is_float and not n.shape_mask[i]]
+
+
+@dataclass
+class Flow:
+    reached: list[bool]  # per x: whether a gradient of y flows to it
+    path: list[Node]  # forward nodes the gradient flows through, y included, in topological order
+
+
+def gradient_flow(y: Node, xs: list[Node], detached: Container[int] | None = None) -> Flow:
+    """Where a gradient of y goes, as a pure query (no node is built, no flag changed): which xs it
+    reaches and the nodes it flows through, with the nodes' own detach flags or the given set."""
+    # Nodes whose value influences y along differentiable, non-detached edges.
+    reach: dict[int, Node] = {y.index: y}
+    stack = [y]
+    while stack:
+        n = stack.pop()
+        for _, p in gradient_edges(n, detached):
+            if p.index not in reach:
+                reach[p.index] = p
+                stack.append(p)
+    # Of those, the ones that depend on some x: the path the gradient flows along.
+    x_set = {x.index for x in xs}
+    on_path: set[int] = set()
+    for idx in sorted(reach):
+        if idx in x_set or any(p.index in on_path for _, p in gradient_edges(reach[idx], detached)):
+            on_path.add(idx)
+    return Flow([x.index in on_path for x in xs], [reach[i] for i in sorted(on_path)])
 
 
 @dataclass
@@ -95,23 +126,8 @@ class Gradients:
 
 def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
     first_new = len(g._nodes)
-    # Nodes whose value influences y along differentiable, non-detached edges.
-    reach: set[int] = {y.index}
-    stack = [y]
-    while stack:
-        n = stack.pop()
-        for _, p in _diff_inputs(n):
-            if p.index not in reach:
-                reach.add(p.index)
-                stack.append(p)
-    # Of those, the ones that depend on some x: the path the gradient flows along.
-    x_set = {x.index for x in xs}
-    on_path: set[int] = set()
-    for idx in sorted(reach):
-        n = g._nodes[idx]
-        if idx in x_set or any(p.index in on_path for _, p in _diff_inputs(n)):
-            on_path.add(idx)
-    path = [g._nodes[i] for i in sorted(on_path)]
+    path = gradient_flow(y, xs).path
+    on_path = {n.index for n in path}
 
     totals: dict[int, NodeId] = {}
     contributions: dict[int, list[NodeId]] = {}
@@ -126,13 +142,13 @@ def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
         for part in parts[1:]:
             total = g.add(total, part)
         totals[n.index] = total
-        edges = [(i, p) for i, p in _diff_inputs(n) if p.index in on_path]
+        edges = [(i, p) for i, p in gradient_edges(n) if p.index in on_path]
         if edges:
             needs = [False] * len(n.inputs)
             for i, _ in edges:
                 needs[i] = True
             rule = n.op.vjp_rule if n.op is not None else None
-            assert rule is not None  # _diff_inputs returned edges, so n has a derivative rule
+            assert rule is not None  # gradient_edges returned edges, so n has a derivative rule
             in_grads = rule(g._vjp_context(n, tuple(needs)), total)
             for i, p in edges:
                 gi = in_grads[i]
