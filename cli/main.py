@@ -331,13 +331,11 @@ def ops_command(name: str | None) -> None:
     table = public_ops()
     if name is not None:
         if name not in table:
-            import difflib
+            from onlytorch.suggest import did_you_mean_suffix
 
-            near = difflib.get_close_matches(name, table, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise click.UsageError(f"no op named {name!r}{hint}")
+            raise click.UsageError(f"no op named {name!r}{did_you_mean_suffix(name, table)}")
         op = table[name]
-        click.echo(f"{op.name}({_signature(op)})")
+        click.echo(f"{op.name}({op.signature()})")
         if op.aliases:
             click.echo(f"aliases: {', '.join(op.aliases)}")
         click.echo("derivative: " + ("yes" if op.vjp_rule or op.build else "none (no gradient flows through it)"))
@@ -351,12 +349,3 @@ def ops_command(name: str | None) -> None:
             continue
         summary = op.doc.splitlines()[0] if op.doc else ""
         click.echo(f"{key:<{width}}  {summary}")
-
-
-def _signature(op) -> str:  # type: ignore[no-untyped-def]
-    import inspect
-
-    parts = [("*" if op.variadic else "") + n for n in op.input_names]
-    for k, v in op.attr_defaults.items():
-        parts.append(k if v is inspect.Parameter.empty else f"{k}={v!r}")
-    return ", ".join(parts)

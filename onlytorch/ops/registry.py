@@ -95,6 +95,14 @@ class OpDef:
         self.vjp_rule = rule
         return rule
 
+    def signature(self) -> str:
+        """How the op is called, e.g. ``x, axis=None, keepdims=False`` (inputs, then attributes with
+        their defaults; a required attribute without one): the one formatting of an op's signature
+        for ``onlytorch ops``, the docs and messages."""
+        parts = [("*" if self.variadic else "") + n for n in self.input_names]
+        parts += [k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in self.attr_defaults.items()]
+        return ", ".join(parts)
+
     def is_shape_only(self, i: int) -> bool:
         if self.shape_only == "rest":
             return i > 0
@@ -207,13 +215,10 @@ def get_op(name: str) -> OpDef:
     try:
         return REGISTRY[name]
     except KeyError:
-        import difflib
-
-        near = difflib.get_close_matches(name, REGISTRY, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
         from ..errors import GraphError
+        from ..suggest import did_you_mean_suffix
 
-        raise GraphError(f"unknown op {name!r}{hint}") from None
+        raise GraphError(f"unknown op {name!r}{did_you_mean_suffix(name, REGISTRY)}") from None
 
 
 def public_ops() -> dict[str, OpDef]:

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..suggest import did_you_mean  # noqa: F401  (the one did-you-mean rule, re-exported for the spec modules)
+
 Path = tuple[Any, ...]
 
 CODES: dict[str, str] = {
@@ -172,12 +174,3 @@ class SpecError(Exception):
     def __init__(self, report: Report) -> None:
         super().__init__(report.render())
         self.report = report
-
-
-def did_you_mean(name: str, options: Iterable[str]) -> str | None:
-    import difflib
-
-    if len(str(name)) > 200:  # no name is that long; difflib would spend seconds indexing it
-        return None
-    near = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
-    return f"did you mean {near[0]!r}?" if near else None

@@ -142,10 +142,7 @@ def render_reference() -> str:
     for name, text in SPECIAL_FUNCTIONS.items():
         add(f"| `{name}` | {text} |")
     for name, op in sorted(public_ops().items()):
-        sig = ", ".join(
-            [("*" if op.variadic else "") + n for n in op.input_names]
-            + [k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in op.attr_defaults.items()]
-        )
+        sig = op.signature()
         alias = f" (alias of `{op.name}`)" if name != op.name else ""
         first = op.doc.split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
         add(f"| `{name}({sig})` | {first}{alias} |")
