@@ -88,6 +88,19 @@ def number_problem(annotation: Any, v: Any) -> str | None:
     return None
 
 
+def exactly_one(owner: str, given: dict[str, bool], detail: str | None = None) -> None:
+    """The one "exactly one of" rule of the language: raise (pydantic turns it into a located E-TYPE)
+    unless exactly one of the named keys is given. ``given``: key as written -> whether it is set;
+    ``detail``: the alternatives in words when they are not plain keys."""
+    on = [k for k, v in given.items() if v]
+    if len(on) == 1:
+        return
+    if detail is not None:
+        raise ValueError(f"{owner} is exactly one of: {detail}" + (f"; got {', '.join(on)}" if on else ""))
+    keys = " and ".join(f"'{k}'" for k in given) if len(given) == 2 else ", ".join(f"'{k}'" for k in given)
+    raise ValueError(f"{owner} takes exactly one of {keys}")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -193,8 +206,7 @@ class InputSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> InputSpec:
-        if (self.from_ is None) == (self.carry is None):
-            raise ValueError("an input takes exactly one of 'from' and 'carry'")
+        exactly_one("an input", {"from": self.from_ is not None, "carry": self.carry is not None})
         if self.window is not None and (self.from_ is None or self.from_.startswith("noise.")):
             raise ValueError("'window' applies to a data field ('from: train.x')")
         return self
@@ -217,8 +229,7 @@ class SyncSpec(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> SyncSpec:
-        if (self.every is None) == (self.tau is None):
-            raise ValueError("sync takes exactly one of 'every' and 'tau'")
+        exactly_one("sync", {"every": self.every is not None, "tau": self.tau is not None})
         return self
 
 
@@ -264,21 +275,16 @@ class ModuleSpec(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModuleSpec:
-        kinds = [
-            k
-            for k, on in (
-                ("layers", self.layers is not None),
-                ("cell", self.cell is not None),
-                ("output", self.output is not None),
-                ("copy_of", self.copy_of is not None),
-            )
-            if on
-        ]
-        if len(kinds) != 1:
-            raise ValueError(
-                "a module is exactly one of: a layer list, 'cell', a subgraph ('args' + 'output'), or 'copy_of'"
-                + (f"; got {', '.join(kinds)}" if kinds else "")
-            )
+        exactly_one(
+            "a module",
+            {
+                "layers": self.layers is not None,
+                "cell": self.cell is not None,
+                "output": self.output is not None,
+                "copy_of": self.copy_of is not None,
+            },
+            "a layer list, 'cell', a subgraph ('args' + 'output'), or 'copy_of'",
+        )
         if self.cell is not None and self.hidden is None:
             raise ValueError("a cell needs 'hidden' (its hidden size)")
         if self.output is not None and self.args is None:
@@ -469,8 +475,7 @@ class TrainSpec(Strict):
 
     @model_validator(mode="after")
     def _length(self) -> TrainSpec:
-        if (self.steps is None) == (self.epochs is None):
-            raise ValueError("train takes exactly one of 'steps' and 'epochs'")
+        exactly_one("train", {"steps": self.steps is not None, "epochs": self.epochs is not None})
         return self
 
 
