@@ -1,13 +1,14 @@
 """Straight-line code for plans: a plan's steps written out as one Python function, built once
 the plan has run HOT_RUNS times through the executor's loops and then called for every run.
 
-It does exactly what the executor's loops do (the same calls, the same bookkeeping, in the same
-order) without what a loop costs per step: unpacking the step, dispatching on how to call it,
+It does exactly what the executor's loops do (the same calls, and the same bookkeeping: both are
+made from the executor's source templates, ``frame_source`` ... ``drop_source``) without what a
+loop costs per step: unpacking the step, dispatching on how to call it,
 indexing the registers. For a small model, where each op is a microsecond of numpy, that loop
 is a fifth of the step (see benchmarks/tiny_step.py).
 
-Why generating code is safe here: the source is made only of the fixed templates below and of
-integer positions (``n3``, ``f3``, ``r12``). Every object a step uses (node, function, dtype,
+Why generating code is safe here: the source is made only of fixed templates (the executor's and
+the ones below) and of integer positions (``n3``, ``f3``, ``r12``). Every object a step uses (node, function, dtype,
 drops) is passed to the function bound to those names, never written into the source, so no
 user text (node names, attributes, spec expressions) can become code. The code runs with no
 builtins but the two it names. Code is generated only when a plan first runs, never while a
@@ -30,24 +31,42 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import GraphError
-from .executor import _CONTEXT, _REG, _REG_SHAPE, FastStep, RegisterProgram, _failed, quiet, run_fast
+from .executor import (
+    _CONTEXT,
+    _REG,
+    _REG_SHAPE,
+    FastStep,
+    RegisterProgram,
+    _failed,
+    add_gradient_source,
+    call_in_context_source,
+    coerce_source,
+    commit_source,
+    drop_source,
+    frame_source,
+    make_function,
+    quiet,
+    run_fast,
+)
 
 if TYPE_CHECKING:
-    from .graph import Graph
     from .node import Node
+    from .runtime import Runtime
 
 HOT_RUNS = 1000
 MAX_STEPS = 400
 
-ForwardRunner = Callable[["Graph", bool, bool], None]
-BackwardRunner = Callable[["Graph"], Any]  # the gradients (a list), or None once added into the targets
+# Runners take the graph's Runtime: the run-time state is all that running a plan touches. (In the
+# generated source its parameter is called ``g``.)
+ForwardRunner = Callable[["Runtime", bool, bool], None]
+BackwardRunner = Callable[["Runtime"], Any]  # the gradients (a list), or None once added into the targets
 
 
 def tiered_forward(steps: list[FastStep], install: Callable[[ForwardRunner], None]) -> ForwardRunner:
-    """A runner ``(g, train, grad_on)`` for steps: ``run_fast`` for the first HOT_RUNS runs;
+    """A runner ``(rt, train, grad_on)`` (rt: the graph's Runtime) for steps: ``run_fast`` for the first HOT_RUNS runs;
     then it hands ``install`` the straight-line code, which the caller runs from then on."""
     return _tiered(
-        lambda g, train, grad_on: run_fast(g, steps, train, grad_on),
+        lambda rt, train, grad_on: run_fast(rt, steps, train, grad_on),
         lambda: forward_code(steps),
         len(steps),
         install,
@@ -55,7 +74,8 @@ def tiered_forward(steps: list[FastStep], install: Callable[[ForwardRunner], Non
 
 
 # For a backward that adds into its targets: the target nodes and whether each may take its
-# gradient array over (one per output of the program), and the graph's own adding function.
+# gradient array over (one per output of the program), and the runtime's adding function
+# (Runtime.accumulate, bound to the loss and those two).
 Into = tuple[Sequence["Node"], Sequence[bool], Callable[[list[Any]], None]]
 
 
@@ -83,7 +103,7 @@ def _tiered(loop: Callable[..., Any], build: Callable[[], Any], size: int, insta
 
 
 def forward_code(steps: list[FastStep]) -> ForwardRunner:
-    """A function ``(g, train, grad_on)`` that does what ``run_fast(g, steps, train, grad_on)``
+    """A function ``(rt, train, grad_on)`` that does what ``run_fast(rt, steps, train, grad_on)``
     does, as straight-line code."""
     bound: dict[str, Any] = {}
     body: list[str] = []
@@ -95,65 +115,29 @@ def forward_code(steps: list[FastStep]) -> ForwardRunner:
             args.append(f"{name}{i}.value")
         body.append(f"n = n{i}")
         if how == _CONTEXT:
-            body += [
-                # The op may change the graph (batch norm marks its running statistics).
-                "g._clock, g._bytes, g._peak = clock, nbytes, peak",
-                "try:",
-                f"    out = f{i}()",
-                "finally:",
-                "    clock, nbytes, peak = g._clock, g._bytes, g._peak",
-            ]
+            body += call_in_context_source(f"f{i}()", rt="g")
         else:
             body.append(f"out = f{i}({', '.join(args)})")
-        body += [
-            f"if type(out) is not ndarray or (out.dtype is not t{i} and out.dtype != t{i}):",
-            f"    out = asarray(out, dtype=t{i})",
-            "old = n.value",
-            "n.value = out",
-            "n.rshape = out.shape",
-            "clock += 1",
-            "n.ver = clock",
-            "n.tracked = grad_on",
-            "nbytes += out.nbytes if old is None else out.nbytes - old.nbytes",
-            "if nbytes > peak:",
-            "    peak = nbytes",
-        ]
-        # What run_fast also writes, left out where no reader can see it: the mode, read only for
+        body += coerce_source(f"t{i}")
+        # Of what run_fast also writes, left out where no reader can see it: the mode, read only for
         # mode-dependent ops; released_by, read only while the value is None (every drop and
         # release sets it); pass_id, read by the drops of the general loop (which compare it with
         # their own, newer pass id) and of run_fast (here every step runs, so every drop is ours).
-        if n.op is not None and n.op.mode_dependent:
-            body.append("n.mode = train")
+        body += commit_source(["mode"] if n.op is not None and n.op.mode_dependent else [])
         for j, d in enumerate(drop or ()):
             bound[f"d{i}_{j}"] = d
-            body += [
-                f"nbytes -= d{i}_{j}.value.nbytes",
-                f"d{i}_{j}.value = None",
-                f"d{i}_{j}.released_by = None",
-            ]
-    source = f"""def run(g, train, grad_on):
-    g._pass += 1
-    clock, nbytes, peak = g._clock, g._bytes, g._peak
-    n = None
-    try:
-{_indent(body, 8)}
-    except GraphError:
-        raise
-    except Exception as e:
-        raise failed(n, e) from e
-    finally:
-        g._clock, g._bytes, g._peak = clock, nbytes, peak
-"""
+            body += drop_source(f"d{i}_{j}")
+    source = "\n".join(frame_source("run(g, train, grad_on)", body, rt="g", pass_id=False))
     return quiet(_build(source, bound, GraphError=GraphError, failed=_failed))
 
 
 def backward_code(prog: RegisterProgram, into: Into | None = None) -> BackwardRunner:
-    """A function ``(g)`` that does what ``prog.run(g)`` does, as straight-line code: each
+    """A function ``(rt)`` that does what ``prog.run(rt)`` does, as straight-line code: each
     register is a local variable. When an op fails, ``prog.run`` runs the backward again to
     raise its located error (ops in register programs never see the graph or its RNG, so the
     second run fails at the same step; the byte count is only written back on success). With
-    ``into``, it then adds the gradients into the targets as Graph._accumulate does (without the
-    anomaly check: plans run here only with anomaly detection off) and returns None."""
+    ``into``, it then adds the gradients into the targets as Runtime.accumulate does and returns
+    None."""
     bound: dict[str, Any] = {}
     body: list[str] = []
     for i, n in enumerate(prog.loads):
@@ -198,35 +182,27 @@ def backward_code(prog: RegisterProgram, into: Into | None = None) -> BackwardRu
         else:
             bound[f"O{j}"] = o
             outputs.append(f"O{j}.value")
+    result = f"[{', '.join(outputs)}]"
     if into is None:
-        tail = [f"return [{', '.join(outputs)}]"]
+        tail = [f"return {result}"]
     else:
-        tail = ["graded = g._graded", "added = 0"]
+        # What Runtime.accumulate does (without the anomaly check: plans run here only with
+        # anomaly detection off), unrolled: the same template, with each target's ownership known.
+        tail = ["graded = g.graded", "added = 0"]
         for j, (x, own, out) in enumerate(zip(into[0], into[1], outputs)):
-            if out == "None":
-                continue
-            bound[f"X{j}"] = x
-            take = "gv if gv.base is None else array(gv, dtype=x.dtype)" if own else "array(gv, dtype=x.dtype)"
-            tail += [
-                f"x = X{j}",
-                f"gv = {out}",
-                "if x.grad is None:",
-                f"    x.grad = {take}",
-                "    added += x.grad.nbytes",
-                "    graded[x.index] = x",
-                "else:",
-                "    x.grad += gv",
-            ]
-        tail += ["nbytes += added", "if nbytes > peak:", "    peak = nbytes", "g._bytes, g._peak = nbytes, peak"]
+            if out != "None":
+                bound[f"X{j}"] = x
+                tail += [f"x = X{j}", f"gv = {out}", *add_gradient_source(own)]
+        tail += ["nbytes += added", "if nbytes > peak:", "    peak = nbytes", "g.nbytes, g.peak = nbytes, peak"]
     source = f"""def run(g):
-    nbytes, peak = g._bytes, g._peak
+    nbytes, peak = g.nbytes, g.peak
     try:
 {_indent(body, 8)}
     except GraphError:
         raise
     except Exception:
         return again(g)
-    g._bytes, g._peak = nbytes, peak
+    g.nbytes, g.peak = nbytes, peak
 {_indent(tail, 4)}
 """
     return quiet(_build(source, bound, GraphError=GraphError, again=_loop(prog, into), array=np.array))
@@ -239,8 +215,8 @@ def _loop(prog: RegisterProgram, into: Into | None) -> BackwardRunner:
         return prog.run
     add = into[2]
 
-    def run_and_add(g: Graph) -> None:
-        add(prog.run(g))
+    def run_and_add(rt: Runtime) -> None:
+        add(prog.run(rt))
 
     return run_and_add
 
@@ -250,12 +226,6 @@ def _indent(lines: list[str], by: int) -> str:
 
 
 def _build(source: str, bound: dict[str, Any], **helpers: Any) -> Callable[..., Any]:
-    """The function ``run`` of source, whose names (``bound``, ``helpers``, ``ndarray``,
-    ``asarray``) are the parameters of an enclosing function: in ``run`` they are closure cells,
-    read faster than globals."""
-    names = {"ndarray": np.ndarray, "asarray": np.asarray, **helpers, **bound}
-    body = "\n".join("    " + line for line in source.splitlines())
-    outer = f"def make({', '.join(names)}):\n{body}\n    return run\n"
-    namespace: dict[str, Any] = {"__builtins__": {"type": type, "Exception": Exception}}
-    exec(compile(outer, "<onlytorch plan>", "exec"), namespace)
-    return namespace["make"](**names)
+    """The function ``run`` of source, whose free names are ``bound`` and ``helpers`` (see
+    executor.make_function)."""
+    return make_function(source, {**helpers, **bound}, "<onlytorch plan>")

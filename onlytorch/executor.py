@@ -11,8 +11,9 @@ is stale anyway (``all_stale``) or when every step must run (a backward).
 ``fast_steps`` prepared once per plan: plain ops are called with their input values directly,
 and the drops of each step are bound to it.
 
-The clock, byte count and peak live in locals during the loop; they are written back at the end,
-and around ops that may touch the graph themselves (batch norm marks its running statistics).
+The clock, byte count and peak (the graph's Runtime's) live in locals during the loop; they are
+written back to the runtime at the end, and around ops that may touch the graph themselves (batch
+norm marks its running statistics).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .errors import GraphError
+from .errors import GraphError, NonFiniteError
 from .node import Node
 from .ops.registry import RunContext
 
 if TYPE_CHECKING:
     from .graph import Graph
+    from .runtime import Runtime
 
 # (node, thunk returning its new value, whether the op sees the graph (RunContext), mode-dependent)
 Step = tuple[Node, Callable[[], Any], bool, bool]
@@ -106,9 +108,11 @@ def _thunk(g: Graph, n: Node) -> Callable[[], Any]:
 
 
 def _with_context(g: Graph, n: Node, forward: Callable[..., Any]) -> Callable[..., Any]:
+    rt = g.runtime
+
     def call(*args: Any) -> Any:
         # The context carries the mode and RNG of the moment the node runs.
-        return forward(RunContext(g.rng, g._train, g, n), *args)
+        return forward(RunContext(rt.rng, rt.train, g, n), *args)
 
     return call
 
@@ -134,72 +138,151 @@ def all_stale(entries: list[Node], train: bool) -> bool:
     return True
 
 
-@quiet
-def run(
-    g: Graph,
-    steps: list[Step],
-    train: bool,
-    grad_on: bool,
-    check: bool,
-    drops: list[list[Node]] | None,
-) -> None:
-    """Evaluate steps (with ``check``: only the stale ones) under a new pass id; after step i,
-    drop the values in ``drops[i]`` that this pass computed."""
-    g._pass += 1
-    pid = g._pass
-    clock, nbytes, peak = g._clock, g._bytes, g._peak
-    anomaly = g._anomaly
-    n: Node | None = None
-    try:
-        for pos, (n, thunk, needs_ctx, mode_dependent) in enumerate(steps):
-            if check and n.value is not None and (not mode_dependent or n.mode == train):
-                ver = n.ver
-                for p in n.train_reads if train else n.inputs:
-                    if p.ver > ver:
-                        break
-                else:
-                    if grad_on:
-                        n.tracked = True
-                    continue
-            if needs_ctx:
-                # The op may change the graph (batch norm marks its running statistics).
-                g._clock, g._bytes, g._peak = clock, nbytes, peak
-                try:
-                    out = thunk()
-                finally:
-                    clock, nbytes, peak = g._clock, g._bytes, g._peak
-            else:
-                out = thunk()
-            dt = n.dtype
-            if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
-                out = np.asarray(out, dtype=dt)
-            if anomaly and dt.kind == "f" and not np.isfinite(out).all():
-                raise g._nonfinite(n, out)
-            old = n.value
-            n.value = out
-            n.rshape = out.shape
-            clock += 1
-            n.ver = clock
-            n.mode = train
-            n.released_by = None
-            n.pass_id = pid
-            n.tracked = grad_on
-            nbytes += out.nbytes if old is None else out.nbytes - old.nbytes
-            if nbytes > peak:
-                peak = nbytes
-            if drops is not None:
-                for d in drops[pos]:
-                    if d.pass_id == pid and d.value is not None:
-                        nbytes -= d.value.nbytes
-                        d.value = None
-                        d.released_by = None  # dropped by a no_grad forward, not released
-    except GraphError:
-        raise
-    except Exception as e:
-        assert n is not None
-        raise _failed(n, e) from e
-    finally:
-        g._clock, g._bytes, g._peak = clock, nbytes, peak
+# ------------------------------------------------------------------ the step bookkeeping, once
+
+# What a step does around its op, and how a backward adds its gradients into its targets, are
+# written once, as source text: the loops below (run, run_fast and Runtime.accumulate) are made
+# from it when this module loads, and codegen's straight-line code from it per plan. The text is
+# fixed (no node name or other user text ever enters it: see codegen.py). Each loop keeps the
+# clock, byte count and peak in locals and writes them back to the Runtime (named by ``rt``) at
+# the end and around ops that may touch the graph themselves.
+
+
+def frame_source(
+    signature: str, body: list[str], rt: str = "rt", pass_id: bool = True, setup: Sequence[str] = ()
+) -> list[str]:
+    """A runner ``def {signature}`` running body under a new pass id (``pid`` when ``pass_id``),
+    with the clock, byte count and peak in locals (and the lines of setup run first), and an op's
+    failure raised as ``failed(n, e)``."""
+    return [
+        f"def {signature}:",
+        f"    {rt}.pass_id += 1",
+        *([f"    pid = {rt}.pass_id"] if pass_id else []),
+        f"    clock, nbytes, peak = {rt}.clock, {rt}.nbytes, {rt}.peak",
+        *_indented(list(setup), 4),
+        "    n = None",
+        "    try:",
+        *_indented(body or ["pass"], 8),
+        "    except GraphError:",
+        "        raise",
+        "    except Exception as e:",
+        "        raise failed(n, e) from e",
+        "    finally:",
+        f"        {rt}.clock, {rt}.nbytes, {rt}.peak = clock, nbytes, peak",
+    ]
+
+
+def call_in_context_source(call: str, rt: str = "rt") -> list[str]:
+    """``out = {call}`` for an op that may change the graph itself (batch norm marks its running
+    statistics): the locals are written back to the Runtime around the call."""
+    return [
+        f"{rt}.clock, {rt}.nbytes, {rt}.peak = clock, nbytes, peak",
+        "try:",
+        f"    out = {call}",
+        "finally:",
+        f"    clock, nbytes, peak = {rt}.clock, {rt}.nbytes, {rt}.peak",
+    ]
+
+
+def coerce_source(dt: str) -> list[str]:
+    """The op's result ``out`` as an array of the node's dtype (``dt`` names it)."""
+    return [
+        f"if type(out) is not ndarray or (out.dtype is not {dt} and out.dtype != {dt}):",
+        f"    out = asarray(out, dtype={dt})",
+    ]
+
+
+# The fields commit_source may set besides the value, version and tracking flag. The loops set
+# them all; codegen leaves out those no reader can see (see codegen.forward_code).
+COMMIT_FIELDS = {"mode": "n.mode = train", "released_by": "n.released_by = None", "pass_id": "n.pass_id = pid"}
+
+
+def commit_source(fields: Sequence[str] = tuple(COMMIT_FIELDS)) -> list[str]:
+    """``out`` becomes node ``n``'s value: a new version (a clock tick), the given fields of
+    COMMIT_FIELDS, tracked when gradient tracking is on, its bytes counted and the peak kept."""
+    return [
+        "old = n.value",
+        "n.value = out",
+        "n.rshape = out.shape",
+        "clock += 1",
+        "n.ver = clock",
+        *(COMMIT_FIELDS[f] for f in fields),
+        "n.tracked = grad_on",
+        "nbytes += out.nbytes if old is None else out.nbytes - old.nbytes",
+        "if nbytes > peak:",
+        "    peak = nbytes",
+    ]
+
+
+def drop_source(d: str) -> list[str]:
+    """Drop the value of node ``d`` (held): dropped by a no_grad forward, not released."""
+    return [f"nbytes -= {d}.value.nbytes", f"{d}.value = None", f"{d}.released_by = None"]
+
+
+def _drops_of_this_pass(drops: str) -> list[str]:
+    """Drop the values of the nodes in ``drops`` that this pass computed (the loops' drops)."""
+    return [
+        f"for d in {drops}:",
+        "    if d.pass_id == pid and d.value is not None:",
+        *_indented(drop_source("d"), 8),
+    ]
+
+
+def add_gradient_source(own: bool | str) -> list[str]:
+    """Add the gradient ``gv`` into node ``x``'s (new arrays counted in ``added``, x recorded in
+    ``graded``). ``own``: whether gv is an array x may take over instead of copying, when no node
+    holds it any more (True, False, or the name of a variable that says)."""
+    if own is True:
+        take = "gv if gv.base is None else array(gv, dtype=x.dtype)"
+    elif own is False:
+        take = "array(gv, dtype=x.dtype)"
+    else:
+        take = f"gv if {own} and gv.base is None else array(gv, dtype=x.dtype)"
+    return [
+        "if x.grad is None:",
+        f"    x.grad = {take}",
+        "    added += x.grad.nbytes",
+        "    graded[x.index] = x",
+        "else:",
+        "    x.grad += gv",
+    ]
+
+
+def _indented(lines: list[str], by: int) -> list[str]:
+    return [" " * by + line for line in lines]
+
+
+def make_function(source: str, names: dict[str, Any], filename: str) -> Callable[..., Any]:
+    """The function ``run`` of source, whose free names are ``names`` (and ``ndarray``,
+    ``asarray``): they become the parameters of an enclosing function, so in ``run`` they are
+    closure cells, read faster than globals. The code runs with no builtins but ``type`` and
+    ``Exception``."""
+    names = {"ndarray": np.ndarray, "asarray": np.asarray, **names}
+    body = "\n".join("    " + line for line in source.splitlines())
+    outer = f"def make({', '.join(names)}):\n{body}\n    return run\n"
+    namespace: dict[str, Any] = {"__builtins__": {"type": type, "Exception": Exception}}
+    exec(compile(outer, filename, "exec"), namespace)
+    return namespace["make"](**names)
+
+
+def nonfinite(n: Node, out: np.ndarray) -> NonFiniteError:
+    """The anomaly error for n's fresh value. It names the forward node (for a gradient node, the
+    forward node whose derivative it computes) and an input that was already non-finite."""
+    bad = "NaN" if np.isnan(out).any() else "infinity"
+    culprit = next(
+        (p for p in n.inputs if p.value is not None and p.dtype.kind == "f" and not np.isfinite(p.value).all()),
+        None,
+    )
+    if culprit is not None:
+        cause = f"because its input {culprit.name!r} already holds NaN or infinity"
+    elif n.grad_of is not None:
+        cause = "from finite values"
+    else:
+        cause = f"from finite inputs ({', '.join(repr(p.name) for p in n.inputs)})"
+    if n.grad_of is not None:
+        where = f"the gradient through {n.grad_of.describe()} (gradient node {n.name!r})"
+        return NonFiniteError(f"{where} produced {bad} {cause}", n.grad_of.name)
+    return NonFiniteError(f"{n.describe()} produced {bad} {cause}", n.name)
 
 
 def _failed(n: Node, e: Exception, shapes: Sequence[Any] | None = None) -> GraphError:
@@ -236,59 +319,107 @@ def fast_steps(steps: list[Step], drops: list[list[Node]] | None) -> list[FastSt
     return out
 
 
-@quiet
-def run_fast(g: Graph, steps: list[FastStep], train: bool, grad_on: bool) -> None:
-    """``run(g, steps, train, grad_on, False, drops)`` for a graph without anomaly detection (the
-    common case): the same bookkeeping, in the same order, without the per-step branches that
-    only staleness checks and anomaly detection need."""
-    g._pass += 1
-    pid = g._pass
-    clock, nbytes, peak = g._clock, g._bytes, g._peak
-    n: Node | None = None
-    try:
-        for n, fn, a, b, c, how, dt, drop in steps:
-            if how == 2:
-                out = fn(a.value, b.value)  # type: ignore[union-attr]
-            elif how == 1:
-                out = fn(a.value)  # type: ignore[union-attr]
-            elif how == 3:
-                out = fn(a.value, b.value, c.value)  # type: ignore[union-attr]
-            elif how == _THUNK:
-                out = fn()
-            else:
-                # The op may change the graph (batch norm marks its running statistics).
-                g._clock, g._bytes, g._peak = clock, nbytes, peak
-                try:
-                    out = fn()
-                finally:
-                    clock, nbytes, peak = g._clock, g._bytes, g._peak
-            if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
-                out = np.asarray(out, dtype=dt)
-            old = n.value
-            n.value = out
-            n.rshape = out.shape
-            clock += 1
-            n.ver = clock
-            n.mode = train
-            n.released_by = None
-            n.pass_id = pid
-            n.tracked = grad_on
-            nbytes += out.nbytes if old is None else out.nbytes - old.nbytes
-            if nbytes > peak:
-                peak = nbytes
-            if drop is not None:
-                for d in drop:
-                    if d.pass_id == pid and d.value is not None:
-                        nbytes -= d.value.nbytes
-                        d.value = None
-                        d.released_by = None  # dropped by a no_grad forward, not released
-    except GraphError:
-        raise
-    except Exception as e:
-        assert n is not None
-        raise _failed(n, e) from e
-    finally:
-        g._clock, g._bytes, g._peak = clock, nbytes, peak
+_RUN_BODY = [
+    "for pos, (n, thunk, needs_ctx, mode_dependent) in enumerate(steps):",
+    "    if check and n.value is not None and (not mode_dependent or n.mode == train):",
+    "        ver = n.ver",
+    "        for p in n.train_reads if train else n.inputs:",
+    "            if p.ver > ver:",
+    "                break",
+    "        else:",
+    "            if grad_on:",
+    "                n.tracked = True",
+    "            continue",
+    "    if needs_ctx:",
+    *_indented(call_in_context_source("thunk()"), 8),
+    "    else:",
+    "        out = thunk()",
+    "    dt = n.dtype",
+    *_indented(coerce_source("dt"), 4),
+    "    if anomaly and dt.kind == 'f' and not isfinite(out).all():",
+    "        raise nonfinite(n, out)",
+    *_indented(commit_source(), 4),
+    "    if drops is not None:",
+    *_indented(_drops_of_this_pass("drops[pos]"), 8),
+]
+
+_RUN_FAST_BODY = [
+    "for n, fn, a, b, c, how, dt, drop in steps:",
+    "    if how == 2:",
+    "        out = fn(a.value, b.value)",
+    "    elif how == 1:",
+    "        out = fn(a.value)",
+    "    elif how == 3:",
+    "        out = fn(a.value, b.value, c.value)",
+    f"    elif how == {_THUNK}:",
+    "        out = fn()",
+    "    else:",
+    *_indented(call_in_context_source("fn()"), 8),
+    *_indented(coerce_source("dt"), 4),
+    *_indented(commit_source(), 4),
+    "    if drop is not None:",
+    *_indented(_drops_of_this_pass("drop"), 8),
+]
+
+
+def _make_loop(name: str, params: str, body: list[str], doc: str, setup: Sequence[str] = ()) -> Callable[..., None]:
+    source = "\n".join(frame_source(f"run({params})", body, setup=setup))
+    helpers = {"GraphError": GraphError, "failed": _failed, "nonfinite": nonfinite, "isfinite": np.isfinite}
+    fn = make_function(source, {**helpers, "enumerate": enumerate}, f"<onlytorch executor: {name}>")
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return quiet(fn)
+
+
+run: Callable[[Runtime, list[Step], bool, bool, bool, list[list[Node]] | None], None] = _make_loop(
+    "run",
+    "rt, steps, train, grad_on, check, drops",
+    _RUN_BODY,
+    """``run(rt, steps, train, grad_on, check, drops)``: evaluate steps (with ``check``: only the
+    stale ones) under a new pass id; after step i, drop the values in ``drops[i]`` that this pass
+    computed. Raises NonFiniteError at the first non-finite value when anomaly detection is on.""",
+    setup=["anomaly = rt.anomaly"],
+)
+
+run_fast: Callable[[Runtime, list[FastStep], bool, bool], None] = _make_loop(
+    "run_fast",
+    "rt, steps, train, grad_on",
+    _RUN_FAST_BODY,
+    """``run(rt, steps, train, grad_on, False, drops)`` for a graph without anomaly detection (the
+    common case): the same bookkeeping, without the per-step branches that only staleness checks
+    and anomaly detection need.""",
+)
+
+
+def _nonfinite_gradient(y: Node, x: Node) -> NonFiniteError:
+    return NonFiniteError(f"the gradient of {y.name!r} with respect to {x.describe()} is not finite", x.name)
+
+
+def _make_accumulate() -> Callable[..., None]:
+    source = [
+        "def run(self, y, xs, ownable, grads):",
+        "    anomaly, graded = self.anomaly, self.graded",
+        "    added = 0",
+        "    for x, gv, own in zip(xs, grads, ownable):",
+        "        if gv is None:",
+        "            continue",
+        "        if anomaly and not isfinite(gv).all():",
+        "            self.account(added)",
+        "            raise nonfinite_gradient(y, x)",
+        *_indented(add_gradient_source("own"), 8),
+        "    self.account(added)",
+    ]
+    names = {"zip": zip, "isfinite": np.isfinite, "nonfinite_gradient": _nonfinite_gradient, "array": np.array}
+    fn = make_function("\n".join(source), names, "<onlytorch executor: accumulate>")
+    fn.__name__, fn.__qualname__ = "accumulate", "Runtime.accumulate"
+    fn.__doc__ = """``accumulate(y, xs, ownable, grads)``: add the gradients of y (one per x, None where
+    there is none) into the xs' gradients; ``ownable[i]``: grads[i] is an array x may take over.
+    With anomaly detection on, a non-finite gradient raises NonFiniteError."""
+    return fn
+
+
+# Runtime.accumulate: made here, from the template codegen's backward code also fills in.
+accumulate: Callable[..., None] = _make_accumulate()
 
 
 # ------------------------------------------------------------------ a backward in registers
@@ -361,13 +492,13 @@ class RegisterProgram:
         self.held = sorted({o for o in self.outputs if type(o) is int})
 
     @quiet
-    def run(self, g: Graph) -> list[Any]:
+    def run(self, rt: Runtime) -> list[Any]:
         """Run the steps; the outputs' values (None where there is no gradient). The graph's byte
         count is back where it was: the outputs are the caller's (as gradients, it counts them)."""
         r: list[Any] = [n.value for n in self.loads]
         base = len(r)
-        start = nbytes = g._bytes
-        peak = g._peak
+        start = nbytes = rt.nbytes
+        peak = rt.peak
         try:
             for fn, a, b, c, how, dt, dropped, args in self.steps:
                 if how == 2:
@@ -390,14 +521,14 @@ class RegisterProgram:
                         r[k] = None
         except Exception as e:
             # The registers are gone with the failed run: nothing it computed is held.
-            g._bytes, g._peak = start, peak
+            rt.nbytes, rt.peak = start, peak
             if isinstance(e, GraphError):
                 raise
             i = len(r) - base  # each step appends one register: the failed one is the next
             raise _failed(self.nodes[i], e, [_shape_of(r, arg) for arg in self._args(i)]) from e
         for k in self.held:
             nbytes -= r[k].nbytes
-        g._bytes, g._peak = nbytes, peak
+        rt.nbytes, rt.peak = nbytes, peak
         return [o if o is None else r[o] if type(o) is int else o.value for o in self.outputs]  # type: ignore[union-attr]
 
     def _args(self, i: int) -> list[tuple[int, Any]]:

@@ -13,7 +13,7 @@ from .node import NodeId
 
 def numeric_grad(g: Graph, y: NodeId, x: NodeId, eps: float = 1e-6) -> np.ndarray:
     """d y / d x by central differences, perturbing each element of the leaf x in turn."""
-    node = g._node(x)
+    node = g.record(x)
     if node.op is not None:
         raise GraphError(f"finite differences need a leaf (input, parameter or state); {node.describe()} is computed")
     base = np.array(node.value, dtype=np.float64, copy=True)
@@ -61,7 +61,7 @@ def gradcheck(
             err = np.abs(a - num)
             where = np.unravel_index(int(np.argmax(err)), err.shape) if err.ndim else ()
             msg = (
-                f"gradcheck of {g._node(y).name!r} with respect to {g._node(x).name!r}: analytic "
+                f"gradcheck of {g.record(y).name!r} with respect to {g.record(x).name!r}: analytic "
                 f"{a[where]!r} vs numeric {num[where]!r} at index {where} (max abs error {err.max():.3g})"
             )
             if raise_exception:

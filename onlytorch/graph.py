@@ -10,27 +10,35 @@ Rules (the gradient-flow design):
   ``retain_graph`` releases the intermediate values it went through (leaves and the loss stay).
 - A detached node keeps its value and passes no gradient to its inputs; ``stop_gradient`` is the
   permanent, op form of the same cut.
+
+Graph is the public facade of the engine: it holds the nodes, the names and the plan caches, and
+delegates the rest to the engine core: building op nodes (builder.py), backward and grad
+(autograd.py), plans (plan.py) and running them (executor.py, codegen.py); the run-time state
+(clock, byte counts, modes, RNGs, the gradients' owners) is its ``runtime`` (runtime.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from . import autograd
 from . import ops as _ops  # noqa: F401  (registers every op)
-from .codegen import tiered_backward, tiered_forward
-from .errors import GraphError, NonFiniteError, ReleasedValueError, ShapeError, StaleValueError
-from .executor import all_stale, compile_steps, fast_steps, run, run_fast
+from .builder import build, op_method
+from .codegen import tiered_forward
+from .errors import GraphError, ShapeError
+from .executor import all_stale, compile_steps, fast_steps, run
 from .init import initial_value
 from .node import Node, NodeId
-from .ops.registry import REGISTRY, OpDef, ShapeRuleError, VJPContext
+from .ops.registry import REGISTRY
 from .ops.shapes import fmt
 from .plan import BackwardPlan, ForwardPlan
+from .runtime import Runtime
+from .suggest import did_you_mean_suffix
 from .threads import apply as _set_threads
 from .threads import state as _threads
 
@@ -39,26 +47,18 @@ NodeLike = NodeId | np.ndarray | float | int
 
 
 class Graph:
-    """A static computation graph. See the module docstring for the rules it keeps."""
+    """A static computation graph. See the module docstring for the rules it keeps; its run-time
+    state (clock, byte counts, modes, RNGs) is ``runtime`` (runtime.py)."""
 
     def __init__(self, seed: int | None = 0, dtype: str | np.dtype = "float32") -> None:
         self.dtype = _as_dtype("graph", dtype)
         if self.dtype.kind != "f":
             raise GraphError(f"graph dtype must be a float type such as 'float32' or 'float64', not {dtype!r}")
-        init_seq, run_seq = np.random.SeedSequence(seed).spawn(2)
-        self.init_rng = np.random.default_rng(init_seq)
-        self.rng = np.random.default_rng(run_seq)
+        self.runtime = Runtime(seed)
         self._nodes: list[Node] = []
         self._by_name: dict[str, Node] = {}
         self._consts: dict[tuple, Node] = {}
         self._detached: set[int] = set()
-        self._grad_enabled = True
-        self._train = True
-        self._anomaly = False
-        self._clock = 0
-        self._pass = 0
-        self._bytes = 0
-        self._peak = 0
         self._fwd_plans: dict[tuple[int, ...], ForwardPlan] = {}
         self._bwd_plans: dict[tuple, BackwardPlan] = {}
         self._single_plans: dict[int, ForwardPlan] = {}  # _fwd_plans' one-target plans, by node index
@@ -68,11 +68,33 @@ class Graph:
         self._target_sets: dict[
             tuple[int, ...], tuple[list[Node], tuple[int, ...], dict[tuple[int, bool], BackwardPlan]]
         ] = {}
-        self._graded: dict[int, Node] = {}  # the nodes that may hold an accumulated gradient
 
     if TYPE_CHECKING:  # the op methods (g.tanh, g.matmul, ...) are generated from the registry
 
         def __getattr__(self, name: str) -> Callable[..., NodeId]: ...
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The random generator of dropout and sampling ops (checkpoints save and restore it)."""
+        return self.runtime.rng
+
+    @rng.setter
+    def rng(self, value: np.random.Generator) -> None:
+        self.runtime.rng = value
+
+    @property
+    def init_rng(self) -> np.random.Generator:
+        """The random generator parameter initialisers draw from."""
+        return self.runtime.init_rng
+
+    @init_rng.setter
+    def init_rng(self, value: np.random.Generator) -> None:
+        self.runtime.init_rng = value
+
+    @property
+    def _clock(self) -> int:
+        """The runtime's clock (the engine's tests compare nodes' versions with it)."""
+        return self.runtime.clock
 
     # ------------------------------------------------------------ building
 
@@ -154,8 +176,9 @@ class Graph:
             raise GraphError(f"{kind} {name!r} needs a shape or a value")
         shape = self._check_shape(name, shape, allow_batch=False)
         node = self._new_node(name, kind, shape, self.dtype, kind)
-        self._store_leaf(
-            node, arr if value is not None else initial_value(self.init_rng, shape, init, self.dtype, **init_args)
+        self.runtime.store(
+            node,
+            arr if value is not None else initial_value(self.runtime.init_rng, shape, init, self.dtype, **init_args),
         )
         return NodeId(self, node.index)
 
@@ -165,7 +188,7 @@ class Graph:
         dt = np.dtype(np.int64) if arr.dtype.kind in "iu" else self.dtype
         arr = self._coerce(name or "constant", arr, dt)
         node = self._new_node(name, "constant", arr.shape, dt, "const")
-        self._store_leaf(node, arr)
+        self.runtime.store(node, arr)
         return NodeId(self, node.index)
 
     def _scalar(self, v: float) -> Node:
@@ -193,84 +216,7 @@ class Graph:
         )
 
     def _apply(self, opname: str, args: Sequence[Any], attrs: dict[str, Any], name: str | None = None) -> NodeId:
-        return self._build(REGISTRY[opname], list(args), attrs, name)
-
-    def _call(self, op: OpDef, args: tuple, kwargs: dict[str, Any]) -> NodeId:
-        name = kwargs.pop("name", None)
-        if op.variadic:
-            if args and isinstance(args[0], (list, tuple)):
-                inputs, rest = list(args[0]), list(args[1:])
-            else:
-                inputs, rest = list(args), []
-        else:
-            n = len(op.input_names)
-            inputs, rest = list(args[:n]), list(args[n:])
-            if len(inputs) < n:
-                raise GraphError(f"{op.name} needs inputs ({', '.join(op.input_names)}), got {len(inputs)}")
-        attr_names = list(op.attr_defaults)
-        if len(rest) > len(attr_names):
-            raise GraphError(f"{op.name} takes at most {len(op.input_names) + len(attr_names)} positional arguments")
-        for key, v in zip(attr_names, rest):
-            if key in kwargs:
-                raise GraphError(f"{op.name}: {key!r} given twice")
-            kwargs[key] = v
-        return self._build(op, inputs, kwargs, name)
-
-    def _build(self, op: OpDef, args: list[Any], attrs: dict[str, Any], name: str | None) -> NodeId:
-        for key in attrs:
-            if key not in op.attr_defaults:
-                near = difflib.get_close_matches(key, op.attr_defaults, n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
-                known = ", ".join(op.attr_defaults) or "none"
-                raise GraphError(f"{op.name} has no argument {key!r}{hint} (its arguments: {known})")
-        full = dict(op.attr_defaults)
-        full.update(attrs)
-        missing = [k for k, v in full.items() if v is _EMPTY]
-        if missing:
-            raise GraphError(f"{op.name} needs the argument(s) {', '.join(missing)}")
-        for k in ("axis", "axes", "shape"):
-            if isinstance(full.get(k), list):
-                full[k] = tuple(full[k])
-        inputs = tuple(self._as_node(a, op.name) for a in args)
-        if op.build is not None:
-            return self._build_composite(op, inputs, full, name)
-        label = name if name is not None else f"{op.name}_{len(self._nodes)}"
-        try:
-            shape, kind = op.shape_rule(*(p.shape for p in inputs), **full)
-        except (ShapeRuleError, TypeError, ValueError) as e:
-            shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs) or "no inputs"
-            if isinstance(e, ShapeRuleError):
-                raise ShapeError(f"cannot build node {label!r} ({op.name} of {shown}): {e}") from None
-            # An attribute of the wrong type (axis="a") fails inside the shape rule.
-            given = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
-            raise GraphError(f"cannot build node {label!r} ({op.name} of {shown}, {given}): {e}") from e
-        if op.keep_dtype:
-            dt = inputs[0].dtype
-        else:
-            dt = self.dtype if kind == "f" else np.dtype(np.int64)
-        node = self._new_node(name, "op", tuple(shape), dt, op.name)
-        node.op = op
-        node.inputs = inputs
-        node.attrs = full
-        node.shape_mask = tuple(op.is_shape_only(i) for i in range(len(inputs)))
-        node.train_reads = tuple(p for i, p in enumerate(inputs) if i not in op.writes)
-        return NodeId(self, node.index)
-
-    def _build_composite(self, op: OpDef, inputs: tuple[Node, ...], attrs: dict[str, Any], name: str | None) -> NodeId:
-        assert op.build is not None
-        args = [NodeId(self, p.index) for p in inputs]
-        try:
-            out = op.build(self, *args, **attrs)
-        except (ShapeError, TypeError, ValueError) as e:
-            shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs)
-            label = f"{name!r} " if name is not None else ""
-            if isinstance(e, ShapeError):
-                raise ShapeError(f"cannot build {label}{op.name}({shown}): {e}") from None
-            given = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
-            raise GraphError(f"cannot build {label}{op.name}({shown}, {given}): {e}") from e
-        if name is not None:
-            return NodeId(self, self._rename(self._nodes[out.index], name).index)
-        return out
+        return build(self, REGISTRY[opname], list(args), attrs, name)
 
     def _rename(self, node: Node, name: str) -> Node:
         if name in self._by_name:
@@ -279,7 +225,7 @@ class Graph:
             )
         if node.user_named or node.kind != "op":
             # The composite returned an existing named node: give the name to an identity view.
-            node = self._nodes[self._build(REGISTRY["identity"], [NodeId(self, node.index)], {}, None).index]
+            node = self._nodes[build(self, REGISTRY["identity"], [NodeId(self, node.index)], {}, None).index]
         node.name = name
         node.user_named = True
         self._by_name[name] = node
@@ -290,9 +236,7 @@ class Graph:
     def _node(self, x: NodeId | str) -> Node:
         if isinstance(x, str):
             if x not in self._by_name:
-                near = difflib.get_close_matches(x, self._by_name, n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
-                raise GraphError(f"no node named {x!r}{hint}")
+                raise GraphError(f"no node named {x!r}{did_you_mean_suffix(x, self._by_name)}")
             return self._by_name[x]
         if not isinstance(x, NodeId):
             raise GraphError(f"expected a NodeId (or a node name), got {type(x).__name__} {x!r}")
@@ -363,21 +307,6 @@ class Graph:
             raise GraphError(f"value for {name!r} must hold integers (its dtype is {dtype}), got non-integer floats")
         return np.array(arr, dtype=dtype, copy=True) if arr.dtype != dtype or arr is value else arr
 
-    def _store_leaf(self, node: Node, arr: np.ndarray) -> None:
-        old = node.value
-        node.value = arr
-        node.rshape = arr.shape
-        self._clock += 1
-        node.ver = self._clock
-        node.tracked = True
-        node.released_by = None
-        self._account(arr.nbytes - (old.nbytes if old is not None else 0))
-
-    def _account(self, delta: int) -> None:
-        self._bytes += delta
-        if self._bytes > self._peak:
-            self._peak = self._bytes
-
     def set_value(self, node: NodeId | str, value: Any) -> None:
         """Feed an input, or overwrite a parameter's or state's value."""
         n = self._nodes[node.index] if type(node) is NodeId and node.graph is self else self._node(node)
@@ -394,7 +323,7 @@ class Graph:
             raise ShapeError(
                 f"value for {n.describe()} has shape {arr.shape}, expected {fmt(n.shape)} (N = any batch size)"
             )
-        self._store_leaf(n, arr)
+        self.runtime.store(n, arr)
 
     def get_node_value(self, node: NodeId | str) -> np.ndarray | None:
         """The node's value, or None where the graph holds none (never computed, or released)."""
@@ -411,38 +340,33 @@ class Graph:
         """The gradient accumulated into node by backward calls, or None."""
         return self._node(node).grad
 
-    def _mark_changed(self, *nodes: Node) -> None:
-        """Leaves' values were changed in place (an optimizer step): one new tick for all of them."""
-        self._clock += 1
-        for node in nodes:
-            node.ver = self._clock
-
     # ------------------------------------------------------------ modes
 
     def is_grad_enabled(self) -> bool:
-        return self._grad_enabled
+        return self.runtime.grad_enabled
 
     def is_train_mode(self) -> bool:
-        return self._train
+        return self.runtime.train
 
     def set_train_mode(self) -> None:
-        self._train = True
+        self.runtime.train = True
 
     def set_eval_mode(self) -> None:
-        self._train = False
+        self.runtime.train = False
 
     @contextlib.contextmanager
     def no_grad(self, eval_mode: bool = True) -> Iterator[Graph]:
         """Gradient tracking off (and eval mode on, unless eval_mode=False) inside the block;
         both are restored afterwards, also when the block raises."""
-        saved = self._grad_enabled, self._train
-        self._grad_enabled = False
+        rt = self.runtime
+        saved = rt.grad_enabled, rt.train
+        rt.grad_enabled = False
         if eval_mode:
-            self._train = False
+            rt.train = False
         try:
             yield self
         finally:
-            self._grad_enabled, self._train = saved
+            rt.grad_enabled, rt.train = saved
 
     def no_grad_scope(self, fn: Callable[[Graph], T]) -> T:
         """Run fn(self) under no_grad and eval mode; returns fn's result."""
@@ -451,7 +375,7 @@ class Graph:
 
     def set_anomaly_detection(self, on: bool = True) -> None:
         """Raise NonFiniteError at the first node whose value or gradient holds NaN or infinity."""
-        self._anomaly = on
+        self.runtime.anomaly = on
 
     # ------------------------------------------------------------ detach
 
@@ -496,7 +420,8 @@ class Graph:
         for n in plan.leaves:
             if n.value is None:
                 raise GraphError(f"{n.describe()} has no value: call set_value({n.name!r}, ...) before forward")
-        train, grad_on = self._train, self._grad_enabled
+        rt = self.runtime
+        train, grad_on = rt.train, rt.grad_enabled
         want = _threads.big if plan.big else _threads.small
         if want != _threads.current:
             _set_threads(want)
@@ -505,8 +430,8 @@ class Graph:
             steps = plan.steps = compile_steps(self, plan.nodes)
         # New inputs make everything downstream stale: then no node needs its own check.
         check = not all_stale(plan.entries[train], train)
-        if check or self._anomaly:
-            run(self, steps, train, grad_on, check, None if grad_on else plan.drops)
+        if check or rt.anomaly:
+            run(rt, steps, train, grad_on, check, None if grad_on else plan.drops)
         else:
             runner = plan.fast[grad_on]
             if runner is None:
@@ -514,35 +439,15 @@ class Graph:
                     fast_steps(steps, None if grad_on else plan.drops),
                     functools.partial(plan.fast.__setitem__, grad_on),
                 )
-            runner(self, train, grad_on)
+            runner(rt, train, grad_on)
         if plan.pure:
             # Every ancestor of the targets now matches its inputs: until the clock moves, a
-            # backward of a target need not check that again (_check_differentiable).
-            stamp = (self._clock, train)
+            # backward of a target need not check that again (autograd.check_differentiable).
+            stamp = (rt.clock, train)
             for t in targets:
                 t.fresh_at = stamp
         values = [t.value for t in targets]
         return values if many else values[0]  # type: ignore[return-value]
-
-    @staticmethod
-    def _nonfinite(n: Node, out: np.ndarray) -> NonFiniteError:
-        """The anomaly error for n's fresh value. It names the forward node (for a gradient node, the
-        forward node whose derivative it computes) and an input that was already non-finite."""
-        bad = "NaN" if np.isnan(out).any() else "infinity"
-        culprit = next(
-            (p for p in n.inputs if p.value is not None and p.dtype.kind == "f" and not np.isfinite(p.value).all()),
-            None,
-        )
-        if culprit is not None:
-            cause = f"because its input {culprit.name!r} already holds NaN or infinity"
-        elif n.grad_of is not None:
-            cause = "from finite values"
-        else:
-            cause = f"from finite inputs ({', '.join(repr(p.name) for p in n.inputs)})"
-        if n.grad_of is not None:
-            where = f"the gradient through {n.grad_of.describe()} (gradient node {n.name!r})"
-            return NonFiniteError(f"{where} produced {bad} {cause}", n.grad_of.name)
-        return NonFiniteError(f"{n.describe()} produced {bad} {cause}", n.name)
 
     def first_nonfinite(self, node: NodeId | str) -> NodeId | None:
         """The first node, in topological order, among node and its ancestors whose value holds
@@ -554,218 +459,17 @@ class Graph:
 
     # ------------------------------------------------------------ backward
 
-    def _vjp_context(self, n: Node, needs: tuple[bool, ...]) -> VJPContext:
-        return VJPContext(
-            g=self,
-            out=NodeId(self, n.index),
-            inputs=tuple(NodeId(self, p.index) for p in n.inputs),
-            attrs=n.attrs,
-            needs=needs,
-            train=self._train,
-        )
-
-    def _plan_key(self, y: Node, xs: list[Node], xs_key: tuple[int, ...] | None = None) -> tuple:
-        cut: frozenset[int] = _NO_CUT
-        if self._detached:
-            anc = self._forward_plan([y]).index_set
-            cut = frozenset(i for i in self._detached if i in anc)
-        return (y.index, tuple([x.index for x in xs]) if xs_key is None else xs_key, cut, self._train)
-
     def _backward_plan(self, y: Node, xs: list[Node], xs_key: tuple[int, ...] | None = None) -> BackwardPlan:
-        key = self._plan_key(y, xs, xs_key)
-        plan = self._bwd_plans.get(key)
-        if plan is None:
-            plan = self._bwd_plans[key] = BackwardPlan(self, y, xs)
-        return plan
-
-    def _check_differentiable(self, y: Node, what: str) -> None:
-        if not self._grad_enabled:
-            raise GraphError(
-                f"{what} of {y.describe()} while gradient tracking is off (inside no_grad); run it outside the no_grad block"
-            )
-        if y.value is None:
-            if y.released_by is not None:
-                raise self._released(what, y, y)
-            raise GraphError(f"{what}: {y.describe()} has no value; call forward_node({y.name!r}) first")
-        self._require_scalar(y, what)
-        if not y.tracked:
-            raise GraphError(
-                f"{what}: the value of {y.describe()} was computed under no_grad; "
-                f"call forward_node({y.name!r}) with gradient tracking on first"
-            )
-        train = self._train
-        if y.fresh_at == (self._clock, train):
-            return
-        for a in self._forward_plan([y]).nodes:
-            if a.op is None:
-                continue
-            changed = next((p for p in (a.train_reads if train else a.inputs) if p.ver > a.ver), None)
-            if changed is not None:
-                raise StaleValueError(
-                    f"{what}: {changed.describe()} changed after {y.name!r} was computed (by set_value, an optimizer "
-                    f"step or another forward); run forward_node({y.name!r}) again first"
-                )
-            if a.op.mode_dependent and a.mode != train:
-                mode = "train" if a.mode else "eval"
-                raise StaleValueError(
-                    f"{what}: {a.describe()} was computed in {mode} mode, but the graph is now in the other mode; "
-                    f"run forward_node({y.name!r}) again first"
-                )
-
-    @staticmethod
-    def _require_scalar(y: Node, what: str) -> None:
-        # The static shape decides: a loss with a batch axis is not a scalar, even for a batch of one.
-        if y.shape and any(d != 1 for d in y.shape):
-            shape = fmt(y.shape) if y.value is None or y.value.size == 1 else y.value.shape
-            raise GraphError(f"{what} needs a scalar, but {y.describe()} has shape {shape}; reduce it first (g.mean)")
-
-    def _check_needed(self, plan: BackwardPlan, kind: str) -> None:
-        """A GraphError when a forward value that plan reads is not held; ``kind`` ("backward" or
-        "grad") names the call."""
-        for n in plan.needed:
-            if n.value is None:
-                what = f"{kind} of {plan.y.name!r}"
-                if n.released_by is not None:
-                    raise self._released(what, n, plan.y)
-                raise GraphError(
-                    f"{what} needs the value of {n.describe()}, which is not held (dropped by a no_grad forward); "
-                    f"run forward_node({plan.y.name!r}) with gradient tracking on first"
-                )
-
-    def _run_backward(self, plan: BackwardPlan, kind: str) -> list[np.ndarray | None]:
-        """Run plan; ``kind`` ("backward" or "grad") names the call in errors."""
-        self._check_needed(plan, kind)
-        want = _threads.big if plan.big else _threads.small
-        if want != _threads.current:
-            _set_threads(want)
-        if plan.program is not None and not self._anomaly:
-            runner = plan.runner
-            if runner is None:
-                runner = plan.runner = tiered_backward(plan.program, functools.partial(setattr, plan, "runner"))
-            return runner(self)
-        if self._anomaly:
-            run(self, plan.compiled, self._train, self._grad_enabled, False, plan.frees)
-        else:
-            run_fast(self, plan.fast, self._train, self._grad_enabled)
-        # Two targets may share one gradient node (a + b): read them all before freeing any.
-        out = [None if gn is None else gn.value for gn in plan.grads]
-        freed = 0
-        for gn in plan.computed:
-            if gn.value is not None:
-                freed += gn.value.nbytes
-                gn.value = None
-        self._bytes -= freed
-        return out
-
-    @staticmethod
-    def _released(what: str, n: Node, y: Node) -> ReleasedValueError:
-        fix = f"run forward_node({y.name!r}) again"
-        if n.released_by != _BY_RELEASE_VALUES:
-            fix = f"pass retain_graph=True to that earlier call, or {fix}"
-        return ReleasedValueError(f"{what} needs the value of {n.describe()}, which {n.released_by} released; {fix}")
-
-    def _release(self, nodes: list[Node], by: str) -> None:
-        """Drop the values of nodes; ``by`` says who did it, for the error a later backward raises."""
-        freed = 0
-        for n in nodes:
-            if n.value is not None:
-                freed += n.value.nbytes
-                n.value = None
-                n.released_by = by
-        self._bytes -= freed
+        return autograd.backward_plan(self, y, xs, xs_key)
 
     def backward_nodes(self, targets: NodeId | Sequence[NodeId], loss: NodeId) -> None:
         """d loss / d target, ADDED into each target's gradient; releases what it went through."""
-        self.backward_nodes_ex(targets, loss, retain_graph=False)
+        autograd.backward(self, targets, loss, False)
 
     def backward_nodes_ex(self, targets: NodeId | Sequence[NodeId], loss: NodeId, retain_graph: bool = False) -> None:
         """As backward_nodes; retain_graph=True keeps the intermediate values so that another
         backward can run through them."""
-        y = self._nodes[loss.index] if type(loss) is NodeId and loss.graph is self else self._node(loss)
-        key = self._targets_key(targets)
-        known = self._target_sets.get(key) if key is not None else None
-        plans: dict[tuple[int, bool], BackwardPlan] | None = None
-        if known is None:
-            xs = self._unique_nodes(targets)
-            xs_key = tuple([x.index for x in xs])
-            if key is not None:
-                self._target_sets[key] = (xs, xs_key, {})
-        else:
-            # The same targets passed _unique_nodes before: what it checks (the nodes exist and
-            # hold floats) cannot change.
-            xs, xs_key, plans = known
-        self._check_differentiable(y, "backward")
-        if plans is not None and not self._detached:
-            # Without detached nodes the plan's key is (loss, targets, mode): looked up directly.
-            plan = plans.get((y.index, self._train))  # type: ignore[assignment]
-            if plan is None:
-                plan = plans[(y.index, self._train)] = self._backward_plan(y, xs, xs_key)
-        else:
-            plan = self._backward_plan(y, xs, xs_key)
-        if plan.program is not None and not self._anomaly:
-            # The common case: the needed values held, then the program adds into the targets.
-            self._check_needed(plan, "backward")
-            want = _threads.big if plan.big else _threads.small
-            if want != _threads.current:
-                _set_threads(want)
-            run = plan.acc_runner
-            if run is None:
-                run = plan.acc_runner = tiered_backward(
-                    plan.program,
-                    functools.partial(setattr, plan, "acc_runner"),
-                    into=(plan.xs, plan.ownable, functools.partial(self._accumulate, y, plan)),
-                )
-            run(self)
-        else:
-            self._accumulate(y, plan, self._run_backward(plan, "backward"))
-        if not retain_graph:
-            self._release(plan.path, plan.released_by["backward"])
-
-    def _accumulate(self, y: Node, plan: BackwardPlan, grads: Sequence[np.ndarray | None]) -> None:
-        """Add the gradients plan computed into its targets' (codegen.backward_code writes the
-        same, without the anomaly check, for plans that run often)."""
-        anomaly, graded = self._anomaly, self._graded
-        added = 0
-        for x, gv, own in zip(plan.xs, grads, plan.ownable):
-            if gv is None:
-                continue
-            if anomaly and not np.isfinite(gv).all():
-                self._account(added)
-                raise NonFiniteError(f"the gradient of {y.name!r} with respect to {x.describe()} is not finite", x.name)
-            if x.grad is None:
-                # A fresh array that no node holds any more becomes the gradient as it is.
-                x.grad = gv if own and gv.base is None else np.array(gv, dtype=x.dtype)
-                added += x.grad.nbytes
-                graded[x.index] = x
-            else:
-                x.grad += gv
-        self._account(added)  # only additions: the peak is reached at the end
-
-    def _targets_key(self, targets: Any) -> tuple[int, ...] | None:
-        """The indices of targets when they are all NodeIds of this graph (the usual call), else
-        None: a key for _target_sets."""
-        if type(targets) is NodeId:
-            return (targets.index,) if targets.graph is self else None
-        if type(targets) is not list and type(targets) is not tuple:
-            return None
-        key = []
-        for t in targets:
-            if type(t) is not NodeId or t.graph is not self:
-                return None
-            key.append(t.index)
-        return tuple(key)
-
-    def _unique_nodes(self, targets: NodeId | Sequence[NodeId]) -> list[Node]:
-        items = [targets] if isinstance(targets, (NodeId, str)) else targets
-        nodes = self._nodes
-        seen: dict[int, Node] = {}
-        for t in items:
-            n = nodes[t.index] if type(t) is NodeId and t.graph is self else self._node(t)
-            if n.index not in seen:
-                if n.dtype.kind != "f":
-                    raise GraphError(f"{n.describe()} holds integers and cannot have a gradient")
-                seen[n.index] = n
-        return list(seen.values())
+        autograd.backward(self, targets, loss, retain_graph)
 
     def grad(
         self,
@@ -777,95 +481,29 @@ class Graph:
     ) -> Any:
         """Gradients of scalar y with respect to xs, not accumulated anywhere. Numpy arrays; with
         create_graph=True, new nodes of this graph that can be differentiated again."""
-        single = isinstance(xs, NodeId)
-        yn = self._node(y)
-        xn = self._unique_nodes(xs)
-        asked: list[Any] = [xs] if single else list(xs)  # type: ignore[arg-type]
-        # One result per entry of xs, also when an entry repeats (as torch.autograd.grad).
-        slot = {x.index: i for i, x in enumerate(xn)}
-        order = [slot[self._node(x).index] for x in asked]
-        if create_graph:
-            if not self._grad_enabled:
-                raise GraphError(f"grad(create_graph=True) of {yn.describe()} inside no_grad; call it outside")
-            self._require_scalar(yn, "grad")
-            key = self._plan_key(yn, xn)
-            grads = self._grad_nodes.get(key)
-            if grads is None:
-                from .plan import build_gradients
-
-                grads = self._grad_nodes[key] = build_gradients(self, yn, xn).grads
-            self._check_unused(yn, xn, grads, allow_unused)
-            live = [gid for gid in grads if gid is not None]
-            if live and yn.value is not None and yn.tracked:
-                self.forward_node(live)
-            return grads[0] if single else [grads[i] for i in order]
-        self._check_differentiable(yn, "grad")
-        plan = self._backward_plan(yn, xn)
-        values = self._run_backward(plan, "grad")
-        self._check_unused(yn, xn, values, allow_unused)
-        out = [v if v is None or (own and v.base is None) else np.array(v) for v, own in zip(values, plan.ownable)]
-        if not retain_graph:
-            self._release(plan.path, plan.released_by["grad"])
-        if single:
-            return out[0]
-        result = []
-        for i in order:
-            v = out[i]
-            result.append(v if v is None or order.count(i) == 1 else v.copy())
-        return result
-
-    @staticmethod
-    def _check_unused(y: Node, xs: list[Node], grads: Sequence[Any], allow_unused: bool) -> None:
-        if allow_unused:
-            return
-        for x, gv in zip(xs, grads):
-            if gv is None:
-                raise GraphError(
-                    f"{x.describe()} is not reachable from {y.name!r} (unrelated, or cut by a detach or stop_gradient); "
-                    "pass allow_unused=True to get None for it"
-                )
+        return autograd.grad(self, y, xs, create_graph, retain_graph, allow_unused)
 
     def clear_jacobi(self, nodes: NodeId | str | Sequence[NodeId | str] | None = None) -> None:
         """Clear accumulated gradients (of all nodes, or of the given ones)."""
         if isinstance(nodes, (NodeId, str)):
             nodes = [nodes]
-        graded = self._graded
-        freed = 0
-        if nodes is None:
-            for n in graded.values():
-                if n.grad is not None:
-                    freed += n.grad.nbytes
-                    n.grad = None
-            graded.clear()
-            self._bytes -= freed
-            return
-        for n in [self._node(x) for x in nodes]:
-            if n.grad is not None:
-                freed += n.grad.nbytes
-                n.grad = None
-            graded.pop(n.index, None)
-        self._bytes -= freed
+        self.runtime.clear_grads(None if nodes is None else [self._node(x) for x in nodes])
 
     zero_grad = clear_jacobi
 
     def release_values(self) -> None:
         """Drop every intermediate value (leaves keep theirs); forward_node recomputes them."""
-        self._release([n for n in self._nodes if n.op is not None], _BY_RELEASE_VALUES)
+        self.runtime.release([n for n in self._nodes if n.op is not None], autograd.BY_RELEASE_VALUES)
 
     # ------------------------------------------------------------ memory
 
     def memory_stats(self) -> dict[str, int]:
         """Bytes of the arrays the graph holds (values and gradients): now, and the peak since
         the last reset_peak_memory()."""
-        return {"current_bytes": self._bytes, "peak_bytes": self._peak}
+        return self.runtime.memory_stats()
 
     def reset_peak_memory(self) -> None:
-        self._peak = self._bytes
-
-
-_EMPTY = __import__("inspect").Parameter.empty
-_BY_RELEASE_VALUES = "release_values()"
-_NO_CUT: frozenset[int] = frozenset()
+        self.runtime.peak = self.runtime.nbytes
 
 
 def _as_dtype(what: str, dtype: Any) -> np.dtype:
@@ -875,20 +513,6 @@ def _as_dtype(what: str, dtype: Any) -> np.dtype:
         raise GraphError(f"{what}: {dtype!r} is not a dtype (use e.g. 'float32', 'float64' or 'int64')") from None
 
 
-def _op_method(op: OpDef) -> Callable[..., NodeId]:
-    def method(self: Graph, *args: Any, **kwargs: Any) -> NodeId:
-        return self._call(op, args, kwargs)
-
-    inputs = ", ".join(("*" if op.variadic else "") + n for n in op.input_names)
-    attrs = ", ".join(f"{k}={v!r}" for k, v in op.attr_defaults.items() if v is not _EMPTY)
-    required = ", ".join(k for k, v in op.attr_defaults.items() if v is _EMPTY)
-    sig = ", ".join(s for s in (inputs, required, attrs) if s)
-    method.__name__ = op.name
-    method.__qualname__ = f"Graph.{op.name}"
-    method.__doc__ = f"{op.name}({sig}, name=None) -> NodeId\n\n{op.doc}"
-    return method
-
-
 for _name, _op in REGISTRY.items():
     if not hasattr(Graph, _name):
-        setattr(Graph, _name, _op_method(_op))
+        setattr(Graph, _name, op_method(_op))

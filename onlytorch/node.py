@@ -92,8 +92,8 @@ def _binary(opname: str, reflected: bool = False):
     def method(self: NodeId, other: Any) -> NodeId:
         g = self.graph
         if reflected:
-            return g._apply(opname, (other, self), {})
-        return g._apply(opname, (self, other), {})
+            return g.apply(opname, (other, self))
+        return g.apply(opname, (self, other))
 
     method.__name__ = f"__{'r' if reflected else ''}{opname}__"
     return method
@@ -113,7 +113,7 @@ class NodeId:
 
     @property
     def node(self) -> Node:
-        return self.graph._nodes[self.index]
+        return self.graph.record(self)
 
     @property
     def name(self) -> str:
@@ -168,13 +168,13 @@ class NodeId:
     __ge__ = _binary("greater_equal")
 
     def __neg__(self) -> NodeId:
-        return self.graph._apply("neg", (self,), {})
+        return self.graph.apply("neg", (self,))
 
     def __pos__(self) -> NodeId:
         return self
 
     def __abs__(self) -> NodeId:
-        return self.graph._apply("abs", (self,), {})
+        return self.graph.apply("abs", (self,))
 
     def __iter__(self) -> Iterator[NodeId]:
         # Without this, Python would iterate through __getitem__, building index nodes without end
@@ -184,8 +184,8 @@ class NodeId:
         raise GraphError(f"node {self.name!r} cannot be iterated while the graph is being built; index it: x[i]")
 
     def __getitem__(self, key: Any) -> NodeId:
-        return self.graph._apply("index", (self,), {"key": key})
+        return self.graph.apply("index", (self,), {"key": key})
 
     @property
     def T(self) -> NodeId:
-        return self.graph._apply("transpose", (self,), {"axes": None})
+        return self.graph.apply("transpose", (self,), {"axes": None})

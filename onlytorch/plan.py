@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from .executor import RegisterProgram, Step, compile_steps, entry_nodes, fast_steps
 from .node import Node, NodeId
+from .ops.registry import VJPContext
 from .threads import is_big, plan_batch
 
 if TYPE_CHECKING:
@@ -117,6 +118,17 @@ def gradient_flow(y: Node, xs: list[Node], detached: Container[int] | None = Non
     return Flow([x.index in on_path for x in xs], [reach[i] for i in sorted(on_path)])
 
 
+def _vjp_context(g: Graph, n: Node, needs: tuple[bool, ...]) -> VJPContext:
+    return VJPContext(
+        g=g,
+        out=NodeId(g, n.index),
+        inputs=tuple(NodeId(g, p.index) for p in n.inputs),
+        attrs=n.attrs,
+        needs=needs,
+        train=g.runtime.train,
+    )
+
+
 @dataclass
 class Gradients:
     grads: list[NodeId | None]  # d y / d x for each x (None: unreachable)
@@ -149,7 +161,7 @@ def build_gradients(g: Graph, y: Node, xs: list[Node]) -> Gradients:
                 needs[i] = True
             rule = n.op.vjp_rule if n.op is not None else None
             assert rule is not None  # gradient_edges returned edges, so n has a derivative rule
-            in_grads = rule(g._vjp_context(n, tuple(needs)), total)
+            in_grads = rule(_vjp_context(g, n, tuple(needs)), total)
             for i, p in edges:
                 gi = in_grads[i]
                 if gi is None:

@@ -20,7 +20,8 @@ def wrong_op():
     def _(ctx, gy):
         return (gy * 4.0 * ctx.inputs[0],)
 
-    from onlytorch.graph import Graph, _op_method
+    from onlytorch.builder import op_method as _op_method
+    from onlytorch.graph import Graph
 
     Graph.test_wrong_square = _op_method(fwd)
     yield "test_wrong_square"

@@ -64,8 +64,8 @@ def batch_norm(ctx, x, gamma, beta, running_mean, running_var, *, momentum=0.1, 
         running_mean += momentum * mean
         running_var *= 1.0 - momentum
         running_var += momentum * var * (n / (n - 1))
-        ctx.graph._mark_changed(rm_node)
-        ctx.graph._mark_changed(rv_node)
+        ctx.graph.runtime.mark_changed(rm_node)
+        ctx.graph.runtime.mark_changed(rv_node)
     else:
         mean, var = running_mean, running_var
     return (x - mean) / np.sqrt(var + eps) * gamma + beta

@@ -107,7 +107,7 @@ def _grad_nodes(graph: Graph, params: Any, what: str) -> list[Node]:
             raise GraphError(f"{what}: node {p.name!r} belongs to another graph than the one given")
         if not isinstance(p, (NodeId, str)):
             raise GraphError(f"{what}: params must hold nodes, got {type(p).__name__} {p!r}")
-        n = graph._node(p)
+        n = graph.record(p)
         if n.index in seen:
             raise GraphError(f"{what}: node {n.name!r} appears more than once in params")
         seen.add(n.index)
