@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import interrupts
 from .paths import CheckedPath
 from .report_cmd import report_command
+
+if TYPE_CHECKING:
+    from onlytorch.app import LoadedSpec
 
 
 class _Group(click.Group):
@@ -145,7 +148,7 @@ def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> Non
     """Check SPEC and report every problem at once (exit 0 valid, 2 invalid); on success print
     the compile report: modules, shapes, and what each backward of each phase reaches."""
     from onlytorch.compile import compile_file
-    from onlytorch.spec.summary import summarize
+    from onlytorch.compiler.summary import summarize
 
     compiled, report = compile_file(spec, allow_outside=_allow_outside(), max_memory=_max_memory())
     failed = bool(report.errors) or (strict and bool(report.warnings))
@@ -164,31 +167,23 @@ def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> Non
     sys.exit(2 if failed else 0)
 
 
-def _overrides(sets: tuple[str, ...], seed: int | None) -> list[tuple[str, object]]:
-    from onlytorch.spec.overrides import parse
+def _load(spec: str, sets: tuple[str, ...], seed: int | None) -> LoadedSpec:
+    """The spec compiled with its --set overrides and --seed; its diagnostics said; exit 2 if invalid."""
+    from onlytorch.app import BadOverride, InvalidSpec, load_spec
 
-    out: list[tuple[str, object]] = []
-    for item in sets:
-        try:
-            out.append(parse(item))
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--set") from None
-    if seed is not None:
-        out.append(("seed", seed))
-    return out
-
-
-def _compile_or_exit(spec: str, overrides: list[tuple[str, object]]):  # type: ignore[no-untyped-def]
-    from onlytorch.compile import compile_file
-
-    compiled, report = compile_file(spec, overrides, allow_outside=_allow_outside(), max_memory=_max_memory())
-    if report.items:
-        click.echo(report.render(), err=True)
-    if compiled is None:
-        n = len(report.errors)
+    try:
+        loaded = load_spec(spec, seed=seed, overrides=sets, allow_outside=_allow_outside(), max_memory=_max_memory())
+    except BadOverride as e:
+        raise click.BadParameter(str(e), param_hint="--set") from None
+    except InvalidSpec as e:
+        if e.report.items:
+            click.echo(e.report.render(), err=True)
+        n = len(e.report.errors)
         click.echo(f"{spec}: invalid ({n} error{'s' if n != 1 else ''}); see onlytorch validate {spec}", err=True)
         sys.exit(2)
-    return compiled
+    if loaded.report is not None and loaded.report.items:
+        click.echo(loaded.report.render(), err=True)
+    return loaded
 
 
 @cli.command("train")
@@ -217,13 +212,7 @@ def train_command(
     Exit 0 done, 1 failed, 2 invalid spec or usage, 3 diverged, 130 interrupted (resumable)."""
     from onlytorch_cli.train_cmd import run_training
 
-    overrides = _overrides(sets, seed)
-    compiled = _compile_or_exit(spec, overrides)
-    sys.exit(
-        run_training(
-            compiled, spec, out, [*sets, *([f"seed={seed}"] if seed is not None else [])], resume, force, quiet
-        )
-    )
+    sys.exit(run_training(_load(spec, sets, seed), out, resume, force, quiet))
 
 
 @cli.command("eval")
@@ -268,8 +257,7 @@ def eval_command(
     print the mean and std of their returns."""
     from onlytorch_cli.train_cmd import run_eval
 
-    compiled = _compile_or_exit(spec, _overrides(sets, None))
-    sys.exit(run_eval(compiled, checkpoint, split, as_json, episodes, policy))
+    sys.exit(run_eval(_load(spec, sets, None), checkpoint, split, as_json, episodes, policy))
 
 
 @cli.command("graph")
@@ -293,7 +281,7 @@ def graph_command(spec: str, fmt: str, output: str | None) -> None:
     """Draw SPEC's graph: modules as clusters with their parameters, losses, stop_gradient edges,
     and the nodes each phase detaches."""
     from onlytorch.compile import compile_file
-    from onlytorch.spec import drawing
+    from onlytorch.compiler import drawing
 
     compiled, report = compile_file(spec, allow_outside=_allow_outside())
     if compiled is None:

@@ -18,6 +18,12 @@ import numpy as np
 from ..errors import GraphError, ShapeError
 from ..node import NodeId
 
+# The spec language's functions that are not ops: the compiler lowers them itself.
+SPECIAL_FUNCTIONS = {
+    "grad": "grad(y, x): d y / d x as a node (y a scalar), differentiable again",
+    "scan": "scan(cell, xs, h0): run a cell over axis 1 of xs, returning all states stacked on axis 1",
+}
+
 _BINOPS: dict[type, str] = {
     ast.Add: "add",
     ast.Sub: "sub",
@@ -173,7 +179,7 @@ def _eval(node: ast.expr, scope: Scope) -> Any:
             left, right = _eval(node.left, scope), _eval(node.right, scope)
             if not isinstance(left, NodeId) and not isinstance(right, NodeId):
                 return _fits(_fold(node, left, right), node, scope)
-            return g._apply(op, (left, right), {})
+            return g.apply(op, (left, right))
         if isinstance(node, ast.UnaryOp):
             operand = _eval(node.operand, scope)
             if not isinstance(operand, (NodeId, int, float)) and isinstance(node.op, (ast.USub, ast.UAdd)):
@@ -187,13 +193,13 @@ def _eval(node: ast.expr, scope: Scope) -> Any:
             raise ExprError("E-EXPR", f"the operator {type(node.op).__name__} is not allowed", start, width)
         if isinstance(node, ast.Compare):
             op = _COMPARE[type(node.ops[0])]
-            return g._apply(op, (_eval(node.left, scope), _eval(node.comparators[0], scope)), {})
+            return g.apply(op, (_eval(node.left, scope), _eval(node.comparators[0], scope)))
         if isinstance(node, ast.Subscript):
             base = _eval(node.value, scope)
             if not isinstance(base, NodeId):
                 start, width = _span(node.value)
                 raise ExprError("E-EXPR", "only nodes can be indexed", start, width)
-            return g._apply("index", (base,), {"key": _index_key(node.slice)})
+            return g.apply("index", (base,), {"key": _index_key(node.slice)})
         if isinstance(node, (ast.List, ast.Tuple)):
             return [_eval(e, scope) for e in node.elts]
         if isinstance(node, ast.Call):

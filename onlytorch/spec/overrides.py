@@ -35,7 +35,7 @@ def apply(
 ) -> list[Diagnostic]:
     """Apply the overrides to data in place; returns the diagnostics for those that do not fit.
     ``written`` receives (path in the data, dotted key) of every override applied."""
-    from ..compile import _allowed_keys, _model_for
+    from .pydantic_errors import allowed_keys, model_for
     from .schema import Spec
 
     problems: list[Diagnostic] = []
@@ -76,8 +76,8 @@ def apply(
                     )
                 )
                 break
-            model = _model_for(Spec, data, tuple(path))
-            allowed = _allowed_keys(model)
+            model = model_for(Spec, data, tuple(path))
+            allowed = allowed_keys(model)
             is_table = (
                 model is None and path and path[-1] in ("inputs", "modules", "nodes", "losses", "metrics", "optimizers")
             )

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from onlytorch_cli.main import cli
 
 from onlytorch.compile import compile_file
-from onlytorch.spec import drawing
+from onlytorch.compiler import drawing
 
 SPECS = pathlib.Path(__file__).resolve().parents[2] / "specs"
 GAN = SPECS / "gan_ring.yaml"

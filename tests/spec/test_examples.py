@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from onlytorch.compile import Compiled, compile_file, compile_text
-from onlytorch.spec.summary import summarize
+from onlytorch.compiler.summary import summarize
 
 SPECS = pathlib.Path(__file__).resolve().parents[2] / "specs"
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from onlytorch_cli.main import cli
 
 from onlytorch.compile import compile_file, compile_text
+from onlytorch.compiler.lint import lint_schedule, simulate
+from onlytorch.compiler.summary import summarize
 from onlytorch.data.batches import Batches
 from onlytorch.spec.diagnostics import CODES
-from onlytorch.spec.lint import lint_schedule, simulate
-from onlytorch.spec.summary import summarize
 from onlytorch.spec.yaml_loader import load
 from onlytorch.train import Trainer, load_data
 

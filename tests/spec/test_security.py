@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 from onlytorch_cli.main import cli
 
-import onlytorch.spec.summary  # noqa: F401  (imported before eval/exec are fenced: dataclasses use exec)
+import onlytorch.compiler.summary  # noqa: F401  (imported before eval/exec are fenced: dataclasses use exec)
 from onlytorch.compile import compile_file, compile_text
 
 from .fixtures import XOR

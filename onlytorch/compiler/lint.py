@@ -40,13 +40,14 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .diagnostics import Diagnostic, Path
-from .summary import _group
+from ..spec.diagnostics import Diagnostic, Path
+from .analyse import reach
+from .result import describe_params
 
 if TYPE_CHECKING:
-    from ..compile import Compiled
     from ..node import NodeId
-    from .yaml_loader import Located
+    from ..spec.yaml_loader import Located
+    from .result import Compiled
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _data_inputs(compiled: Compiled) -> set[str]:
 
 def _reads_data(compiled: Compiled, loss: NodeId, data: set[str]) -> bool:
     g = compiled.graph
-    return any(a.kind == "input" and a.name in data for a in g._forward_plan([g._node(loss)]).nodes)
+    return any(a.kind == "input" and a.name in data for a in g.forward_order([loss]))
 
 
 def simulate(compiled: Compiled) -> Flow:
@@ -232,9 +233,7 @@ def _discarded(compiled: Compiled, flow: Flow, warn: Any) -> None:
 
 def _depends(compiled: Compiled, loss: str, params: list[NodeId]) -> bool:
     """Whether loss depends on any of params, with nothing detached."""
-    from ..compile import _reach
-
-    return bool(params) and bool(_reach(compiled.graph, compiled.losses[loss], params, []))
+    return bool(params) and bool(reach(compiled.graph, compiled.losses[loss], params, set()))
 
 
 def _step_roles(compiled: Compiled, flow: Flow, warn: Any) -> None:
@@ -266,8 +265,10 @@ def _step_roles(compiled: Compiled, flow: Flow, warn: Any) -> None:
                 continue
             ph = phases[qi].name
             elsewhere = sorted({phases[i].name for n in own for i in applies[o][n]})
-            both = _group(compiled, [p.name for p in compiled.optimizer_params[o] + compiled.optimizer_params[other]])
-            mine = _group(compiled, sorted(flow.moved.get((qi, o), set())))
+            both = describe_params(
+                compiled, [p.name for p in compiled.optimizer_params[o] + compiled.optimizer_params[other]]
+            )
+            mine = describe_params(compiled, sorted(flow.moved.get((qi, o), set())))
             losses = "the loss" if len(foreign) == 1 else "the losses"
             warn(
                 "W-STEP-ROLE",
@@ -300,11 +301,11 @@ def _shared(compiled: Compiled, flow: Flow, warn: Any) -> None:
                     continue
                 together.add(frozenset((first, second)))
                 if first == second:
-                    message = f"phase {ph.name} lists {first} twice in its step: {_group(compiled, sorted(both))} move twice per run on the same gradient"
+                    message = f"phase {ph.name} lists {first} twice in its step: {describe_params(compiled, sorted(both))} move twice per run on the same gradient"
                     hint = f"remove {second} from this step list"
                 else:
                     message = (
-                        f"phase {ph.name} steps {first} and {second}, which both hold {_group(compiled, sorted(both))}: "
+                        f"phase {ph.name} steps {first} and {second}, which both hold {describe_params(compiled, sorted(both))}: "
                         "each step applies the same gradient, so those parameters move twice per run"
                     )
                     hint = f"give each parameter to one optimizer (remove it from the params of {first} or {second})"
@@ -329,7 +330,7 @@ def _shared(compiled: Compiled, flow: Flow, warn: Any) -> None:
             ]
             warn(
                 "W-SHARED-PARAM",
-                f"optimizers {first} and {second} both update {_group(compiled, common)} ({where[0]}, {where[1]}): "
+                f"optimizers {first} and {second} both update {describe_params(compiled, common)} ({where[0]}, {where[1]}): "
                 "each applies its own learning rate and moment estimates to them",
                 ("optimizers", second, "params", at),
                 "give each parameter to one optimizer; to train a shared module on two phases' losses, "

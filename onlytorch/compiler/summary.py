@@ -9,27 +9,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..ops.shapes import fmt
+from .lint import accumulated
+from .result import describe_params
 
 if TYPE_CHECKING:
-    from ..compile import Compiled
+    from .result import Compiled
 
 
 def _count(params) -> int:  # type: ignore[no-untyped-def]
     return int(sum(int(np.prod(p.shape)) for p in params))
-
-
-def _group(compiled: Compiled, names: list[str]) -> str:
-    """Parameter names grouped by module: 'D (4 tensors), G.0.weight'."""
-    owner = {p.name: m for m, info in compiled.modules.items() for p in info.params}
-    groups: dict[str, int] = {}
-    loose: list[str] = []
-    for n in names:
-        if n in owner:
-            groups[owner[n]] = groups.get(owner[n], 0) + 1
-        else:
-            loose.append(n)
-    parts = [f"{m} ({k} tensor{'s' if k != 1 else ''})" for m, k in groups.items()] + loose
-    return ", ".join(parts) if parts else "nothing"
 
 
 def summarize(compiled: Compiled, max_memory: int | None = None) -> str:
@@ -41,7 +29,7 @@ def summarize(compiled: Compiled, max_memory: int | None = None) -> str:
         f"spec {spec.name!r}: {len(compiled.graph.parameters())} parameter tensors, {_count(compiled.graph.parameters()):,} weights",
         estimate(compiled).summary(Limit.resolve(max_memory)),
     ]
-    out.extend(_gym_lines(compiled))
+    out.extend(_source_lines(compiled))
     if compiled.modules:
         out.append("")
         out.append(f"{'module':<16} {'kind':<8} {'weights':>9}  notes")
@@ -88,10 +76,8 @@ def summarize(compiled: Compiled, max_memory: int | None = None) -> str:
                 lr += f" with {spec.optimizers[opt].schedule.type}"
         out.append("")
         out.append(
-            f"optimizer {opt} ({spec.optimizers[opt].type}{lr}) updates {_group(compiled, [p.name for p in params])}"
+            f"optimizer {opt} ({spec.optimizers[opt].type}{lr}) updates {describe_params(compiled, [p.name for p in params])}"
         )
-    from .lint import accumulated
-
     carried = accumulated(compiled)
     for ph in compiled.phases:
         out.append("")
@@ -111,10 +97,10 @@ def summarize(compiled: Compiled, max_memory: int | None = None) -> str:
             retain = " [retain_graph]" if b.retain_graph else ""
             weight = f" x {b.weight:g}" if b.weight != 1.0 else ""
             out.append(
-                f"  backward {i}: {b.loss}{weight}{retain} reaches {_group(compiled, [p.name for p in b.reached])}"
+                f"  backward {i}: {b.loss}{weight}{retain} reaches {describe_params(compiled, [p.name for p in b.reached])}"
             )
         for d, cut in ph.cut.items():
-            out.append(f"  detach {d} cuts off {_group(compiled, cut) if cut else 'no parameter'}")
+            out.append(f"  detach {d} cuts off {describe_params(compiled, cut) if cut else 'no parameter'}")
         for o in ph.step:  # gradients that earlier phases left uncleared: visible where they are applied
             if (ph.name, o) in carried:
                 rows = ", ".join(f"{loss} from phase {src}" for loss, src in carried[(ph.name, o)])
@@ -122,32 +108,10 @@ def summarize(compiled: Compiled, max_memory: int | None = None) -> str:
     return "\n".join(out)
 
 
-def _gym_lines(compiled: Compiled) -> list[str]:
-    """What a gym training source does each iteration, and which nodes it runs."""
-    from ..data.envs import env_spaces
-    from ..data.policy import observation_inputs
-    from ..data.sources import live_train_source
+def _source_lines(compiled: Compiled) -> list[str]:
+    """What the training source says of itself (a gym source: what it does each iteration, and
+    which nodes it runs)."""
+    from ..data.sources import train_source
 
-    src = live_train_source(compiled.spec)
-    if src is None:
-        return []
-    spaces = env_spaces(src.env, src.env_kwargs)
-    obs = ", ".join(observation_inputs(compiled.spec))
-    head = f"{src.source} {src.env}: observations {fmt(spaces.obs_shape)} -> {obs}, {spaces.n_actions} actions"
-    if src.source == "gym.rollout":
-        recorded = [f"{k} = {getattr(src, k)}" for k in ("log_prob", "value") if getattr(src, k)]
-        return [
-            "",
-            head,
-            f"  each iteration: {src.envs} copies x {src.steps} steps = {src.envs * src.steps:,} transitions, "
-            f"acting with {src.action} under no_grad" + (f"; records {', '.join(recorded)}" if recorded else ""),
-            f"  returns and GAE advantages: gamma {src.gamma:g}, lambda {src.lam:g}"
-            + (", normalised per collection" if src.normalize_advantages else ""),
-        ]
-    return [
-        "",
-        head,
-        f"  replay buffer of {src.capacity:,} transitions; {src.warmup:,} random ones first; each iteration "
-        f"{src.envs * src.env_steps:,} step(s) acting with {src.action} under no_grad, epsilon-greedy "
-        f"({src.epsilon_start:g} -> {src.epsilon_end:g} over {src.epsilon_steps:,} environment steps)",
-    ]
+    found = train_source(compiled.spec)
+    return found[0].describe(found[1], compiled) if found is not None else []

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..ops.shapes import fmt
-from . import expr as X
+from ..spec import expr as X
 
 if TYPE_CHECKING:
-    from ..compile import Compiled
+    from .result import Compiled
 
 
 @dataclass

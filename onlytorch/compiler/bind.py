@@ -1,0 +1,161 @@
+"""Binding what the lowering built to the rest of the spec: the inputs (before lowering), what an
+input carries to the next step, losses and metrics that must be scalars, the eval section's names,
+and each copy_of module tied to its source's parameters."""
+
+from __future__ import annotations
+
+from .. import footprint, nn
+from ..node import NodeId
+from ..ops.shapes import fmt
+from ..spec import schema as S
+from ..spec.diagnostics import did_you_mean
+from .context import CompileContext
+from .sources import check_input_source, live_source
+
+
+def build_inputs(ctx: CompileContext) -> dict[str, NodeId]:
+    inputs: dict[str, NodeId] = {}
+    ctx.unfed = set()
+    for name, spec in ctx.spec.inputs.items():
+        if name in ctx.broken:
+            continue
+        path = ("inputs", name)
+        shape = (None, *spec.shape)
+        dtype = "int64" if spec.dtype == "int64" else None
+        if spec.from_ is not None:
+            check_input_source(ctx, name, spec, path)
+        inputs[name] = ctx.g.input(name, shape=shape, dtype=dtype)
+        ctx.names[name] = inputs[name]
+        too_big = ctx.budget.values(f"input {name}", [ctx.g.record(inputs[name])])
+        if too_big is not None:
+            where = path + ("shape",) if "shape" in (ctx.loc.data.get("inputs", {}).get(name) or {}) else path
+            ctx.error("E-MEMORY", too_big, where, hint=footprint.HINT)
+            ctx.broken.add(name)  # what reads it stays quiet
+            del inputs[name], ctx.names[name]
+    return inputs
+
+
+def check_carries(ctx: CompileContext) -> dict[str, NodeId]:
+    carries = {}
+    for name, spec in ctx.spec.inputs.items():
+        if spec.carry is None or name not in ctx.inputs:
+            continue
+        path = ("inputs", name, "carry")
+        node = ctx.names.get(spec.carry)
+        if node is None:
+            if spec.carry not in ctx.broken:
+                ctx.error(
+                    "E-NAME",
+                    f"carry: unknown node {spec.carry!r}",
+                    path,
+                    hint=did_you_mean(spec.carry, ctx.known_names()),
+                )
+            continue
+        inp = ctx.inputs[name]
+        if tuple(node.shape) != tuple(inp.shape):
+            ctx.error(
+                "E-SHAPE",
+                f"input {name} {fmt(inp.shape)} carries {spec.carry} {fmt(node.shape)}: the shapes must be equal",
+                path,
+            )
+            continue
+        carries[name] = node
+    return carries
+
+
+def check_losses(ctx: CompileContext, losses: dict[str, NodeId]) -> None:
+    for name, node in list(losses.items()):
+        if any(d != 1 for d in node.shape):
+            ctx.error(
+                "E-LOSS",
+                f"loss {name} must be a scalar, but has shape {fmt(node.shape)}",
+                ("losses", name),
+                hint="reduce it, e.g. mean(...)",
+            )
+            del losses[name]  # no backward can run on it; the phases that use it stay quiet
+            ctx.broken.add(name)
+
+
+def check_metrics(ctx: CompileContext, metrics: dict[str, NodeId]) -> None:
+    for name, node in metrics.items():
+        if any(d != 1 for d in node.shape):
+            ctx.error(
+                "E-LOSS",
+                f"metric {name} must be a scalar, but has shape {fmt(node.shape)}",
+                ("metrics", name),
+                hint="reduce it, e.g. mean(...)",
+            )
+
+
+def check_eval(ctx: CompileContext, losses: dict[str, NodeId], metrics: dict[str, NodeId]) -> None:
+    ev = ctx.spec.eval
+    if ev is None:
+        return
+    if (
+        ctx.spec.data is not None
+        and live_source(ctx) is None
+        and getattr(ctx.spec.data, ev.split) is None
+        and f"<data.{ev.split}>" not in ctx.broken
+    ):
+        ctx.error("E-DATA", f"eval uses the {ev.split} split, which data does not define", ("eval", "split"))
+    for i, name in enumerate(ev.metrics or []):
+        if name not in metrics and name not in losses and name not in ctx.broken:
+            ctx.error(
+                "E-NAME",
+                f"eval: unknown metric {name!r}",
+                ("eval", "metrics", i),
+                hint=did_you_mean(name, [*metrics, *losses]),
+            )
+    if ev.samples is not None:
+        node = ctx.names.get(ev.samples.node)
+        if node is None:
+            if ev.samples.node not in ctx.broken:
+                ctx.error(
+                    "E-NAME",
+                    f"eval.samples: unknown node {ev.samples.node!r}",
+                    ("eval", "samples", "node"),
+                    hint=did_you_mean(ev.samples.node, ctx.known_names()),
+                )
+        else:
+            data_inputs = [
+                n
+                for n, i in ctx.spec.inputs.items()
+                if i.from_ and not i.from_.startswith("noise.") and n in ctx.inputs
+            ]
+            reads = {a.name for a in ctx.g.forward_order([node]) if a.kind == "input"}
+            if reads & set(data_inputs):
+                ctx.error(
+                    "E-ARG",
+                    f"eval.samples: {ev.samples.node} reads data inputs ({', '.join(sorted(reads & set(data_inputs)))}); samples must come from noise only",
+                    ("eval", "samples", "node"),
+                )
+
+
+def finish_copies(ctx: CompileContext) -> dict[str, tuple[str, S.SyncSpec | None]]:
+    targets = {}
+    for m in ctx.modules.values():
+        if m.kind != "copy":
+            continue
+        src = ctx.modules.get(m.spec.copy_of or "")
+        if src is None or src.name in ctx.broken:
+            continue
+        if m.call is None:
+            if not ctx.used_by_broken(m.name):
+                ctx.error(
+                    "W-UNUSED",
+                    f"target module {m.name} is never called",
+                    ("modules", m.name),
+                    key=True,
+                    width=len(m.name),
+                )
+            continue
+        if len(src.params) != len(m.params) or any(a.shape != b.shape for a, b in zip(src.params, m.params)):
+            ctx.error(
+                "E-MODULE",
+                f"{m.name} must be called with inputs shaped like {src.name}'s so that their parameters match",
+                ("modules", m.name, "copy_of"),
+            )
+            continue
+        nn.copy_parameters(ctx.g, src.params, m.params)
+        targets[m.name] = (src.name, m.spec.sync)
+    return targets
