@@ -1,4 +1,4 @@
-"""Layers as modules: objects that own parameters (and states) in a Graph and add nodes when
+"""The module classes: objects that own parameters (and states) in a Graph and add nodes when
 called. Calling a module twice shares its weights. Weights are laid out (in, out) and initialised
 as torch's defaults from the graph's seeded RNG."""
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GraphError
-from .graph import Graph
-from .node import NodeId
-from .ops.registry import REGISTRY
+from ..errors import GraphError
+from ..graph import Graph
+from ..node import NodeId
+from ..ops.registry import REGISTRY
 
 
 class Module:
@@ -61,7 +61,7 @@ def _unique(nodes: list[NodeId]) -> list[NodeId]:
 def _unique_prefix(g: Graph, base: str) -> str:
     # A module path "mlp/0" (of parameter "mlp/0.weight") takes "mlp" as well as "mlp/0".
     taken: set[str] = set()
-    for n in g._nodes:
+    for n in g.records():
         if n.user_named:
             parts = n.name.split(".", 1)[0].split("/")
             taken.update("/".join(parts[: i + 1]) for i in range(len(parts)))
@@ -283,7 +283,7 @@ def copy_parameters(g: Graph, src: Sequence[NodeId], dst: Sequence[NodeId], tau:
         raise GraphError(f"copy_parameters: {len(src)} source and {len(dst)} destination parameters")
     if not 0.0 < tau <= 1.0:
         raise GraphError(f"copy_parameters: tau must lie in (0, 1], got {tau}")
-    pairs = [(g._node(s), g._node(d)) for s, d in zip(src, dst)]
+    pairs = [(g.record(s), g.record(d)) for s, d in zip(src, dst)]
     for sn, dn in pairs:  # check every pair before changing any
         if sn.shape != dn.shape:
             raise GraphError(f"copy_parameters: {sn.name!r} {sn.shape} and {dn.name!r} {dn.shape} differ in shape")
@@ -297,4 +297,4 @@ def copy_parameters(g: Graph, src: Sequence[NodeId], dst: Sequence[NodeId], tau:
         else:
             dn.value *= 1.0 - tau
             dn.value += tau * sn.value
-        g._mark_changed(dn)
+        g.runtime.mark_changed(dn)
