@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from onlytorch.compile import compile_file
-from onlytorch.data.envs import VectorEnv
+from onlytorch.data.gym.envs import VectorEnv
 from onlytorch.train import Trainer
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,8 +19,8 @@ import numpy as np
 
 import onlytorch as ot
 from onlytorch import nn
-from onlytorch.data.advantages import gae
-from onlytorch.data.envs import VectorEnv
+from onlytorch.data.gym.advantages import gae
+from onlytorch.data.gym.envs import VectorEnv
 
 iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 1200
 seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0

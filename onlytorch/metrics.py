@@ -1,7 +1,8 @@
 """Sample-quality metrics for generators on mixtures of Gaussians (the mode-collapse literature:
 Unrolled GAN, VEEGAN): a mode is covered when some sample lies within 3 standard deviations of
 its centre and that centre is the sample's nearest; a sample is high-quality when it lies
-within 3 standard deviations of its nearest centre."""
+within 3 standard deviations of its nearest centre. The training sources whose samples are scored
+say so themselves, with their mode centres (``Source.scored``, ``Source.mode_centres``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import Literal
 
 import numpy as np
 
-# The training sources whose samples are scored (they know their mode centres).
-MIXTURE_SOURCES = ("synthetic.ring", "synthetic.grid")
 # The scores an evaluation reports for a generator's samples, each with its direction (more
 # covered modes and more high-quality samples are better); see onlytorch.monitor.
 SAMPLE_SCORES: dict[str, Literal["min", "max"]] = {"modes_covered": "max", "high_quality": "max"}

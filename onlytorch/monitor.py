@@ -11,9 +11,10 @@ The rule: a direction is never guessed from a name.
   ``train.monitor: {metric: accuracy, mode: max}``.
 
 Where ``train.monitor`` is absent: a gym source monitors ``return_mean`` (max); a generator whose
-samples are scored (``eval.samples`` over synthetic.ring/grid) monitors ``modes_covered`` (max);
-any other spec its first loss (min). A quantity measured on data is measured on ``monitor.split``,
-else on the ``val`` split when the data declares one, else on ``eval.split``."""
+samples are scored (``eval.samples`` over a scored source, e.g. synthetic.ring/grid) monitors
+``modes_covered`` (max); any other spec its first loss (min). A quantity measured on data is
+measured on ``monitor.split``, else on the ``val`` split when the data declares one, else on
+``eval.split``."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ Mode = Literal["min", "max"]
 SPLITS = ("train", "val", "test")
 EPISODES, SAMPLES = "episodes", "samples"  # what a quantity not measured on a data split is measured on
 
-# What onlytorch.data.policy.run_episodes returns (a test keeps the two in step), with a direction
+# What onlytorch.data.gym.policy.run_episodes returns (a test keeps the two in step), with a direction
 # where one holds for every environment.
 EPISODE_QUANTITIES: dict[str, Mode | None] = {
     "return_mean": "max",
@@ -104,10 +105,10 @@ class Monitor:
 
 def _scores_samples(spec: Spec) -> bool:
     """Whether evaluation scores generated samples (mode coverage over a mixture of Gaussians)."""
-    from .metrics import MIXTURE_SOURCES
+    from .data.sources import train_source
 
-    train = spec.data.train if spec.data is not None else None
-    return spec.eval is not None and spec.eval.samples is not None and getattr(train, "source", None) in MIXTURE_SOURCES
+    found = train_source(spec)
+    return spec.eval is not None and spec.eval.samples is not None and found is not None and found[0].scored
 
 
 def _live(spec: Spec) -> bool:

@@ -1,4 +1,4 @@
-"""GAE and returns (onlytorch.data.advantages) against a direct computation: each advantage as the
+"""GAE and returns (onlytorch.data.gym.advantages) against a direct computation: each advantage as the
 explicit sum of discounted TD errors up to the end of its episode or of the rollout, with
 termination (no future) and truncation (bootstrap from the final observation's value) apart."""
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onlytorch.data.advantages import gae, normalize
+from onlytorch.data.gym.advantages import gae, normalize
 
 
 def direct(rewards, values, next_values, terminated, truncated, gamma, lam):

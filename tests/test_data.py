@@ -366,6 +366,29 @@ def test_bundled_sets_load_with_their_declared_fields(name):
         assert np.abs(raw["x"].mean(axis=0)).max() > 1.0  # raw features are not centred
 
 
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_sets_declare_their_length(name):
+    source = get_source(name)
+    n = source.sample_count(source.parse({}))
+    assert n is not None and n > 100
+    held = source.memory(source.parse({}), "train", source_fields({"source": name}), 4)
+    assert [(h.param, h.transient) for h in held] == [("n", False), ("n", True)]
+    assert held[0].what == f"data train ({name}, {n:,} samples)"
+    pytest.importorskip("sklearn")
+    assert len(load_source({"source": name}, LoadContext())["y"]) == n
+
+
+def test_sources_answer_for_themselves():
+    scored = sorted(name for name, s in SOURCES.items() if s.scored)
+    assert scored == ["synthetic.grid", "synthetic.ring"]
+    ring = get_source("synthetic.ring")
+    centres, std = ring.mode_centres(ring.parse({"modes": 5, "radius": 3.0, "std": 0.1}))
+    np.testing.assert_array_equal(centres, ring_centres(5, 3.0))
+    assert std == 0.1 and get_source("synthetic.xor").mode_centres(get_source("synthetic.xor").parse({})) is None
+    assert get_source("synthetic.moons").sample_count(get_source("synthetic.moons").parse({"n": 77})) == 77
+    assert get_source("file.csv").sample_count(object()) is None  # a file: unknown until read
+
+
 # ---------------------------------------------------------------- split
 
 

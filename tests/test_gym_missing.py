@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from onlytorch_cli.main import cli
 
-from onlytorch.data import envs
+from onlytorch.data.gym import envs
 from onlytorch.data.sources import DataError
 
 INSTALL = "pip install 'onlytorch[gym]'"

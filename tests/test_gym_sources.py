@@ -12,7 +12,7 @@ import pytest
 from gym_chain import CHAIN
 
 from onlytorch.compile import compile_text
-from onlytorch.data.envs import VectorEnv
+from onlytorch.data.gym.envs import VectorEnv
 from onlytorch.train import Trainer
 
 ROLLOUT = textwrap.dedent(

@@ -558,7 +558,7 @@ def test_env_kwargs_that_would_fail_at_reset_are_refused_at_their_position(tmp_p
 
 def test_env_kwargs_that_the_environment_refuses_at_reset_are_reported(tmp_path, monkeypatch):
     gym = pytest.importorskip("gymnasium")
-    from onlytorch.data import envs
+    from onlytorch.data.gym import envs
 
     def reset(self, **kwargs):  # an environment that fails only when reset, as some do with bad kwargs
         raise ValueError("bad option")

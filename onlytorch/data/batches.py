@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from .. import checkpoint as ckpt
-from .sources import DataError, common_length, did_you_mean
+from ..suggest import did_you_mean_suffix
+from .sources import DataError, common_length
 
 _MASK64 = (1 << 64) - 1
 
@@ -185,7 +186,9 @@ class Noise:
 
     def __init__(self, kind: str, shape: tuple[int, ...] | int, seed: int = 0, dtype: Any = np.float64) -> None:
         if kind not in self.KINDS:
-            raise DataError(f"unknown noise kind {kind!r}{did_you_mean(kind, self.KINDS)} (kinds: normal, uniform)")
+            raise DataError(
+                f"unknown noise kind {kind!r}{did_you_mean_suffix(kind, self.KINDS)} (kinds: normal, uniform)"
+            )
         self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
         if not all(isinstance(d, int | np.integer) and d > 0 for d in self.shape):
             raise DataError(f"noise shape must be positive integers, not {shape!r}")

@@ -33,14 +33,15 @@ class _Set:
     name: str  # also the loader: sklearn.datasets.load_<name>
     features: int
     classes: int
+    samples: int
     doc: str
 
 
 _SETS = [
-    _Set("digits", 64, 10, "8x8 images of handwritten digits (1797), pixels scaled to [0, 1]"),
-    _Set("iris", 4, 3, "iris flowers (150): 4 measurements, 3 species"),
-    _Set("breast_cancer", 30, 2, "breast cancer diagnosis (569): 30 features, malignant (0) or benign (1)"),
-    _Set("wine", 13, 3, "wines (178): 13 chemical measurements, 3 cultivars"),
+    _Set("digits", 64, 10, 1797, "8x8 images of handwritten digits (1797), pixels scaled to [0, 1]"),
+    _Set("iris", 4, 3, 150, "iris flowers (150): 4 measurements, 3 species"),
+    _Set("breast_cancer", 30, 2, 569, "breast cancer diagnosis (569): 30 features, malignant (0) or benign (1)"),
+    _Set("wine", 13, 3, 178, "wines (178): 13 chemical measurements, 3 cultivars"),
 ]
 
 
@@ -68,6 +69,10 @@ def _fields(s: _Set) -> Callable[[Params], dict[str, Field]]:
     return lambda p: dict(fields)
 
 
+def _count(s: _Set) -> Callable[[Params], int]:
+    return lambda p: s.samples
+
+
 for _s in _SETS:
     register(
         Source(
@@ -77,5 +82,6 @@ for _s in _SETS:
             load=_loader(_s),
             doc=f"scikit-learn's {_s.doc}.",
             extra="datasets",
+            samples=_count(_s),
         )
     )

@@ -42,7 +42,8 @@ from ..safe_files import (
     open_regular,
     short_repr,
 )
-from .sources import DataError, Field, FieldDtype, LoadContext, Params, Source, common_length, did_you_mean, register
+from ..suggest import did_you_mean_suffix
+from .sources import DataError, Field, FieldDtype, LoadContext, Params, Source, common_length, register
 
 # (the folder data paths must stay in, the paths given on the command line, which may go anywhere)
 MAX_INT = 2**53  # an integer label read from a table: exact as a float64, far from int64's wrap-around
@@ -185,7 +186,7 @@ def _selection(p: NpzParams, path: Path, headers: dict[str, NpyHeader]) -> tuple
     chosen = dict(zip(keys, keys)) if isinstance(keys, list) else dict(keys)
     for array in chosen.values():
         if array not in headers:
-            hint = did_you_mean(array, headers) or f" (it holds: {', '.join(map(short_repr, headers))})"
+            hint = did_you_mean_suffix(array, headers) or f" (it holds: {', '.join(map(short_repr, headers))})"
             raise DataError(f"file.npz: {path} has no array {short_repr(array)}{hint}", param="keys")
     common_length({f: headers[a].shape for f, a in chosen.items()}, f"file.npz: {path}")
     fields = {
@@ -256,7 +257,7 @@ class CsvParams(FileParams):
                 raise ValueError(f"columns.{field}: lists no column")
         for f in self.int_fields:
             if f not in self.columns:
-                raise ValueError(f"int_fields: {f!r} is not a field of columns{did_you_mean(f, self.columns)}")
+                raise ValueError(f"int_fields: {f!r} is not a field of columns{did_you_mean_suffix(f, self.columns)}")
         return self
 
 
@@ -296,7 +297,7 @@ def _csv_columns(p: CsvParams, path: Path, first: list[str]) -> dict[str, list[i
         for c in cols if isinstance(cols, list) else [cols]:
             if isinstance(c, str) and c not in first:
                 shown = ", ".join(short_repr(name, 20) for name in first[:10]) + (", ..." if len(first) > 10 else "")
-                hint = did_you_mean(c, first) or f" (columns: {shown})"
+                hint = did_you_mean_suffix(c, first) or f" (columns: {shown})"
                 raise DataError(f"file.csv: {path} has no column {short_repr(c)}{hint}", param="columns")
             if isinstance(c, int) and c >= len(first):
                 raise DataError(

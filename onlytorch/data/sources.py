@@ -3,18 +3,32 @@
 One table serves the spec validator (which needs a source's fields, their per-sample shapes and
 dtypes, without loading anything) and the trainer (which loads the arrays). A spec's data entry
 `{source: synthetic.ring, n: 8192, modes: 8}` is the source's name plus its parameters.
+
+A source also answers every question the rest of the project has about it, so that no module
+outside ``onlytorch.data`` tells sources apart by name: how many samples it holds and the memory
+it takes (the footprint estimate), whether a generator's samples are scored against its mode
+centres (``scored``), and, for a live source (``LiveSource``, filled by the trainer while it
+trains), the compiler's checks of the graph nodes it runs, its lines of the compile report, and
+the object the trainer fills and draws batches from (``make_live``).
 """
 
 from __future__ import annotations
 
-import difflib
+import abc
+import math
 import pathlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import pydantic
+
+from ..spec.numbers import number_problem
+from ..suggest import did_you_mean_suffix
+
+if TYPE_CHECKING:
+    from ..compile import Compiled
 
 FieldDtype = Literal["float", "int64"]
 
@@ -56,8 +70,6 @@ class Params(pydantic.BaseModel):
     @classmethod
     def _no_booleans_for_numbers(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
         # pydantic reads true as 1, 3.0 and "3" as 3: `n: true` is a slip, not a request for one sample.
-        from ..spec.schema import number_problem  # the spec language's one rule (imported late: no cycle)
-
         field = cls.model_fields.get(info.field_name or "")
         problem = number_problem(field.annotation, v) if field is not None else None
         if problem:
@@ -66,16 +78,51 @@ class Params(pydantic.BaseModel):
 
 
 @dataclass(frozen=True)
+class Held:
+    """A part of the memory a source takes in a run (an item of the footprint estimate): held for
+    the whole run, or ``transient`` (a peak while it is made). ``param`` names the source parameter
+    that sets its size, where the estimate points when it is too big."""
+
+    what: str
+    nbytes: int
+    param: str
+    transient: bool = False
+
+
+class LiveData(Protocol):
+    """What the trainer fills and draws from while it trains on a live source (see LiveSource)."""
+
+    @property
+    def batches_per_epoch(self) -> int: ...
+    def begin_iteration(self) -> None: ...  # before an iteration's first batch: collect, step, ...
+    def next_batch(self) -> dict[str, np.ndarray]: ...
+    def stats(self) -> dict[str, float]: ...  # for the metrics log (rollout/...)
+    def episodes(self, n: int, seed: int, greedy: bool) -> dict[str, float]: ...  # what evaluation reports
+    def state(self) -> dict[str, np.ndarray]: ...  # its part of a checkpoint
+    def check_state(self, state: dict[str, np.ndarray], where: str = "") -> None: ...
+    def restore(self, state: dict[str, np.ndarray], where: str = "") -> None: ...
+
+
+@dataclass(frozen=True)
 class Source:
+    """A data source, loaded before training (a LiveSource is filled while training). The methods
+    are the questions the rest of the project asks a source; their ``p`` is the source's validated parameters, or a spec's data entry (a model
+    derived from the parameter model, so it holds them too)."""
+
     name: str  # e.g. "synthetic.ring"
     params: type[pydantic.BaseModel]
     fields: Callable[[Any], dict[str, Field]]  # validated params; reads headers (checks a .csv whole)
     load: Callable[[Any, LoadContext], dict[str, np.ndarray]]  # every sample; first axis = sample
     doc: str
     extra: str | None = None  # the pip extra the source needs, e.g. "datasets"
-    # A live source (a gym rollout or replay buffer) is filled by the trainer while it trains,
-    # by running graph nodes the spec names; it has nothing to load beforehand.
-    live: bool = False
+    # How many samples it holds, when the parameters say so before loading (None: a file, whose
+    # loader checks its size); without it, the parameter n.
+    samples: Callable[[Any], int | None] | None = None
+    # A mixture of Gaussians: its mode centres (one row each) and their std. A generator trained on
+    # it has its samples scored for mode coverage (onlytorch.metrics.mode_coverage).
+    modes: Callable[[Any], tuple[np.ndarray, float]] | None = None
+
+    live: ClassVar[bool] = False  # see LiveSource
 
     def parse(self, params: Mapping[str, Any], base_dir: pathlib.Path | None = None) -> pydantic.BaseModel:
         """Validate raw parameters; file paths are made absolute against base_dir when it is given."""
@@ -84,31 +131,139 @@ class Source:
         except pydantic.ValidationError as e:
             raise DataError(_describe_validation(self, e), param=_first_param(e)) from None
 
+    @property
+    def scored(self) -> bool:
+        """Whether a generator's samples are scored for mode coverage (see mode_centres)."""
+        return self.modes is not None
+
+    def mode_centres(self, p: Any) -> tuple[np.ndarray, float] | None:
+        """The mode centres and std of a scored source, else None."""
+        return self.modes(p) if self.modes is not None else None
+
+    def sample_count(self, p: Any) -> int | None:
+        """How many samples it holds, when its parameters say so."""
+        if self.samples is not None:
+            return self.samples(p)
+        n = getattr(p, "n", None)
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+    def memory(self, p: Any, split: str, fields: Mapping[str, Field], itemsize: int) -> list[Held]:
+        """The memory the split it feeds takes: its arrays, and the float64 arrays they are made
+        from (cast to the graph's dtype afterwards). Nothing for a file: its loader checks its
+        size before reading it (see safe_files)."""
+        n = self.sample_count(p)
+        if n is None:
+            return []
+        elems = sum(math.prod(f.shape) for f in fields.values())
+        return [
+            Held(f"data {split} ({self.name}, {n:,} samples)", n * row_bytes(fields, itemsize), "n"),
+            Held(f"generating the {split} data", n * elems * 8, "n", transient=True),
+        ]
+
+    def describe(self, p: Any, compiled: Compiled) -> list[str]:
+        """Its lines of the compile report as the train source (a live source: what it does each
+        iteration, which nodes it runs); none by default."""
+        return []
+
+
+class LiveSource(Source, abc.ABC):
+    """A source the trainer fills while it trains, by running graph nodes the spec names (a gym
+    rollout or replay buffer): it has nothing to load beforehand, can only be the train source,
+    and is evaluated by what make_live's object reports (episodes) rather than by a data split.
+    A subclass declares how to build that object, and may add compiler checks and report lines."""
+
+    live: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def make_live(self, p: Any, compiled: Compiled) -> LiveData:
+        """The object the trainer fills and draws batches from, acting with compiled's graph."""
+
+    def check_compiled(self, p: Any, ctx: Any) -> None:
+        """Report what is wrong with the nodes it runs, through the compiler's context (``ctx``:
+        onlytorch.compiler.context.CompileContext, its ``error`` and tables); called once the
+        graph is built, when the train entry's fields are known."""
+
 
 SOURCES: dict[str, Source] = {}
+# Called after every change of SOURCES: the spec schema rebuilds its data models (a source
+# registered after the schema was built is accepted in specs from then on).
+_LISTENERS: list[Callable[[], None]] = []
 
 
 def register(source: Source) -> Source:
     if source.name in SOURCES:
         raise ValueError(f"data source {source.name!r} registered twice")
     SOURCES[source.name] = source
+    _changed()
     return source
+
+
+def unregister(name: str) -> Source:
+    """Remove a registered source (e.g. one a test declared); returns it."""
+    source = SOURCES.pop(name)
+    _changed()
+    return source
+
+
+def on_change(listener: Callable[[], None]) -> None:
+    """Call listener after every register() and unregister()."""
+    _LISTENERS.append(listener)
+
+
+def _changed() -> None:
+    for listener in _LISTENERS:
+        listener()
 
 
 def get_source(name: str) -> Source:
     try:
         return SOURCES[name]
     except KeyError:
-        hint = did_you_mean(name, SOURCES) or f" (known: {', '.join(sorted(SOURCES))})"
+        hint = did_you_mean_suffix(name, SOURCES) or f" (known: {', '.join(sorted(SOURCES))})"
         raise DataError(f"unknown data source {name!r}{hint}") from None
 
 
+def source_of(entry: Any) -> Source | None:
+    """The registered source of a spec's data entry; None for none, a split or an unknown name."""
+    name = getattr(entry, "source", None)
+    return SOURCES.get(name) if isinstance(name, str) else None
+
+
+def train_source(spec: Any) -> tuple[Source, Any] | None:
+    """A spec's train source and its entry, or None when it has none (or an unknown one)."""
+    entry = spec.data.train if spec.data is not None else None
+    source = source_of(entry)
+    return (source, entry) if source is not None else None
+
+
 def live_train_source(spec: Any) -> Any:
-    """A spec's train source when it is live (a gym source, filled while training), else None."""
-    data = spec.data
-    src = data.train if data is not None else None
-    live = src is not None and getattr(src, "source", None) in SOURCES and SOURCES[src.source].live
-    return src if live else None
+    """A spec's train entry when its source is live (filled while training), else None."""
+    found = train_source(spec)
+    return found[1] if found is not None and found[0].live else None
+
+
+def scored_modes(spec: Any) -> tuple[np.ndarray, float] | None:
+    """The mode centres and std of a spec's train source when its samples are scored, else None."""
+    found = train_source(spec)
+    return found[0].mode_centres(found[1]) if found is not None else None
+
+
+def live_source_names() -> list[str]:
+    """The registered live sources' names, in registration order (for messages that list them)."""
+    return [name for name, source in SOURCES.items() if source.live]
+
+
+def make_live(compiled: Compiled) -> LiveData | None:
+    """The live source that the trainer fills while it trains (None for data loaded up front)."""
+    found = train_source(compiled.spec)
+    if found is None or not isinstance(found[0], LiveSource):
+        return None
+    return found[0].make_live(found[1], compiled)
+
+
+def row_bytes(fields: Mapping[str, Field], itemsize: int) -> int:
+    """Bytes of one sample of these fields (float fields in the graph's dtype, int64 labels)."""
+    return sum(math.prod(f.shape) * (8 if f.dtype == "int64" else itemsize) for f in fields.values())
 
 
 def source_fields(entry: Mapping[str, Any], base_dir: pathlib.Path | None = None) -> dict[str, Field]:
@@ -185,12 +340,6 @@ def split(
     return {part: {k: np.asarray(a)[idx] for k, a in arrays.items()} for part, idx in parts.items()}
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the closest known name, or ''."""
-    near = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {near[0]!r}?" if near else ""
-
-
 def _split_entry(entry: Mapping[str, Any]) -> tuple[Source, dict[str, Any]]:
     if "source" not in entry:
         raise DataError("a data entry needs 'source: NAME' (one of: " + ", ".join(sorted(SOURCES)) + ")")
@@ -210,7 +359,7 @@ def _describe_validation(source: Source, e: pydantic.ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "parameters"
         if err["type"] == "extra_forbidden":
             name = str(err["loc"][0])
-            hint = did_you_mean(name, known) or f" (parameters: {', '.join(known) or 'none'})"
+            hint = did_you_mean_suffix(name, known) or f" (parameters: {', '.join(known) or 'none'})"
             parts.append(f"unknown parameter {name!r}{hint}")
         else:
             parts.append(f"{where}: {err['msg']}")

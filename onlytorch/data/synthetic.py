@@ -158,6 +158,7 @@ register(
         },
         load=lambda p, ctx: _mixture(_rng(ctx), p.n, ring_centres(p.modes, p.radius), p.std),
         doc="A ring of equally weighted Gaussians, the classic GAN mode-collapse test.",
+        modes=lambda p: (ring_centres(p.modes, p.radius), p.std),
     )
 )
 
@@ -179,6 +180,7 @@ register(
         },
         load=lambda p, ctx: _mixture(_rng(ctx), p.n, grid_centres(p.side, p.spacing), p.std),
         doc="A side x side grid of equally weighted Gaussians centred at 0 (WGAN-GP's 5x5 grid: -4, -2, 0, 2, 4).",
+        modes=lambda p: (grid_centres(p.side, p.spacing), p.std),
     )
 )
 

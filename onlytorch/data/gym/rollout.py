@@ -9,27 +9,23 @@ advantage. The iteration's phases then read minibatches of these ``envs * steps`
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field as Param
 
-from ..checkpoint import CheckpointError, floats, integers, unexpected, with_prefix
-from ..checkpoint import count as ckpt_count
+from ...checkpoint import CheckpointError, floats, integers, unexpected, with_prefix
+from ...checkpoint import count as ckpt_count
+from ..batches import Batches, count_batches, rng_entry, rng_from_array, rng_to_array
+from ..sources import DataError, Field, Held, register, row_bytes
 from .advantages import gae, normalize
-from .batches import Batches, count_batches, rng_entry, rng_from_array, rng_to_array
-from .envs import VectorEnv, env_spaces
-from .policy import Policy, run_episodes
-from .sources import DataError, Field, LoadContext, Params, Source, register
+from .base import GymData, GymLiveSource, GymParams, gym_fields, not_loaded
+from .envs import env_spaces
+from .policy import Policy, make_policy
 
-
-class GymParams(Params):
-    env: str = Param(description="a gymnasium environment id with discrete actions, e.g. CartPole-v1")
-    env_kwargs: dict[str, Any] = Param(
-        {}, description="keyword arguments for gymnasium.make, e.g. {max_episode_steps: 200}"
-    )
-    envs: int = Param(8, gt=0, le=1024, description="environment copies stepped together")
-    action: str = Param(description="the node that gives the action to take (int64, one per observation)")
+if TYPE_CHECKING:
+    from ...compile import Compiled
 
 
 class RolloutParams(GymParams):
@@ -41,16 +37,6 @@ class RolloutParams(GymParams):
     gamma: float = Param(0.99, ge=0, le=1, description="discount factor")
     lam: float = Param(0.95, ge=0, le=1, description="GAE's lambda (1: discounted returns, 0: one-step TD)")
     normalize_advantages: bool = Param(False, description="rescale each collection's advantages to mean 0, std 1")
-
-
-def gym_fields(p: GymParams, fields: dict[str, Field]) -> dict[str, Field]:
-    spaces = env_spaces(p.env, p.env_kwargs)
-    return {
-        "obs": Field(spaces.obs_shape, "float", "the observation the action was taken in"),
-        "action": Field((), "int64", f"the action taken, in [0, {spaces.n_actions})", classes=spaces.n_actions),
-        "reward": Field((), "float", "the reward that followed"),
-        **fields,
-    }
 
 
 def _rollout_fields(p: RolloutParams) -> dict[str, Field]:
@@ -67,55 +53,7 @@ def _rollout_fields(p: RolloutParams) -> dict[str, Field]:
     return gym_fields(p, extra)
 
 
-def _not_loaded(p: GymParams, ctx: LoadContext) -> dict[str, np.ndarray]:
-    raise DataError("gym sources are collected by the trainer while it trains; they have no data to load")
-
-
-register(
-    Source(
-        name="gym.rollout",
-        params=RolloutParams,
-        fields=_rollout_fields,
-        load=_not_loaded,
-        doc="On-policy rollouts of a gymnasium environment, collected under no_grad at the start of "
-        "every iteration, with returns and GAE advantages (actor-critic, PPO).",
-        extra="gym",
-        live=True,
-    )
-)
-
-
-class GymSource:
-    """What both gym sources share: the environment copies, the policy that acts in them, the
-    training-episode statistics, evaluation episodes, and the environments' part of a checkpoint."""
-
-    def __init__(self, p: GymParams, policy: Policy, batch_size: int, seed: int, dtype: Any) -> None:
-        self.p = p
-        self.policy = policy
-        self.env = VectorEnv(p.env, p.envs, seed, p.env_kwargs)
-        self.batch_size = batch_size
-        self.dtype = np.dtype(dtype)
-
-    def stats(self) -> dict[str, float]:
-        """Training-episode statistics for the metrics log."""
-        return episode_stats(self.env)
-
-    def episodes(self, n: int, seed: int, greedy: bool) -> dict[str, float]:
-        return run_episodes(self.policy, self.p.env, self.p.env_kwargs, n, seed, greedy)
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {f"env/{k}": v for k, v in self.env.state().items()}
-
-    def check_state(self, state: dict[str, np.ndarray], where: str = "") -> None:
-        """Raise CheckpointError (naming the entry) unless state is one this source's state()
-        could have written; changes nothing."""
-        self.env.check_state(with_prefix(state, "env"), f"{where}env/")
-
-    def restore(self, state: dict[str, np.ndarray], where: str = "") -> None:
-        self.env.restore(with_prefix(state, "env"), f"{where}env/")
-
-
-class Rollout(GymSource):
+class Rollout(GymData):
     """Collects, holds and serves one iteration's transitions."""
 
     def __init__(self, p: RolloutParams, policy: Policy, batch_size: int, shuffle: bool, seed: int, dtype: Any) -> None:
@@ -245,10 +183,44 @@ class Rollout(GymSource):
             self.batches.restore(with_prefix(state, "batches"))
 
 
-def episode_stats(env: VectorEnv, last: int = 20) -> dict[str, float]:
-    out = {"env_steps": float(env.steps), "episodes": float(len(env.returns))}
-    if env.returns:
-        recent = env.returns[-last:]
-        out["return_mean"] = float(np.mean(recent))
-        out["episode_length"] = float(np.mean(env.lengths[-last:]))
-    return out
+class RolloutSource(GymLiveSource):
+    def make_live(self, p: Any, compiled: Compiled) -> Rollout:
+        data = compiled.spec.data
+        assert data is not None
+        return Rollout(
+            p, make_policy(p, compiled), data.batch_size, data.shuffle, compiled.spec.seed, compiled.graph.dtype
+        )
+
+    def describe(self, p: Any, compiled: Compiled) -> list[str]:
+        recorded = [f"{k} = {getattr(p, k)}" for k in ("log_prob", "value") if getattr(p, k)]
+        return [
+            "",
+            self.head(p, compiled),
+            f"  each iteration: {p.envs} copies x {p.steps} steps = {p.envs * p.steps:,} transitions, "
+            f"acting with {p.action} under no_grad" + (f"; records {', '.join(recorded)}" if recorded else ""),
+            f"  returns and GAE advantages: gamma {p.gamma:g}, lambda {p.lam:g}"
+            + (", normalised per collection" if p.normalize_advantages else ""),
+        ]
+
+    def memory(self, p: Any, split: str, fields: Mapping[str, Field], itemsize: int) -> list[Held]:
+        count = p.envs * p.steps
+        row = row_bytes(fields, itemsize)
+        # collect() fills (steps, envs) float64 arrays (rewards, values, advantages, ...) before the cast
+        scratch = count * (row + 8 * (6 + sum(getattr(p, k) is not None for k in ("log_prob", "value"))))
+        return [
+            Held(f"rollout ({p.envs} x {p.steps:,} transitions)", count * row, "steps"),
+            Held("collecting a rollout", scratch, "steps", transient=True),
+        ]
+
+
+register(
+    RolloutSource(
+        name="gym.rollout",
+        params=RolloutParams,
+        fields=_rollout_fields,
+        load=not_loaded,
+        doc="On-policy rollouts of a gymnasium environment, collected under no_grad at the start of "
+        "every iteration, with returns and GAE advantages (actor-critic, PPO).",
+        extra="gym",
+    )
+)

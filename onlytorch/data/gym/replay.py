@@ -9,18 +9,22 @@ repetition reads a minibatch drawn uniformly from the last ``capacity`` transiti
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field as Param
 from pydantic import model_validator
 
-from .. import checkpoint as ckpt
-from .batches import rng_entry, rng_from_array, rng_to_array
+from ... import checkpoint as ckpt
+from ..batches import rng_entry, rng_from_array, rng_to_array
+from ..sources import Field, Held, register, row_bytes
+from .base import GymData, GymLiveSource, GymParams, gym_fields, not_loaded
 from .envs import env_spaces
-from .policy import Policy
-from .rollout import GymParams, GymSource, _not_loaded, gym_fields
-from .sources import Field, Source, register
+from .policy import Policy, make_policy
+
+if TYPE_CHECKING:
+    from ...compile import Compiled
 
 
 class ReplayParams(GymParams):
@@ -52,20 +56,7 @@ def _replay_fields(p: ReplayParams) -> dict[str, Field]:
     )
 
 
-register(
-    Source(
-        name="gym.replay",
-        params=ReplayParams,
-        fields=_replay_fields,
-        load=_not_loaded,
-        doc="An experience-replay buffer filled by an epsilon-greedy policy in a gymnasium environment (DQN).",
-        extra="gym",
-        live=True,
-    )
-)
-
-
-class Replay(GymSource):
+class Replay(GymData):
     """The buffer, the environments that fill it and the minibatches drawn from it."""
 
     def __init__(self, p: ReplayParams, policy: Policy, batch_size: int, seed: int, dtype: Any) -> None:
@@ -168,3 +159,49 @@ class Replay(GymSource):
         for k, v in self.arrays.items():
             v[: self.size] = state[f"buffer/{k}"]
         self.rng = rng_from_array(state["rng"])
+
+
+class ReplaySource(GymLiveSource):
+    def make_live(self, p: Any, compiled: Compiled) -> Replay:
+        data = compiled.spec.data
+        assert data is not None
+        return Replay(p, make_policy(p, compiled), data.batch_size, compiled.spec.seed, compiled.graph.dtype)
+
+    def check_compiled(self, p: Any, ctx: Any) -> None:
+        super().check_compiled(p, ctx)
+        train = ctx.spec.train
+        if train is None:
+            return
+        for pi, ph in enumerate(train.schedule):
+            if ph.epochs is not None:
+                ctx.error(
+                    "E-ARG",
+                    f"phase {ph.name}: epochs needs a fixed set of samples; a replay buffer serves one random "
+                    "minibatch per repetition (use repeat)",
+                    ("train", "schedule", ctx.phase_index[pi] if ctx.phase_index else pi, "epochs"),
+                )
+
+    def describe(self, p: Any, compiled: Compiled) -> list[str]:
+        return [
+            "",
+            self.head(p, compiled),
+            f"  replay buffer of {p.capacity:,} transitions; {p.warmup:,} random ones first; each iteration "
+            f"{p.envs * p.env_steps:,} step(s) acting with {p.action} under no_grad, epsilon-greedy "
+            f"({p.epsilon_start:g} -> {p.epsilon_end:g} over {p.epsilon_steps:,} environment steps)",
+        ]
+
+    def memory(self, p: Any, split: str, fields: Mapping[str, Field], itemsize: int) -> list[Held]:
+        row = row_bytes(fields, itemsize)
+        return [Held(f"replay buffer ({p.capacity:,} transitions)", p.capacity * row, "capacity")]
+
+
+register(
+    ReplaySource(
+        name="gym.replay",
+        params=ReplayParams,
+        fields=_replay_fields,
+        load=not_loaded,
+        doc="An experience-replay buffer filled by an epsilon-greedy policy in a gymnasium environment (DQN).",
+        extra="gym",
+    )
+)

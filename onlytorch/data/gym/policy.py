@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..node import NodeId
+from ...node import NodeId
 from .envs import VectorEnv
+
+if TYPE_CHECKING:
+    from ...compile import Compiled
 
 OBSERVATIONS = "train.obs"
 
@@ -55,12 +58,20 @@ class Policy:
         """The most likely action: argmax of the logits where the action is drawn with
         categorical_sample(logits), the action node itself otherwise (e.g. argmax of Q-values)."""
         g = self.graph
-        node = g._node(self.action)
+        node = g.record(self.action)
         if node.op is not None and node.op.name == "categorical_sample":
             if self._greedy is None:
                 self._greedy = g.argmax(NodeId(g, node.inputs[0].index), axis=-1)
             return self._greedy
         return self.action
+
+
+def make_policy(p: Any, compiled: Compiled) -> Policy:
+    """The policy a gym source's entry ``p`` names (its action node, and its log_prob and value
+    nodes when given), reading the observations through every input declared ``from: train.obs``."""
+    obs_inputs = [compiled.inputs[n] for n in observation_inputs(compiled.spec)]
+    extra = {k: compiled.names[getattr(p, k)] for k in ("log_prob", "value") if getattr(p, k, None)}
+    return Policy(compiled.graph, obs_inputs, compiled.names[p.action], extra)
 
 
 def run_episodes(

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import checkpoint as ckpt
-from .batches import rng_entry, rng_from_array, rng_to_array
-from .sources import DataError
+from ... import checkpoint as ckpt
+from ...suggest import did_you_mean_suffix
+from ..batches import rng_entry, rng_from_array, rng_to_array
+from ..sources import DataError
 
 
 def gymnasium() -> Any:
@@ -63,9 +64,7 @@ def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None) -> Any:
         # The passive checker costs a few microseconds a step and checks only what make() built.
         return gym.make(env_id, disable_env_checker=True, **dict(kwargs or {}))
     except (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound, gym.error.DeprecatedEnv):
-        from .sources import did_you_mean
-
-        hint = did_you_mean(env_id, sorted(gym.registry)) or " (gymnasium.registry lists the known ids)"
+        hint = did_you_mean_suffix(env_id, sorted(gym.registry)) or " (gymnasium.registry lists the known ids)"
         raise DataError(f"unknown environment {env_id!r}{hint}", param="env") from None
     except gym.error.Error as e:
         raise DataError(f"environment {env_id!r}: {e}", param="env") from None
