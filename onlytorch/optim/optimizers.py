@@ -1,6 +1,8 @@
 """Optimizers: SGD, Adam, AdamW and RMSprop with torch.optim's update rules and defaults.
 
-Each is built as ``Cls(graph, params, **hyper)``. ``step()`` updates every parameter that has a
+Each is built as ``Cls(graph, params, **hyper)``; its hyper-parameters are declared once, in its
+``hypers`` table (see hyper.py), which gives the constructor's signature, the validation
+(``check_hyper``), the spec schema and the docs. ``step()`` updates every parameter that has a
 gradient, in place, and skips (without advancing its state) every parameter that has none.
 ``lr`` is a plain attribute that schedules change; the other hyper-parameters are fixed at
 construction (they decide which state buffers exist) and read through ``opt.hyper``. Small
@@ -31,38 +33,46 @@ from ..errors import GraphError
 from ..executor import quiet
 from ..graph import Graph
 from ..node import Node, NodeId
+from . import hyper as H
 from .clip import _clip_norm
 from .flat import FlatLayout
+from .hyper import Hyper, check_lr
 
 _PAIR = "pair"
 _OPT_FLOAT = "optional float"
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
 class Optimizer:
     """The shared machinery: parameter checks, the step loop, state and its (de)serialisation.
 
-    A subclass declares ``name`` (its registry name), ``_kinds`` (hyper-parameter name -> "float",
-    "bool", "pair" or "optional float"), ``_check`` (validation, torch's rules), ``_buffer_names``
-    (which per-parameter buffers its hyper-parameters need) and ``_update`` (the math)."""
+    A subclass declares ``name`` (its registry name), ``hypers`` (its hyper-parameters: name,
+    default, description, range; lr first), ``buffer_names`` (which per-parameter buffers its
+    hyper-parameters need), ``_check_together`` (rules between hyper-parameters, if any) and
+    ``_update`` (the math). It is built as ``Cls(graph, params, *args, **kwargs)``, the arguments
+    bound to ``hypers`` as a signature would."""
 
     name = "optimizer"
+    hypers: ClassVar[tuple[Hyper, ...]] = ()
+    # Derived from hypers (name -> "float", "bool", "pair" or "optional float"): how state_dict stores each.
     _kinds: ClassVar[dict[str, str]] = {}
     # Buffers that hold running averages of squared gradients: never negative (a negative one, from
     # a damaged or edited checkpoint, would make the next step's square root NaN).
     _non_negative_buffers: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, graph: Graph, params: Iterable[NodeId], **hyper: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._kinds = H.kinds(cls.hypers)
+        H.declared_init(cls, ("graph", "params"))
+
+    def __init__(self, graph: Graph, params: Iterable[NodeId], *args: Any, **kwargs: Any) -> None:
         owner = type(self).__name__
+        given = H.bind(owner, self.hypers, args, kwargs)
         if not isinstance(graph, Graph):
             raise GraphError(
                 f"{owner}: the first argument must be the Graph that holds the parameters, got {type(graph).__name__}"
             )
         nodes = _parameter_nodes(graph, params, owner)
-        checked = self._check(dict(hyper))
+        checked = self.check_hyper(given)
         object.__setattr__(self, "graph", graph)
         object.__setattr__(self, "params", tuple(NodeId(graph, n.index) for n in nodes))
         object.__setattr__(self, "_nodes", nodes)
@@ -85,7 +95,7 @@ class Optimizer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "lr":
-            object.__setattr__(self, "lr", _check_lr(type(self).__name__, value))
+            object.__setattr__(self, "lr", check_lr(type(self).__name__, value))
             return
         if name in self._kinds:
             raise GraphError(
@@ -94,12 +104,22 @@ class Optimizer:
             )
         object.__setattr__(self, name, value)
 
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        """Validate and normalise the hyper-parameters (raise GraphError); returns them, lr included."""
-        raise NotImplementedError
+    @classmethod
+    def check_hyper(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and normalise hyper-parameter values (a missing one takes its default) against
+        the ``hypers`` table, without building anything: all of them, lr included; GraphError
+        naming the value at fault otherwise (the constructor's own check)."""
+        checked = H.check_values(cls.__name__, cls.hypers, values)
+        cls._check_together(checked)
+        return checked
 
-    def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
-        """The per-parameter buffers that hyper-parameters h need, in a fixed order."""
+    @classmethod
+    def _check_together(cls, h: dict[str, Any]) -> None:
+        """Rules between checked hyper-parameters (raise GraphError); none by default."""
+
+    @classmethod
+    def buffer_names(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
+        """The per-parameter buffers that (checked) hyper-parameters h need, in a fixed order."""
         raise NotImplementedError
 
     def _install(self, checked: dict[str, Any]) -> None:
@@ -107,7 +127,7 @@ class Optimizer:
         hyper = dict(checked)
         object.__setattr__(self, "lr", hyper.pop("lr"))
         object.__setattr__(self, "_hyper", hyper)
-        names = self._buffer_names(hyper)
+        names = self.buffer_names(hyper)
         object.__setattr__(self, "_names", names)
         nodes = self._nodes
         object.__setattr__(self, "_steps", [0] * len(nodes))
@@ -123,21 +143,6 @@ class Optimizer:
             object.__setattr__(self, "_flat_bufs", flat_bufs)
             object.__setattr__(self, "_bufs", [[v[i] for v in views] for i in range(len(nodes))])
 
-    def _common(self, h: dict[str, Any]) -> None:
-        """Checks shared by every optimizer: lr, max_grad_norm and the flags."""
-        owner = type(self).__name__
-        h["lr"] = _check_lr(owner, h["lr"])
-        mgn = h["max_grad_norm"]
-        if mgn is not None:
-            if not _is_number(mgn) or not math.isfinite(mgn) or mgn <= 0:
-                raise GraphError(f"{owner}: invalid max_grad_norm={mgn!r} (must be None or a finite number > 0)")
-            h["max_grad_norm"] = float(mgn)
-        for key, kind in self._kinds.items():
-            if kind == "bool" and not isinstance(h[key], (bool, np.bool_)):
-                raise GraphError(f"{owner}: {key} must be True or False, got {h[key]!r}")
-            if kind == "bool":
-                h[key] = bool(h[key])
-
     # ------------------------------------------------------------ stepping
 
     def zero_grad(self) -> None:
@@ -151,8 +156,10 @@ class Optimizer:
         gradients are first clipped in place to that global 2-norm (``last_grad_norm`` keeps
         the norm before clipping)."""
         nodes = self._nodes
-        if self._hyper["max_grad_norm"] is not None:
-            object.__setattr__(self, "last_grad_norm", _clip_norm(nodes, self._hyper["max_grad_norm"], 2.0))
+        # An optimizer whose table has no max_grad_norm never clips.
+        max_norm = self._hyper.get("max_grad_norm")
+        if max_norm is not None:
+            object.__setattr__(self, "last_grad_norm", _clip_norm(nodes, max_norm, 2.0))
         grads = [n.grad for n in nodes]
         every = True
         for grad in grads:
@@ -165,7 +172,7 @@ class Optimizer:
             step = steps[0] + 1
             steps[:] = [step] * len(steps)
             self._update([(flat.bind(nodes), flat.gather(grads), self._flat_bufs, step)])
-            self.graph._mark_changed(*nodes)
+            self.graph.runtime.mark_changed(*nodes)
             return
         bufs = self._bufs
         live, changed = [], []
@@ -176,7 +183,7 @@ class Optimizer:
                 changed.append(node)
         if live:
             self._update(live)
-            self.graph._mark_changed(*changed)
+            self.graph.runtime.mark_changed(*changed)
 
     def _update(self, live: list[tuple[np.ndarray, np.ndarray, list[np.ndarray], int]]) -> None:
         """Update each (parameter value, grad, buffers, step) in place; step already counts this
@@ -247,10 +254,10 @@ class Optimizer:
                 value = float(arr)
                 hyper[key] = None if kind == _OPT_FLOAT and math.isnan(value) else value
         try:
-            checked = self._check(dict(hyper))
+            checked = self.check_hyper(hyper)
         except GraphError as e:
             raise GraphError(f"{lead}{self._invalid_hyper(hyper, where, e)}") from None
-        names = self._buffer_names(checked)
+        names = self.buffer_names(checked)
         expected = {"optimizer"} | {f"hyper/{k}" for k in self._kinds}
         steps, bufs = [], []
         for n in self._nodes:
@@ -291,7 +298,7 @@ class Optimizer:
         return checked, steps, bufs
 
     def _invalid_hyper(self, saved: dict[str, Any], where: str, error: GraphError) -> str:
-        return invalid_hyper_message(self._check, self.hyper, saved, where, error)
+        return invalid_hyper_message(self.check_hyper, self.hyper, saved, where, error)
 
     def _apply_state(self, parsed: tuple[Any, ...]) -> None:
         checked, steps, bufs = parsed
@@ -327,7 +334,7 @@ def _parameter_nodes(graph: Graph, params: Any, owner: str) -> list[Node]:
             raise GraphError(f"{owner}: params must hold parameter nodes, got {type(p).__name__} {p!r}")
         if p.graph is not graph:
             raise GraphError(f"{owner}: parameter {p.name!r} belongs to another graph than the one given")
-        n = graph._nodes[p.index]
+        n = graph.record(p)
         if n.kind != "parameter":
             raise GraphError(f"{owner}: {n.describe()} is not a parameter; only parameters can be optimized")
         if n.index in seen:
@@ -335,31 +342,6 @@ def _parameter_nodes(graph: Graph, params: Any, owner: str) -> list[Node]:
         seen.add(n.index)
         nodes.append(n)
     return nodes
-
-
-def _check_lr(owner: str, lr: Any) -> float:
-    if not _is_number(lr) or not (0.0 <= lr < math.inf):
-        raise GraphError(f"{owner}: invalid learning rate lr={lr!r} (must be a finite number >= 0)")
-    return float(lr)
-
-
-def _non_negative(owner: str, h: dict[str, Any], key: str, what: str) -> None:
-    v = h[key]
-    if not _is_number(v) or not (0.0 <= v < math.inf):
-        raise GraphError(f"{owner}: invalid {what} {key}={v!r} (must be a finite number >= 0)")
-    h[key] = float(v)
-
-
-def _betas(owner: str, h: dict[str, Any]) -> None:
-    betas = h["betas"]
-    if isinstance(betas, np.ndarray):
-        betas = tuple(betas.tolist())
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise GraphError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
-    for i, b in enumerate(betas):
-        if not _is_number(b) or not (0.0 <= b < 1.0):
-            raise GraphError(f"{owner}: invalid beta parameter at index {i}: betas[{i}]={b!r} (must be in [0, 1))")
-    h["betas"] = (float(betas[0]), float(betas[1]))
 
 
 def _lerp_(a: np.ndarray, b: np.ndarray, w: float, tmp: np.ndarray) -> None:
@@ -388,61 +370,51 @@ def _direction(g: np.ndarray, p: np.ndarray, maximize: bool, weight_decay: float
 # ---------------------------------------------------------------------------- optimizers
 
 
+# Entries several optimizers share (each class lists them in its own table, in its own order).
+
+
+def _lr(default: float) -> Hyper:
+    return Hyper("lr", default, "the learning rate", H.LearningRate())
+
+
+_WEIGHT_DECAY = Hyper("weight_decay", 0.0, "L2 penalty (decoupled for adamw)", H.NonNegative())
+_EPS = Hyper("eps", 1e-8, "added to the denominator for numerical stability", H.NonNegative("epsilon value"))
+_MOMENTUM = Hyper("momentum", 0.0, "momentum factor", H.NonNegative())
+_MAXIMIZE = Hyper("maximize", False, "maximize the objective instead of minimizing it", H.Flag(), keyword_only=True)
+_MAX_GRAD_NORM = Hyper(
+    "max_grad_norm",
+    None,
+    "clip the global 2-norm of this optimizer's gradients to this value before each step",
+    H.PositiveOrNone(),
+    keyword_only=True,
+)
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent, torch.optim.SGD's rule: the momentum buffer starts as the
     first gradient (no dampening on that step); nesterov needs momentum > 0 and dampening 0."""
 
     name = "sgd"
-    _kinds: ClassVar[dict[str, str]] = {
-        "lr": "float",
-        "momentum": "float",
-        "dampening": "float",
-        "weight_decay": "float",
-        "nesterov": "bool",
-        "maximize": "bool",
-        "max_grad_norm": _OPT_FLOAT,
-    }
+    hypers: ClassVar[tuple[Hyper, ...]] = (
+        _lr(1e-3),
+        _MOMENTUM,
+        Hyper("dampening", 0.0, "dampening of the momentum", H.Finite()),
+        _WEIGHT_DECAY,
+        Hyper("nesterov", False, "Nesterov momentum (needs momentum > 0 and dampening 0)", H.Flag()),
+        _MAXIMIZE,
+        _MAX_GRAD_NORM,
+    )
 
-    def __init__(
-        self,
-        graph: Graph,
-        params: Iterable[NodeId],
-        lr: float = 1e-3,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            graph,
-            params,
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        self._common(h)
-        _non_negative("SGD", h, "momentum", "momentum value")
-        _non_negative("SGD", h, "weight_decay", "weight_decay value")
-        if not _is_number(h["dampening"]) or not math.isfinite(h["dampening"]):
-            raise GraphError(f"SGD: invalid dampening={h['dampening']!r} (must be a finite number)")
-        h["dampening"] = float(h["dampening"])
+    @classmethod
+    def _check_together(cls, h: dict[str, Any]) -> None:
         if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
             raise GraphError(
-                "SGD: Nesterov momentum requires a momentum and zero dampening "
+                f"{cls.__name__}: Nesterov momentum requires a momentum and zero dampening "
                 f"(got momentum={h['momentum']}, dampening={h['dampening']})"
             )
-        return h
 
-    def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
+    @classmethod
+    def buffer_names(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if h["momentum"] != 0 else ()
 
     def _update(self, live: list) -> None:
@@ -472,55 +444,23 @@ class Adam(Optimizer):
     to the gradient (or, with ``decoupled_weight_decay=True``, AdamW's decay of the weights)."""
 
     name = "adam"
-    _kinds: ClassVar[dict[str, str]] = {
-        "lr": "float",
-        "betas": _PAIR,
-        "eps": "float",
-        "weight_decay": "float",
-        "amsgrad": "bool",
-        "maximize": "bool",
-        "decoupled_weight_decay": "bool",
-        "max_grad_norm": _OPT_FLOAT,
-    }
-
-    def __init__(
-        self,
-        graph: Graph,
-        params: Iterable[NodeId],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            graph,
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        owner = type(self).__name__
-        self._common(h)
-        _non_negative(owner, h, "eps", "epsilon value")
-        _betas(owner, h)
-        _non_negative(owner, h, "weight_decay", "weight_decay value")
-        return h
+    hypers: ClassVar[tuple[Hyper, ...]] = (
+        _lr(1e-3),
+        Hyper(
+            "betas", (0.9, 0.999), "coefficients of the running averages of the gradient and its square", H.UnitPair()
+        ),
+        _EPS,
+        _WEIGHT_DECAY,
+        Hyper("amsgrad", False, "use the maximum of past squared-gradient averages (AMSGrad)", H.Flag()),
+        _MAXIMIZE,
+        Hyper("decoupled_weight_decay", False, "apply weight decay as in AdamW", H.Flag(), keyword_only=True),
+        _MAX_GRAD_NORM,
+    )
 
     _non_negative_buffers: ClassVar[frozenset[str]] = frozenset({"exp_avg_sq", "max_exp_avg_sq"})
 
-    def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
+    @classmethod
+    def buffer_names(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if h["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
     def _update(self, live: list) -> None:
@@ -560,37 +500,12 @@ class AdamW(Adam):
     """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, weight_decay 1e-2 by default."""
 
     name = "adamw"
-
-    def __init__(
-        self,
-        graph: Graph,
-        params: Iterable[NodeId],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            graph,
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            decoupled_weight_decay=True,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        if h.get("decoupled_weight_decay") is not True:
-            raise GraphError("AdamW: decoupled_weight_decay is always True (use Adam for L2 weight decay)")
-        return super()._check(h)
+    hypers: ClassVar[tuple[Hyper, ...]] = H.changed(
+        H.changed(Adam.hypers, "weight_decay", default=1e-2),
+        "decoupled_weight_decay",
+        default=True,
+        fixed="use Adam for L2 weight decay",
+    )
 
 
 class RMSprop(Optimizer):
@@ -598,55 +513,21 @@ class RMSprop(Optimizer):
     and momentum (a zero-initialised buffer of gradient / root-mean-square)."""
 
     name = "rmsprop"
-    _kinds: ClassVar[dict[str, str]] = {
-        "lr": "float",
-        "alpha": "float",
-        "eps": "float",
-        "weight_decay": "float",
-        "momentum": "float",
-        "centered": "bool",
-        "maximize": "bool",
-        "max_grad_norm": _OPT_FLOAT,
-    }
-
-    def __init__(
-        self,
-        graph: Graph,
-        params: Iterable[NodeId],
-        lr: float = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        centered: bool = False,
-        *,
-        maximize: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            graph,
-            params,
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            maximize=maximize,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        self._common(h)
-        _non_negative("RMSprop", h, "eps", "epsilon value")
-        _non_negative("RMSprop", h, "momentum", "momentum value")
-        _non_negative("RMSprop", h, "weight_decay", "weight_decay value")
-        _non_negative("RMSprop", h, "alpha", "alpha value")
-        return h
+    hypers: ClassVar[tuple[Hyper, ...]] = (
+        _lr(1e-2),
+        Hyper("alpha", 0.99, "smoothing constant of the squared-gradient average", H.NonNegative()),
+        _EPS,
+        _WEIGHT_DECAY,
+        _MOMENTUM,
+        Hyper("centered", False, "normalise by the variance of the gradient, not its second moment", H.Flag()),
+        _MAXIMIZE,
+        _MAX_GRAD_NORM,
+    )
 
     _non_negative_buffers: ClassVar[frozenset[str]] = frozenset({"square_avg"})
 
-    def _buffer_names(self, h: dict[str, Any]) -> tuple[str, ...]:
+    @classmethod
+    def buffer_names(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
         names: tuple[str, ...] = ("square_avg",)
         if h["momentum"] > 0:
             names += ("momentum_buffer",)

@@ -1,5 +1,8 @@
 """Learning-rate schedules: each sets ``opt.lr`` from a closed form of the step count.
 
+A schedule's hyper-parameters are declared once, in its ``hypers`` table (see hyper.py): the
+constructor's signature, its validation (``check_hyper``), the spec schema and the docs read it.
+
 ``Sched(opt, ...)`` takes ``base_lr = opt.lr`` and sets the lr for step 0 at once (as torch's
 schedulers do at construction); ``step()``, called after ``opt.step()``, advances to the next
 step's lr. The four torch schedules give torch.optim.lr_scheduler's sequences: torch computes them
@@ -16,37 +19,64 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..checkpoint import describe, invalid_hyper_message, saved_state
 from ..errors import GraphError
-from .optimizers import Optimizer, _check_lr
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+from . import hyper as H
+from .hyper import Hyper, check_lr
+from .optimizers import Optimizer
 
 
 class Schedule:
-    """The shared machinery. A subclass declares ``name``, ``_hyper_names``, validates its
-    hyper-parameters in ``_check`` and gives the lr of step t in ``lr_at``."""
+    """The shared machinery. A subclass declares ``name``, ``hypers`` (its hyper-parameters:
+    name, default, description, range), ``_check_together`` (rules between them, if any) and
+    gives the lr of step t in ``lr_at`` (reading only its hyper-parameters and ``base_lr``)."""
 
     name = "schedule"
-    _hyper_names: tuple[str, ...] = ()
+    hypers: ClassVar[tuple[Hyper, ...]] = ()
+    _hyper_names: tuple[str, ...] = ()  # derived from hypers
 
-    def __init__(self, optimizer: Optimizer, **hyper: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._hyper_names = tuple(h.name for h in cls.hypers)
+        H.declared_init(cls, ("optimizer",))
+
+    def __init__(self, optimizer: Optimizer, *args: Any, **kwargs: Any) -> None:
+        given = H.bind(type(self).__name__, self.hypers, args, kwargs)
         if not isinstance(optimizer, Optimizer):
             raise GraphError(f"{type(self).__name__} needs an onlytorch optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self._set_hyper(self._check(hyper))
+        self._set_hyper(self.check_hyper(given))
         self.base_lr = float(optimizer.lr)
         self.last_epoch = 0
         self._apply()
 
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+    @classmethod
+    def check_hyper(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and normalise hyper-parameter values against the ``hypers`` table (a missing
+        one takes its default); GraphError naming the value at fault otherwise."""
+        checked = H.check_values(cls.__name__, cls.hypers, values)
+        cls._check_together(checked)
+        return checked
+
+    @classmethod
+    def check_for(cls, values: Mapping[str, Any], optimizer: type[Optimizer], lr: float) -> dict[str, Any]:
+        """What building this schedule on an optimizer of that class with that (valid) lr checks,
+        without building either: the hyper-parameters, then the lr it sets at once."""
+        checked = cls.check_hyper(values)
+        # lr_at reads only the hyper-parameters and base_lr, so a bare instance can evaluate it.
+        probe = cls.__new__(cls)
+        probe._set_hyper(checked)
+        probe.base_lr = float(lr)
+        check_lr(optimizer.__name__, probe.lr_at(0))
+        return checked
+
+    @classmethod
+    def _check_together(cls, h: dict[str, Any]) -> None:
+        """Rules between checked hyper-parameters (raise GraphError); none by default."""
 
     def _set_hyper(self, h: dict[str, Any]) -> None:
         for k in self._hyper_names:
@@ -109,19 +139,21 @@ class Schedule:
                 raise GraphError(f"{lead}'{where}{k}' holds {describe(d[k])}, not a number")
         hyper = {k: d[f"hyper/{k}"].item() for k in self._hyper_names}
         try:
-            checked = self._check(dict(hyper))
+            checked = self.check_hyper(hyper)
         except GraphError as e:
             raise GraphError(f"{lead}{self._invalid_hyper(hyper, where, e)}") from None
         lrs = {}
         for k in ("base_lr", "last_lr"):
             try:
-                lrs[k] = _check_lr(owner, float(d[k]))
+                lrs[k] = check_lr(owner, float(d[k]))
             except GraphError as e:
                 raise GraphError(f"{lead}'{where}{k}' is invalid: {e}") from None
         return checked, lrs["base_lr"], int(last_epoch), lrs["last_lr"]
 
     def _invalid_hyper(self, saved: dict[str, Any], where: str, error: GraphError) -> str:
-        return invalid_hyper_message(self._check, {k: getattr(self, k) for k in self._hyper_names}, saved, where, error)
+        return invalid_hyper_message(
+            self.check_hyper, {k: getattr(self, k) for k in self._hyper_names}, saved, where, error
+        )
 
     def _apply_state(self, parsed: tuple[Any, ...]) -> None:
         checked, base_lr, last_epoch, last_lr = parsed
@@ -136,22 +168,7 @@ class Schedule:
         return f"{type(self).__name__}({hyper}, base_lr={self.base_lr!r}, last_epoch={self.last_epoch})"
 
 
-def _count(owner: str, h: dict[str, Any], key: str, low: int) -> None:
-    v = h[key]
-    if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)) or v < low:
-        raise GraphError(f"{owner}: {key} must be an integer >= {low}, got {v!r}")
-    h[key] = int(v)
-
-
-def _real(
-    owner: str, h: dict[str, Any], key: str, low: float = 0.0, high: float = math.inf, low_open: bool = False
-) -> None:
-    v = h[key]
-    ok = _is_number(v) and (low < v if low_open else low <= v) and v <= high and math.isfinite(v)
-    if not ok:
-        bound = f"in ({low}, {high}]" if low_open else (f"in [{low}, {high}]" if high < math.inf else f">= {low}")
-        raise GraphError(f"{owner}: {key} must be a finite number {bound}, got {v!r}")
-    h[key] = float(v)
+_ETA_MIN = Hyper("eta_min", 0.0, "the smallest learning rate", H.Real())
 
 
 class StepLR(Schedule):
@@ -161,15 +178,10 @@ class StepLR(Schedule):
     gamma: float
 
     name = "step_lr"
-    _hyper_names = ("step_size", "gamma")
-
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
-        super().__init__(optimizer, step_size=step_size, gamma=gamma)
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        _count("StepLR", h, "step_size", 1)
-        _real("StepLR", h, "gamma")
-        return h
+    hypers: ClassVar[tuple[Hyper, ...]] = (
+        Hyper("step_size", H.REQUIRED, "steps between decays", H.Count(1)),
+        Hyper("gamma", 0.1, "multiplicative decay factor", H.Real()),
+    )
 
     def lr_at(self, t: int) -> float:
         return self.base_lr * self.gamma ** (t // self.step_size)
@@ -181,14 +193,7 @@ class ExponentialLR(Schedule):
     gamma: float
 
     name = "exponential_lr"
-    _hyper_names = ("gamma",)
-
-    def __init__(self, optimizer: Optimizer, gamma: float) -> None:
-        super().__init__(optimizer, gamma=gamma)
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        _real("ExponentialLR", h, "gamma")
-        return h
+    hypers: ClassVar[tuple[Hyper, ...]] = (Hyper("gamma", H.REQUIRED, "multiplicative decay factor", H.Real()),)
 
     def lr_at(self, t: int) -> float:
         return self.base_lr * self.gamma**t
@@ -202,15 +207,10 @@ class CosineAnnealingLR(Schedule):
     eta_min: float
 
     name = "cosine_annealing_lr"
-    _hyper_names = ("T_max", "eta_min")
-
-    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
-        super().__init__(optimizer, T_max=T_max, eta_min=eta_min)
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        _count("CosineAnnealingLR", h, "T_max", 1)
-        _real("CosineAnnealingLR", h, "eta_min")
-        return h
+    hypers: ClassVar[tuple[Hyper, ...]] = (
+        Hyper("T_max", H.REQUIRED, "steps of a half cosine period", H.Count(1)),
+        _ETA_MIN,
+    )
 
     def lr_at(self, t: int) -> float:
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
@@ -225,18 +225,16 @@ class LinearLR(Schedule):
     total_iters: int
 
     name = "linear_lr"
-    _hyper_names = ("start_factor", "end_factor", "total_iters")
-
-    def __init__(
-        self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
-    ) -> None:
-        super().__init__(optimizer, start_factor=start_factor, end_factor=end_factor, total_iters=total_iters)
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        _real("LinearLR", h, "start_factor", 0.0, 1.0, low_open=True)
-        _real("LinearLR", h, "end_factor", 0.0, 1.0)
-        _count("LinearLR", h, "total_iters", 1)
-        return h
+    hypers: ClassVar[tuple[Hyper, ...]] = (
+        Hyper(
+            "start_factor",
+            1.0 / 3,
+            "the factor on the learning rate at the first step",
+            H.Real(0.0, 1.0, low_open=True),
+        ),
+        Hyper("end_factor", 1.0, "the factor at the end of the warmup", H.Real(0.0, 1.0)),
+        Hyper("total_iters", 5, "steps of the linear warmup", H.Count(1)),
+    )
 
     def lr_at(self, t: int) -> float:
         sf, ef = self.start_factor, self.end_factor
@@ -258,20 +256,18 @@ class WarmupCosine(Schedule):
     eta_min: float
 
     name = "warmup_cosine"
-    _hyper_names = ("warmup_steps", "total_steps", "eta_min")
+    hypers: ClassVar[tuple[Hyper, ...]] = (
+        Hyper("warmup_steps", H.REQUIRED, "steps of linear warmup from 0 (less than total_steps)", H.Count(0)),
+        Hyper("total_steps", H.REQUIRED, "steps until the cosine reaches eta_min", H.Count(1)),
+        _ETA_MIN,
+    )
 
-    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int, eta_min: float = 0.0) -> None:
-        super().__init__(optimizer, warmup_steps=warmup_steps, total_steps=total_steps, eta_min=eta_min)
-
-    def _check(self, h: dict[str, Any]) -> dict[str, Any]:
-        _count("WarmupCosine", h, "warmup_steps", 0)
-        _count("WarmupCosine", h, "total_steps", 1)
+    @classmethod
+    def _check_together(cls, h: dict[str, Any]) -> None:
         if h["warmup_steps"] >= h["total_steps"]:
             raise GraphError(
-                f"WarmupCosine: warmup_steps={h['warmup_steps']} must be less than total_steps={h['total_steps']}"
+                f"{cls.__name__}: warmup_steps={h['warmup_steps']} must be less than total_steps={h['total_steps']}"
             )
-        _real("WarmupCosine", h, "eta_min")
-        return h
 
     def lr_at(self, t: int) -> float:
         w, total = self.warmup_steps, self.total_steps
