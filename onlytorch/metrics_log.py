@@ -23,11 +23,20 @@ import io
 import json
 import os
 import pathlib
+from dataclasses import dataclass
 from typing import Any
 
 from .rundir import write_text_atomic
 
 LOG, TABLE = "metrics.jsonl", "metrics.csv"
+
+
+@dataclass
+class Record:
+    """One row of the metrics log: the step and its values."""
+
+    step: int
+    values: dict[str, float]
 
 
 def append_line(path: pathlib.Path, line: str) -> None:

@@ -20,17 +20,18 @@ import math
 import pathlib
 import platform
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import yaml
 
 from . import __version__, metrics_log, monitor
 from . import checkpoint as ckpt
-from .compile import Compiled
-from .metrics import mode_coverage
+from .metrics_log import Record
 from .rundir import NO_SPACE, overwrite_in_place, remove_stale_temporaries, write_text_atomic
-from .train import Record, Trainer
+
+if TYPE_CHECKING:
+    from .compile import Compiled
 
 # Keys that may change between a run and its resume without changing what it computes.
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every", "train.checkpoint_every")
@@ -70,11 +71,23 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changes
 
 
+class TrainingState(Protocol):
+    """What a run directory needs of the training it records (onlytorch.train.Trainer is one): the
+    step reached, the steps in all, and the state a checkpoint holds."""
+
+    step: int
+
+    def total_steps(self) -> int: ...
+
+    def state(self) -> dict[str, np.ndarray]: ...
+
+
 class Run:
-    """Writes a run directory while a Trainer runs."""
+    """Writes a run directory while a training (a ``TrainingState``) runs: its files, run.json, the
+    metrics log and the checkpoints, best.npz included."""
 
     def __init__(
-        self, path: pathlib.Path, compiled: Compiled, trainer: Trainer, spec_file: str, overrides: list[str]
+        self, path: pathlib.Path, compiled: Compiled, trainer: TrainingState, spec_file: str, overrides: list[str]
     ) -> None:
         self.path = path
         self.c = compiled
@@ -171,37 +184,19 @@ class Run:
         state["meta/spec_hash"] = np.array(self.hash)
         return ckpt.save(self.path / "checkpoints" / f"{name}.npz", state)
 
-    # -------------------------------------------------------------- evaluation
+    # -------------------------------------------------------------- evaluations and best.npz
 
-    def evaluate(self, step: int, final: bool | None = None) -> dict[str, float]:
-        """An evaluation during training, logged as one "eval" row: on the monitor's split, which
-        chooses best.npz (keys ``<split>/<name>``, or ``eval/<name>`` when it is eval.split), and at
-        the last step (``final``) on eval.split too. Returns eval.split's values ({} when this
-        evaluation did not cover eval.split)."""
-        m = monitor.resolve(self.c.spec)
-        if final is None:
-            final = step >= self.trainer.total_steps()
-        if m is None or not m.on_data:
-            values = evaluate(self.c, self.trainer, self.path)
-            selection, row, out = values, {f"eval/{k}": v for k, v in values.items()}, values
-        else:
-            prefix = monitor.selection_prefix(self.c.spec, m)
-            names = monitor.selection_names(self.c.spec, m)
-            on_eval_split = prefix == "eval"
-            # generated samples belong to eval.split's evaluation (they depend on no split)
-            selection = evaluate(self.c, self.trainer, self.path, m.split, names, samples=on_eval_split)
-            row = {f"{prefix}/{k}": v for k, v in selection.items()}
-            out = selection if on_eval_split else {}
-            if final and not on_eval_split:
-                out = evaluate(self.c, self.trainer, self.path)
-                row.update({f"eval/{k}": v for k, v in out.items()})
+    def record_evaluation(
+        self, step: int, row: dict[str, float], m: monitor.Monitor | None, selection: dict[str, float]
+    ) -> None:
+        """Log an evaluation's row; first, when ``selection`` holds the best value of the monitored
+        quantity so far, write best.npz and run.json's record of it."""
         # best.npz and run.json's record of it are on disk before the row that chose them: a resume
         # that finds the row skips this evaluation, so what the row implies must already hold.
         if m is not None and self._track_best(step, m, selection):
             self.write_info()
         if row:
             self.log("eval", Record(step, row))
-        return out
 
     def _track_best(self, step: int, m: monitor.Monitor, values: dict[str, float]) -> bool:
         """Writes best.npz when this evaluation is the best so far; says whether it did."""
@@ -235,65 +230,6 @@ class Run:
             )
         self.info["final"] = final
         self.write_info(last_resort=True)
-
-
-def evaluate(
-    compiled: Compiled,
-    trainer: Trainer,
-    run_dir: pathlib.Path | None = None,
-    split: str | None = None,
-    names: list[str] | None = None,
-    samples: bool = True,
-) -> dict[str, float]:
-    """The spec's eval metrics (or ``names``) on its eval split (or ``split``), under no_grad, plus
-    the scores of generated samples (unless ``samples`` is False; with ``run_dir`` the samples are
-    saved for the report); the episodes' returns for a gym source."""
-    ev = compiled.spec.eval
-    if trainer.live is not None:
-        return trainer.episodes()
-    if ev is None:
-        return {}
-    values = trainer.evaluate(split or ev.split, names if names is not None else ev.metrics)
-    if ev.samples is not None and samples:
-        fake = trainer.sample(ev.samples.node, ev.samples.n)
-        scored = sample_scores(compiled, trainer, fake)
-        values.update(scored)
-        if run_dir is not None and fake.ndim == 2 and fake.shape[1] == 2:
-            extra: dict[str, np.ndarray] = {}
-            train = trainer.data.get("train", {})
-            # The real data a generator imitates: the training field shaped like its samples.
-            real = next(
-                (train[f] for f in trainer.fields.values() if f in train and train[f].shape[1:] == fake.shape[1:]), None
-            )
-            if real is not None:
-                extra["real"] = real[: ev.samples.n]
-            centres, _ = mixture(compiled)
-            if centres is not None:
-                extra["centres"] = centres
-            ckpt.save(run_dir / "samples.npz", {"fake": fake, **extra})
-    return values
-
-
-def mixture(compiled: Compiled) -> tuple[np.ndarray | None, float]:
-    """The mode centres and std of a mixture-of-Gaussians training source, if it is one."""
-    from .data.synthetic import grid_centres, ring_centres
-
-    src = compiled.spec.data.train if compiled.spec.data else None
-    if src is None:
-        return None, 0.0
-    if src.source == "synthetic.ring":
-        return ring_centres(src.modes, src.radius), src.std
-    if src.source == "synthetic.grid":
-        return grid_centres(src.side, src.spacing), src.std
-    return None, 0.0
-
-
-def sample_scores(compiled: Compiled, trainer: Trainer, fake: np.ndarray) -> dict[str, float]:
-    centres, std = mixture(compiled)
-    if centres is None or fake.ndim != 2 or fake.shape[1] != centres.shape[1]:
-        return {}
-    scores = mode_coverage(fake, centres, std)
-    return {"modes_covered": scores["modes_covered"], "high_quality": scores["high_quality"]}
 
 
 def _now() -> str:

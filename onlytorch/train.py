@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,11 +21,9 @@ import numpy as np
 from . import checkpoint as ckpt
 from .compile import Compiled, PhaseInfo
 from .data.batches import Batches, Noise, rng_entry, rng_from_array, rng_to_array
-from .data.policy import Policy, observation_inputs
-from .data.replay import Replay
-from .data.rollout import Rollout
-from .data.sources import DataError, LoadContext, get_source, live_train_source, load_source, split
+from .data.sources import DataError, LoadContext, get_source, load_source, make_live, split
 from .errors import GraphError
+from .metrics_log import Record
 from .nn import copy_parameters
 from .node import NodeId
 from .spec import schema as S
@@ -38,14 +35,6 @@ class Diverged(GraphError):
     def __init__(self, message: str, step: int, phase: str, node: str) -> None:
         super().__init__(message)
         self.step, self.phase, self.node = step, phase, node
-
-
-@dataclass
-class Record:
-    """One row of the metrics log."""
-
-    step: int
-    values: dict[str, float]
 
 
 def load_data(compiled: Compiled) -> dict[str, dict[str, np.ndarray]]:
@@ -77,22 +66,6 @@ def load_data(compiled: Compiled) -> dict[str, dict[str, np.ndarray]]:
         k: {f: (a.astype(dtype) if a.dtype.kind == "f" else a.astype(np.int64)) for f, a in v.items()}
         for k, v in out.items()
     }
-
-
-def make_live(compiled: Compiled) -> Rollout | Replay | None:
-    """The gym source that the trainer fills while it trains (None for data loaded up front).
-    Its policy reads observations through every input declared ``from: train.obs``."""
-    spec = compiled.spec
-    src = live_train_source(spec)
-    if src is None:
-        return None
-    obs_inputs = [compiled.inputs[n] for n in observation_inputs(spec)]
-    extra = {k: compiled.names[getattr(src, k)] for k in ("log_prob", "value") if getattr(src, k, None)}
-    policy = Policy(compiled.graph, obs_inputs, compiled.names[src.action], extra)
-    assert spec.data is not None
-    if src.source == "gym.rollout":
-        return Rollout(src, policy, spec.data.batch_size, spec.data.shuffle, spec.seed, compiled.graph.dtype)
-    return Replay(src, policy, spec.data.batch_size, spec.seed, compiled.graph.dtype)
 
 
 class Trainer:
@@ -270,7 +243,7 @@ class Trainer:
         if node.name in self.c.names:
             return ""
         for name, named in sorted(self.c.names.items(), key=lambda kv: kv[1].index):
-            if named.index > node.index and node.index in self.g._forward_plan([self.g._node(named)]).index_set:
+            if named.index > node.index and any(n.index == node.index for n in self.g.forward_order([named])):
                 return f" (inside {name!r})"
         return ""
 

@@ -178,16 +178,16 @@ def test_a_full_disk_while_the_run_starts_names_the_file(tmp_path, monkeypatch):
 
 def test_a_second_signal_after_the_last_step_does_not_name_a_step_past_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from onlytorch import run as run_module
+    from onlytorch.evaluation import RunEvaluation
 
-    original = run_module.Run.evaluate
+    original = RunEvaluation.evaluate
 
     def twice(self, step, final=None):  # type: ignore[no-untyped-def]
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
         return original(self, step, final)
 
-    monkeypatch.setattr(run_module.Run, "evaluate", twice)
+    monkeypatch.setattr(RunEvaluation, "evaluate", twice)
     result = invoke("train", XOR, "--out", "run", "--set", "train.eval_every=5", *SHORT)
     clean(result)
     assert result.exit_code == 130, result.output

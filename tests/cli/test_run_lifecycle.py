@@ -21,7 +21,8 @@ import click
 import pytest
 from onlytorch_cli import train_cmd
 
-from onlytorch import rundir
+from onlytorch import app, rundir
+from onlytorch.evaluation import RunEvaluation
 from onlytorch.run import Run
 from onlytorch.train import Trainer
 
@@ -276,7 +277,7 @@ def test_a_signal_while_the_data_loads_leaves_no_trace(tmp_path, monkeypatch):
     ok("train", XOR, "--out", "done", "--set", "train.steps=5", "-q")
     before = (tmp_path / "done/run.json").read_bytes()
     with monkeypatch.context() as m:
-        send_sigint_when(m, train_cmd, "_trainer", lambda compiled: True)
+        send_sigint_when(m, app, "_trainer", lambda compiled: True)
         fresh = invoke("train", XOR, "--out", "new", "-q")
         resumed = invoke("train", XOR, "--out", "done", "--resume", "--set", "train.steps=10", "-q")
     for result, where in ((fresh, "new"), (resumed, "done")):
@@ -302,7 +303,7 @@ def send_sigint_when(monkeypatch, target: object, name: str, when) -> None:  # t
 def test_a_signal_during_the_final_evaluation_exits_130_and_resume_finishes_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with monkeypatch.context() as m:
-        send_sigint_when(m, Run, "evaluate", lambda run, step: step == 20)
+        send_sigint_when(m, RunEvaluation, "evaluate", lambda run, step: step == 20)
         result = invoke("train", XOR, "--out", "run", "--set", "train.steps=20", "-q")
     clean(result)
     assert result.exit_code == 130, result.output

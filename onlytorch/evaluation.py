@@ -1,0 +1,118 @@
+"""Evaluation of a trainer's model under no_grad: the spec's eval metrics on a split, the scores of
+a generator's samples (mode coverage over a mixture of Gaussians, saved for the report), the
+episodes of a gym source, and the evaluations during a run that choose best.npz
+(``RunEvaluation``). The run directory itself (files, run.json, the log) is onlytorch/run.py's."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from . import monitor
+from .metrics import mode_coverage
+
+if TYPE_CHECKING:
+    from .compile import Compiled
+    from .run import Run
+    from .train import Trainer
+
+
+def evaluate(
+    compiled: Compiled,
+    trainer: Trainer,
+    run_dir: pathlib.Path | None = None,
+    split: str | None = None,
+    names: list[str] | None = None,
+    samples: bool = True,
+) -> dict[str, float]:
+    """The spec's eval metrics (or ``names``) on its eval split (or ``split``), under no_grad, plus
+    the scores of generated samples (unless ``samples`` is False; with ``run_dir`` the samples are
+    saved for the report); the episodes' returns for a gym source."""
+    ev = compiled.spec.eval
+    if trainer.live is not None:
+        return trainer.episodes()
+    if ev is None:
+        return {}
+    values = trainer.evaluate(split or ev.split, names if names is not None else ev.metrics)
+    if ev.samples is not None and samples:
+        fake = trainer.sample(ev.samples.node, ev.samples.n)
+        scored = sample_scores(compiled, trainer, fake)
+        values.update(scored)
+        if run_dir is not None and fake.ndim == 2 and fake.shape[1] == 2:
+            extra: dict[str, np.ndarray] = {}
+            train = trainer.data.get("train", {})
+            # The real data a generator imitates: the training field shaped like its samples.
+            real = next(
+                (train[f] for f in trainer.fields.values() if f in train and train[f].shape[1:] == fake.shape[1:]), None
+            )
+            if real is not None:
+                extra["real"] = real[: ev.samples.n]
+            centres, _ = mixture(compiled)
+            if centres is not None:
+                extra["centres"] = centres
+            ckpt.save(run_dir / "samples.npz", {"fake": fake, **extra})
+    return values
+
+
+def mixture(compiled: Compiled) -> tuple[np.ndarray | None, float]:
+    """The mode centres and std of a mixture-of-Gaussians training source, if it is one."""
+    from .data.sources import scored_modes
+
+    modes = scored_modes(compiled.spec)
+    return modes if modes is not None else (None, 0.0)
+
+
+def sample_scores(compiled: Compiled, trainer: Trainer, fake: np.ndarray) -> dict[str, float]:
+    centres, std = mixture(compiled)
+    if centres is None or fake.ndim != 2 or fake.shape[1] != centres.shape[1]:
+        return {}
+    scores = mode_coverage(fake, centres, std)
+    return {"modes_covered": scores["modes_covered"], "high_quality": scores["high_quality"]}
+
+
+class RunEvaluation:
+    """The evaluations of a run while it trains: each is logged in the run directory as one "eval"
+    row, and the monitored quantity chooses best.npz (see onlytorch/monitor.py)."""
+
+    def __init__(self, run: Run, trainer: Trainer) -> None:
+        self.run = run
+        self.trainer = trainer
+        self.c = run.c
+
+    def evaluate(self, step: int, final: bool | None = None) -> dict[str, float]:
+        """An evaluation during training, logged as one "eval" row: on the monitor's split, which
+        chooses best.npz (keys ``<split>/<name>``, or ``eval/<name>`` when it is eval.split), and at
+        the last step (``final``) on eval.split too. Returns eval.split's values ({} when this
+        evaluation did not cover eval.split)."""
+        m = monitor.resolve(self.c.spec)
+        path = self.run.path
+        if final is None:
+            final = step >= self.trainer.total_steps()
+        if m is None or not m.on_data:
+            values = evaluate(self.c, self.trainer, path)
+            selection, row, out = values, {f"eval/{k}": v for k, v in values.items()}, values
+        else:
+            prefix = monitor.selection_prefix(self.c.spec, m)
+            names = monitor.selection_names(self.c.spec, m)
+            on_eval_split = prefix == "eval"
+            # generated samples belong to eval.split's evaluation (they depend on no split)
+            selection = evaluate(self.c, self.trainer, path, m.split, names, samples=on_eval_split)
+            row = {f"{prefix}/{k}": v for k, v in selection.items()}
+            out = selection if on_eval_split else {}
+            if final and not on_eval_split:
+                out = evaluate(self.c, self.trainer, path)
+                row.update({f"eval/{k}": v for k, v in out.items()})
+        self.run.record_evaluation(step, row, m, selection)
+        return out
+
+    def evaluated_at(self, step: int) -> bool:
+        """Whether the run's log holds an evaluation of this step (one a resume need not repeat)."""
+        return any(r.get("kind") == "eval" and r.get("step") == step for r in self.run.rows)
+
+    def last(self) -> dict[str, float]:
+        """eval.split's values of the last evaluation in the log ({} when there is none)."""
+        rows = [r for r in self.run.rows if r.get("kind") == "eval"]
+        return {k.removeprefix("eval/"): v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {}
