@@ -119,25 +119,13 @@ def render_reference() -> str:
         add(f"\n#### `type: {name}`\n")
         add(_doc(sched_model) + "\n")
         add(model_table(sched_model, skip=("type",)))
-    add("\n### Layers (items of a module's layer list)\n")
-    add("| layer | form | meaning |\n|---|---|---|")
-    add(
-        "| `linear` | `{linear: 64}` or `{linear: {out: 64, bias: false, init: xavier_uniform}}` | x @ W + b, input size inferred |"
-    )
-    add(
-        "| `batch_norm` | `batch_norm` or `{batch_norm: {momentum: 0.1, eps: 1.0e-5}}` | batch statistics in train mode, running statistics in eval mode |"
-    )
-    add("| `layer_norm` | `layer_norm` or `{layer_norm: {eps: 1.0e-5}}` | normalise over the last axis |")
-    add("| `embedding` | `{embedding: {num: 1000, dim: 16}}` | a lookup table for integer inputs |")
-    add(
-        "| any one-input function below | `relu`, `{leaky_relu: 0.2}`, `{dropout: 0.1}`, `{gelu: {approximate: tanh}}` | the function, a scalar giving its first argument |"
-    )
+    add(layer_table())
     add("\n### Functions in expressions\n")
     add(
         "Expressions are Python syntax (`+ - * / ** @`, unary `-`, comparisons, `x[...]` with constant indices), parsed with `ast` under a whitelist; keyword arguments take constants. Besides module calls `M(x)`:\n"
     )
     add("| function | meaning |\n|---|---|")
-    from ..compile import SPECIAL_FUNCTIONS
+    from .expr import SPECIAL_FUNCTIONS
 
     for name, text in SPECIAL_FUNCTIONS.items():
         add(f"| `{name}` | {text} |")
@@ -151,6 +139,26 @@ def render_reference() -> str:
     for code, text in CODES.items():
         add(f"| `{code}` | {text} |")
     return "\n".join(out) + "\n"
+
+
+def layer_table() -> str:
+    """The layers of a module's layer list: one row per declared layer (from the layer registry),
+    then the one-input functions, then each declared layer's options."""
+    from ..nn.layers import LAYERS
+
+    out = ["\n### Layers (items of a module's layer list)\n", "| layer | form | meaning |\n|---|---|---|"]
+    for name, defn in LAYERS.items():
+        forms = " or ".join(f"`{f}`" for f in defn.forms)
+        out.append(f"| `{name}` | {forms} | {defn.doc} |")
+    out.append(
+        "| any one-input function below | `relu`, `{leaky_relu: 0.2}`, `{dropout: 0.1}`, `{gelu: {approximate: tanh}}` | the function, a scalar giving its first argument |"
+    )
+    for name, defn in LAYERS.items():
+        out.append(f"\n#### `{name}` options\n")
+        if defn.short:
+            out.append(f"A bare value (`{defn.forms[0]}`) is `{defn.short}`.\n")
+        out.append(model_table(defn.options))
+    return "\n".join(out)
 
 
 def splice(text: str, generated: str) -> str:

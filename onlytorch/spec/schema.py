@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import types
-import typing
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -24,68 +22,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from ..safe_files import short_repr
+from .numbers import MAX_INT, _int_slot, exact_int_problem, float_problem, number_problem  # noqa: F401  (the number rule: see numbers.py)
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a spec's name: the run directory runs/NAME
-MAX_INT = 2**53  # integers a spec may hold (exact as floats, far from int64 wrap-around)
-
-
-def exact_int_problem(v: Any) -> str | None:
-    """Why v is not an integer a spec may hold, or None. pydantic would read true as 1, 3.0 as 3 and
-    "3" as 3, and numpy wraps an integer past int64 to a negative one; all of them are slips."""
-    if isinstance(v, bool):
-        return f"must be an integer, not {str(v).lower()}"
-    if isinstance(v, int):
-        return None if -MAX_INT <= v <= MAX_INT else f"{v} is out of range: integers here are at most 2**53 in size"
-    if isinstance(v, (float, str)):
-        return f"must be an integer, not {type(v).__name__} {short_repr(v)}"
-    return None  # other types: pydantic's own message
-
-
-def float_problem(v: Any) -> str | None:
-    """Why v is not a number a float field may hold, or None: pydantic would read true as 1.0 (``lr:
-    true`` is a slip, not a learning rate of 1). A string that spells a number stays accepted: YAML 1.1
-    reads ``1e-3`` (no dot) as a string, and that is how learning rates are written."""
-    if isinstance(v, bool):
-        return f"must be a number, not {str(v).lower()}"
-    return None
-
-
-def _int_slot(annotation: Any) -> str | None:
-    """Which number checks a field gets: "int" (an int or optional int), "list" (a list of ints),
-    "float" (a float or optional float), "floats" (a list of floats) or None."""
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if annotation is int:
-        return "int"
-    if annotation is float:
-        return "float"
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (Union, types.UnionType):
-        members = {a for a in args if a is not type(None)}
-        if members == {int}:
-            return "int"
-        if members == {float}:
-            return "float"
-    if origin is list and args and _int_slot(args[0]) in ("int", "float"):
-        return "list" if _int_slot(args[0]) == "int" else "floats"
-    return None
-
-
-def number_problem(annotation: Any, v: Any) -> str | None:
-    """Why v does not fit a field of this annotation as an exact number (see exact_int_problem and
-    float_problem), or None; other annotations and types are left to pydantic."""
-    slot = _int_slot(annotation)
-    if v is None or slot is None:
-        return None
-    if slot in ("int", "float"):
-        return (exact_int_problem if slot == "int" else float_problem)(v)
-    if isinstance(v, list):
-        check = exact_int_problem if slot == "list" else float_problem
-        return next((f"item {i}: {p}" for i, x in enumerate(v) if (p := check(x))), None)
-    return None
 
 
 def exactly_one(owner: str, given: dict[str, bool], detail: str | None = None) -> None:
@@ -117,16 +60,22 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------- data
 
 
-def _source_models() -> dict[str, type[BaseModel]]:
+def _source_models(known: dict[str, type[BaseModel]] | None = None) -> dict[str, type[BaseModel]]:
+    """A model per registered source (its parameters and ``source: NAME``); those of ``known`` are kept."""
     from ..data.sources import SOURCES
 
     models: dict[str, type[BaseModel]] = {}
     for name, src in SOURCES.items():
-        models[name] = create_model(
-            "Source_" + re.sub(r"\W", "_", name),
-            __base__=src.params,
-            __doc__=src.doc,
-            source=(Literal[name], Field(description="the data source")),  # type: ignore[valid-type, arg-type]
+        old = (known or {}).get(name)
+        models[name] = (
+            old
+            if old is not None and issubclass(old, src.params)
+            else create_model(
+                "Source_" + re.sub(r"\W", "_", name),
+                __base__=src.params,
+                __doc__=src.doc,
+                source=(Literal[name], Field(description="the data source")),  # type: ignore[valid-type, arg-type]
+            )
         )
     return models
 
@@ -150,20 +99,20 @@ def _source_tag(v: Any) -> str | None:
     return getattr(v, "source", None) or ("split" if isinstance(v, SplitSpec) else None)
 
 
+def _source_unions() -> tuple[Any, Any]:
+    """The tagged unions of SOURCE_MODELS: a train source, and a held-out one (which may be a split)."""
+    tagged = [Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items()]
+    return (
+        Annotated[Union[tuple(tagged)], Discriminator(_source_tag)],  # type: ignore[valid-type]  # noqa: UP007
+        Annotated[Union[(Annotated[SplitSpec, Tag("split")], *tagged)], Discriminator(_source_tag)],  # type: ignore[valid-type]
+    )
+
+
 if TYPE_CHECKING:  # built from registries at import: to the type checker, any model
     SourceSpec = Any
-else:
-    SourceSpec = Annotated[
-        Union[tuple(Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-        Discriminator(_source_tag),
-    ]
-if TYPE_CHECKING:  # built from registries at import: to the type checker, any model
     HeldOutSpec = Any
 else:
-    HeldOutSpec = Annotated[
-        Union[(Annotated[SplitSpec, Tag("split")], *(Annotated[m, Tag(k)] for k, m in SOURCE_MODELS.items()))],  # type: ignore[valid-type, arg-type]
-        Discriminator(_source_tag),
-    ]
+    SourceSpec, HeldOutSpec = _source_unions()
 
 
 class DataSpec(Strict):
@@ -175,6 +124,33 @@ class DataSpec(Strict):
     test: HeldOutSpec | None = Field(None, description="a test source, or {from_split: train, fraction: 0.2}")  # type: ignore[valid-type, arg-type]
     batch_size: int = Field(64, gt=0, description="samples per step")
     shuffle: bool = Field(True, description="reshuffle the training samples every epoch (seeded)")
+
+
+def _refresh_sources() -> None:
+    """Rebuild the data models from the source registry, which calls this after every change: a
+    source registered after the schema was built is accepted in specs from then on (and one
+    unregistered refused again)."""
+    global SourceSpec, HeldOutSpec
+    models = _source_models(SOURCE_MODELS)
+    SOURCE_MODELS.clear()  # in place: readers hold this dict
+    SOURCE_MODELS.update(models)
+    SourceSpec, HeldOutSpec = _source_unions()
+    for name, annotation in (("train", SourceSpec), ("val", HeldOutSpec | None), ("test", HeldOutSpec | None)):
+        old = DataSpec.model_fields[name]
+        DataSpec.model_fields[name] = FieldInfo.from_annotated_attribute(
+            annotation, Field(old.default, description=old.description)
+        )
+    DataSpec.model_rebuild(force=True)
+    Spec.model_rebuild(force=True)  # the one model that holds a DataSpec
+
+
+def _watch_sources() -> None:
+    from ..data.sources import on_change
+
+    on_change(_refresh_sources)
+
+
+_watch_sources()
 
 
 # ---------------------------------------------------------------- inputs
@@ -246,7 +222,58 @@ class ParamSpec(Strict):
     )
 
 
-LayerItem = Union[str, dict[str, Any]]  # noqa: UP007
+class _LayerItemJsonSchema:
+    """The JSON Schema of a layer item, read from the layer registry when the schema is generated:
+    validation itself only takes a name or a mapping, and the compiler checks the layer and its
+    options with located messages."""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        return layer_item_json_schema()
+
+
+LayerItem = Annotated[Union[str, dict[str, Any]], _LayerItemJsonSchema()]  # noqa: UP007
+
+
+def layer_item_json_schema() -> dict[str, Any]:
+    """A layer's name, one ``{LAYER: options}`` mapping per declared layer (its options model, the
+    bare value its short option takes, or null when every option has a default), or a one-input
+    function with its arguments."""
+    from ..nn.layers import LAYERS, is_op_layer
+    from ..ops.registry import public_ops
+
+    alternatives: list[dict[str, Any]] = [
+        {"type": "string", "description": "a layer without options: relu, tanh, batch_norm, ..."}
+    ]
+    for name, defn in LAYERS.items():
+        options = defn.options.model_json_schema()
+        options.pop("title", None)
+        values: list[dict[str, Any]] = [options]
+        if defn.short is not None:
+            short = dict(options["properties"][defn.short])
+            short.pop("title", None)
+            values.insert(0, short)
+        if not options.get("required"):
+            values.append({"type": "null"})
+        alternatives.append(
+            {
+                "type": "object",
+                "description": f"{name}: {defn.doc}",
+                "properties": {name: {"anyOf": values}},
+                "required": [name],
+                "additionalProperties": False,
+            }
+        )
+    ops = sorted(k for k, op in public_ops().items() if k not in LAYERS and is_op_layer(op))
+    alternatives.append(
+        {
+            "type": "object",
+            "description": "a one-input function and its arguments, e.g. {leaky_relu: 0.2}, {dropout: {p: 0.1}}",
+            "propertyNames": {"enum": ops},
+            "minProperties": 1,
+            "maxProperties": 1,
+        }
+    )
+    return {"anyOf": alternatives}
 
 
 class ModuleSpec(Strict):
@@ -296,30 +323,16 @@ class ModuleSpec(Strict):
 
 # ---------------------------------------------------------------- optimizers and schedules
 
-# What each optimizer or schedule argument means (for the JSON Schema and the docs); the names,
-# types and defaults come from the classes' signatures.
-HYPER_DOCS = {
-    "momentum": "momentum factor",
-    "dampening": "dampening of the momentum",
-    "weight_decay": "L2 penalty (decoupled for adamw)",
-    "nesterov": "Nesterov momentum",
-    "maximize": "maximize the objective instead of minimizing it",
-    "max_grad_norm": "clip the global 2-norm of this optimizer's gradients to this value before each step",
-    "betas": "coefficients of the running averages of the gradient and its square",
-    "eps": "added to the denominator for numerical stability",
-    "amsgrad": "use the maximum of past squared-gradient averages (AMSGrad)",
-    "decoupled_weight_decay": "apply weight decay as in AdamW",
-    "alpha": "smoothing constant of the squared-gradient average",
-    "centered": "normalise by the variance of the gradient, not its second moment",
-    "step_size": "steps between decays",
-    "gamma": "multiplicative decay factor",
-    "T_max": "steps of a half cosine period",
-    "eta_min": "the smallest learning rate",
-    "start_factor": "the factor on the learning rate at the first step",
-    "end_factor": "the factor at the end of the warmup",
-    "total_iters": "steps of the linear warmup",
-    "warmup_steps": "steps of linear warmup from 0",
-    "total_steps": "steps until the cosine reaches eta_min",
+# The fields come from each class's ``hypers`` table (onlytorch/optim/hyper.py): name, default,
+# description and range are declared there once. The ranges are documented (in the description
+# and as JSON-Schema keywords) but checked by the compiler, which names the value at fault with
+# the engine's own message.
+_HYPER_TYPES: dict[str, Any] = {
+    "float": float,
+    "bool": bool,
+    "int": int,
+    "pair": list[float],
+    "optional float": float | None,
 }
 
 
@@ -327,19 +340,26 @@ def _first_paragraph(cls: type, fallback: str) -> str:
     return " ".join(inspect.cleandoc(cls.__doc__ or fallback).split("\n\n")[0].split())
 
 
-def _hyper_fields(cls: type, skip: int) -> dict[str, Any]:
-    """Pydantic fields from a constructor's keyword parameters (their defaults and annotations)."""
+def _hyper_fields(cls: Any) -> dict[str, Any]:
+    """Pydantic fields from a class's hyper-parameter table (fixed entries are no field)."""
     fields: dict[str, Any] = {}
-    hints = inspect.get_annotations(cls.__init__, eval_str=True)  # type: ignore[misc]
-    params = list(inspect.signature(cls.__init__).parameters.values())[1 + skip :]  # type: ignore[misc]
-    for p in params:
-        ann = hints.get(p.name, Any)
-        default = ... if p.default is inspect.Parameter.empty else p.default
-        if isinstance(default, tuple):
-            ann = list[float]
-            default = list(default)
-        fields[p.name] = (ann, Field(default, description=HYPER_DOCS.get(p.name)))
+    for h in cls.hypers:
+        if h.fixed is not None:
+            continue
+        default = ... if h.required else (list(h.default) if isinstance(h.default, tuple) else h.default)
+        extra = h.rule.json() or None
+        fields[h.name] = (
+            _HYPER_TYPES[h.rule.kind],
+            Field(default, description=h.description(), json_schema_extra=extra),
+        )
     return fields
+
+
+def _tagged_union(models: dict[str, type[BaseModel]]) -> Any:
+    return Annotated[
+        Union[tuple(Annotated[m, Tag(k)] for k, m in models.items())],  # type: ignore[valid-type]  # noqa: UP007
+        Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
+    ]
 
 
 def _schedule_models() -> dict[str, type[BaseModel]]:
@@ -351,7 +371,7 @@ def _schedule_models() -> dict[str, type[BaseModel]]:
             __base__=Strict,
             __doc__=_first_paragraph(cls, name),
             type=(Literal[name], Field(description="the schedule")),  # type: ignore[valid-type, arg-type]
-            **_hyper_fields(cls, skip=1),
+            **_hyper_fields(cls),
         )
         for name, cls in SCHEDULES.items()
     }
@@ -361,10 +381,7 @@ SCHEDULE_MODELS = _schedule_models()
 if TYPE_CHECKING:  # built from registries at import: to the type checker, any model
     ScheduleSpec = Any
 else:
-    ScheduleSpec = Annotated[
-        Union[tuple(Annotated[m, Tag(k)] for k, m in SCHEDULE_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-        Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
-    ]
+    ScheduleSpec = _tagged_union(SCHEDULE_MODELS)
 
 
 def _optimizer_models() -> dict[str, type[BaseModel]]:
@@ -372,8 +389,8 @@ def _optimizer_models() -> dict[str, type[BaseModel]]:
 
     models: dict[str, type[BaseModel]] = {}
     for name, cls in OPTIMIZERS.items():
-        fields = _hyper_fields(cls, skip=2)
-        lr_type, lr_field = fields.pop("lr")
+        fields = _hyper_fields(cls)
+        lr = fields.pop("lr")
         models[name] = create_model(
             "Optimizer_" + name,
             __base__=Strict,
@@ -386,7 +403,7 @@ def _optimizer_models() -> dict[str, type[BaseModel]]:
                     description="module names, parameter names or globs (D, D.*, backbone*) whose parameters it updates",
                 ),
             ),
-            lr=(lr_type, Field(lr_field.default, description="the learning rate")),
+            lr=lr,
             schedule=(
                 ScheduleSpec | None,
                 Field(None, description="a learning-rate schedule, stepped after every optimizer step"),
@@ -400,10 +417,29 @@ OPTIMIZER_MODELS = _optimizer_models()
 if TYPE_CHECKING:  # built from registries at import: to the type checker, any model
     OptimizerSpec = Any
 else:
-    OptimizerSpec = Annotated[
-        Union[tuple(Annotated[m, Tag(k)] for k, m in OPTIMIZER_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-        Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
-    ]
+    OptimizerSpec = _tagged_union(OPTIMIZER_MODELS)
+
+
+def _follow_optimizer_registries() -> None:
+    """After ``optim.register``/``unregister``: rebuild the optimizer and schedule models (in the
+    same dicts), their unions and the ``Spec`` field that holds them."""
+    SCHEDULE_MODELS.clear()
+    SCHEDULE_MODELS.update(_schedule_models())
+    globals()["ScheduleSpec"] = _tagged_union(SCHEDULE_MODELS)
+    OPTIMIZER_MODELS.clear()
+    OPTIMIZER_MODELS.update(_optimizer_models())
+    globals()["OptimizerSpec"] = union = _tagged_union(OPTIMIZER_MODELS)
+    Spec.model_fields["optimizers"].annotation = dict[str, union]  # type: ignore[valid-type]
+    Spec.model_rebuild(force=True)
+
+
+def _listen_to_optimizer_registries() -> None:
+    from ..optim import on_registry_change
+
+    on_registry_change(_follow_optimizer_registries)
+
+
+_listen_to_optimizer_registries()
 
 
 # ---------------------------------------------------------------- training schedule
