@@ -70,8 +70,33 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onlytorch", prog_name="onlytorch", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.option(
+    "--import",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this Python module first (repeatable): your own layers, data sources and optimizers "
+    "register themselves when imported. Modules are looked up from the current directory too.",
+)
+def cli(modules: tuple[str, ...]) -> None:
     """onlytorch: a numpy deep-learning engine built around control of gradient flow."""
+    if modules:
+        _import_extensions(modules)
+
+
+def _import_extensions(modules: tuple[str, ...]) -> None:
+    """Import the user's extension modules (``--import``); one that cannot be imported is a usage
+    error naming it (exit 2), never a traceback."""
+    import importlib
+    import os
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the user's modules beside their specs
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # an import error, or one the module raised while registering
+            raise click.UsageError(f"--import {name}: {type(e).__name__}: {e}") from None
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

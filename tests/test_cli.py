@@ -75,3 +75,49 @@ def test_an_error_no_command_handles_is_one_line_and_exit_1():
         assert result.exit_code == 1, result.output
         assert result.output.strip() == expected
         assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+EXTENSION = """
+from pydantic import Field
+from onlytorch import nn
+
+
+class ShiftOptions(nn.LayerOptions):
+    init: str = Field("zeros", description="the initialiser of the shift")
+
+
+@nn.layer("cli_shift", ShiftOptions, doc="x + b", params=lambda width, o: {"bias": (width,)})
+def cli_shift(g, x, o, name):
+    b = g.parameter(f"{name}.bias", shape=(x.shape[-1],), init=o.init)
+    return lambda v: v + b
+"""
+
+
+def test_import_loads_the_user_s_declarations_before_the_command(tmp_path, monkeypatch):
+    import pathlib
+    import sys
+
+    from onlytorch import nn
+
+    xor = (pathlib.Path(__file__).resolve().parent.parent / "specs" / "xor.yaml").read_text()
+    spec = tmp_path / "shifted.yaml"
+    spec.write_text(
+        xor.replace("net: [{linear: 8}, tanh, {linear: 1}]", "net: [{cli_shift: {}}, {linear: 8}, tanh, {linear: 1}]")
+    )
+    assert "cli_shift" in spec.read_text()
+    (tmp_path / "my_cli_ext.py").write_text(EXTENSION)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        unknown = CliRunner().invoke(cli, ["validate", str(spec), "-q"])
+        assert unknown.exit_code == 2 and "E-MODULE unknown layer 'cli_shift'" in unknown.output
+        done = CliRunner().invoke(cli, ["--import", "my_cli_ext", "validate", str(spec)])
+        assert done.exit_code == 0, done.output
+        assert "net.0.bias" in done.output or "5 parameter tensors" in done.output
+        missing = CliRunner().invoke(cli, ["--import", "no_such_extension", "validate", str(spec)])
+        assert missing.exit_code == 2
+        assert "--import no_such_extension: ModuleNotFoundError" in missing.output
+    finally:
+        if "cli_shift" in nn.LAYERS:
+            nn.unregister("cli_shift")
+        sys.modules.pop("my_cli_ext", None)

@@ -2,6 +2,8 @@
 
 import pathlib
 
+import pytest
+
 from onlytorch.spec.diagnostics import CODES
 from onlytorch.spec.docs import BEGIN, END, render_reference, splice
 from onlytorch.spec.schema import OPTIMIZER_MODELS, Spec
@@ -33,3 +35,19 @@ def test_markers_are_required():
     with pytest.raises(ValueError, match="markers"):
         splice("no markers here", "x")
     assert splice(f"a{BEGIN}old{END}b", "new\n") == f"a{BEGIN}\nnew\n{END}b"
+
+
+def test_the_docs_generator_has_a_usage_and_refuses_a_file_without_markers(tmp_path, capsys) -> None:
+    from onlytorch.spec import docs
+
+    assert docs.main(["docs", "--stdout"]) == 0
+    assert capsys.readouterr().out == docs.render_reference()
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers here\n")
+    assert docs.main(["docs", str(plain)]) == 2
+    assert "needs the markers" in capsys.readouterr().err
+    assert plain.read_text() == "no markers here\n"  # nothing written
+    assert docs.main(["docs", str(tmp_path / "missing.md")]) == 2
+    with pytest.raises(SystemExit) as e:
+        docs.main(["docs", "--help"])
+    assert e.value.code == 0 and "--stdout" in capsys.readouterr().out

@@ -232,3 +232,33 @@ def test_the_footprint_counts_state_buffers_from_the_declarations() -> None:
     assert state_buffers("rmsprop", {"momentum": 0.9, "centered": True}) == 3
     assert state_buffers("sgd", {"momentum": -1.0}) == 0  # invalid: the compiler reports it
     assert state_buffers("nope", {}) == 0
+
+
+def test_a_class_that_cannot_work_is_refused_when_registered() -> None:
+    class Nameless(optim.Optimizer):
+        hypers = (Hyper("lr", 0.1, "the learning rate", H.LearningRate()),)
+
+    class NoLr(optim.Optimizer):
+        name = "no_lr"
+        hypers = (Hyper("scale", 1.0, "a factor", H.Real(0.0, 2.0)),)
+
+    class TupleBuffers(optim.Optimizer):
+        name = "tuple_buffers"
+        hypers = (Hyper("lr", 0.1, "the learning rate", H.LearningRate()),)
+        buffer_names = ()  # type: ignore[assignment]
+
+    class NoLrAt(optim.Schedule):
+        name = "no_lr_at"
+
+    cases = [
+        (Nameless, "declare the optimizer's registry name as a class attribute"),
+        (NoLr, "an optimizer's first hyper-parameter is its learning rate"),
+        (TupleBuffers, "buffer_names must be a classmethod"),
+        (NoLrAt, "a schedule gives the learning rate of step t in lr_at"),
+    ]
+    for cls, message in cases:
+        with pytest.raises((TypeError, ValueError)) as e:
+            optim.register(cls)
+        assert message in str(e.value), cls
+    assert not {"no_lr", "tuple_buffers", "optimizer"} & set(optim.OPTIMIZERS)
+    assert "no_lr_at" not in optim.SCHEDULES

@@ -41,6 +41,16 @@ def _line(p: LineParams, ctx: LoadContext) -> dict[str, np.ndarray]:
     return {"x": x, "y": p.slope * x}
 
 
+def pydantic_model() -> type:
+    """A plain pydantic model: it would accept unknown parameters silently."""
+    import pydantic
+
+    class Plain(pydantic.BaseModel):
+        n: int = 8
+
+    return Plain
+
+
 LINE = Source(
     name="custom.line",
     params=LineParams,
@@ -336,3 +346,22 @@ def test_the_name_check_sees_names(tmp_path: pathlib.Path) -> None:
     texts = [t for _, t in code_strings(module)]
     assert "gym.replay" in texts and " (gym.rollout)" in texts and "synthetic.ring" in texts
     assert not any("Docstrings" in t or "comments" in t for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"params": pydantic_model()}, "params must be a subclass of onlytorch.data.Params"),
+        ({"fields": {"x": Field((1,), "float", "x")}}, "fields must be a function (params) -> {name: Field}"),
+        ({"load": None}, "load must be a function (params, ctx) -> {name: array}"),
+        ({"name": ""}, "a data source needs a name"),
+    ],
+)
+def test_a_declaration_that_cannot_work_is_refused_when_registered(change: dict[str, Any], message: str) -> None:
+    import dataclasses
+
+    bad = dataclasses.replace(LINE, **change)
+    with pytest.raises((TypeError, ValueError)) as e:
+        register(bad)
+    assert message in str(e.value)
+    assert bad.name not in SOURCES

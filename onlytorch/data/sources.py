@@ -191,6 +191,21 @@ _LISTENERS: list[Callable[[], None]] = []
 
 
 def register(source: Source) -> Source:
+    """Add a source: specs can then use ``source: NAME``. A declaration that could not work is
+    refused here, naming what to fix, rather than when a spec first uses it."""
+    if not isinstance(source, Source):
+        raise TypeError(f"register() takes a Source (or LiveSource), got {type(source).__name__}")
+    if not isinstance(source.name, str) or not source.name:
+        raise ValueError(f"a data source needs a name such as 'my.points', got {source.name!r}")
+    if not (isinstance(source.params, type) and issubclass(source.params, Params)):
+        raise TypeError(
+            f"data source {source.name!r}: params must be a subclass of onlytorch.data.Params (a pydantic "
+            "model that refuses unknown parameters), not {source.params!r}"
+        )
+    for what in ("fields", "load"):
+        if not callable(getattr(source, what)):
+            signature = "(params) -> {name: Field}" if what == "fields" else "(params, ctx) -> {name: array}"
+            raise TypeError(f"data source {source.name!r}: {what} must be a function {signature}")
     if source.name in SOURCES:
         raise ValueError(f"data source {source.name!r} registered twice")
     SOURCES[source.name] = source

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .clip import clip_grad_norm, clip_grad_value
-from .hyper import Hyper
+from .hyper import Count, Finite, Flag, Hyper, LearningRate, NonNegative, PositiveOrNone, Real, Rule, UnitPair
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from .schedules import CosineAnnealingLR, ExponentialLR, LinearLR, Schedule, StepLR, WarmupCosine
 
@@ -39,11 +39,31 @@ def register(cls: _C) -> _C:
     """Add an Optimizer or Schedule subclass under its ``name`` (usable as a decorator); specs
     can then use ``type: <name>``."""
     registry = _registry(cls)
+    _check_declaration(cls, "optimizer" if registry is OPTIMIZERS else "schedule")
     if cls.name in registry:
         raise ValueError(f"an {'optimizer' if registry is OPTIMIZERS else 'schedule'} named {cls.name!r} exists")
     registry[cls.name] = cls
     _changed()
     return cls
+
+
+def _check_declaration(cls: type, kind: str) -> None:
+    """Refuse a class that could not work, naming what to declare, before specs can name it."""
+    own = cls.__dict__
+    if not isinstance(own.get("name"), str) or not own["name"]:
+        raise ValueError(f"{cls.__name__}: declare the {kind}'s registry name as a class attribute, name = '...'")
+    hypers = own.get("hypers", getattr(cls, "hypers", ()))
+    if not all(isinstance(h, Hyper) for h in hypers):
+        raise TypeError(f"{cls.__name__}: hypers must be a tuple of onlytorch.optim.Hyper entries")
+    if kind == "optimizer":
+        if not hypers or hypers[0].name != "lr":
+            raise ValueError(
+                f"{cls.__name__}: an optimizer's first hyper-parameter is its learning rate, Hyper('lr', ...)"
+            )
+        if not callable(getattr(cls, "buffer_names", None)):
+            raise TypeError(f"{cls.__name__}: buffer_names must be a classmethod (cls, hyper) -> tuple of buffer names")
+    elif getattr(cls, "lr_at", None) is getattr(Schedule, "lr_at", None):
+        raise TypeError(f"{cls.__name__}: a schedule gives the learning rate of step t in lr_at(self, t)")
 
 
 def unregister(cls: type[Optimizer] | type[Schedule]) -> None:
@@ -72,13 +92,22 @@ __all__ = [
     "Adam",
     "AdamW",
     "CosineAnnealingLR",
+    "Count",
     "ExponentialLR",
+    "Finite",
+    "Flag",
     "Hyper",
+    "LearningRate",
     "LinearLR",
+    "NonNegative",
     "Optimizer",
+    "PositiveOrNone",
     "RMSprop",
+    "Real",
+    "Rule",
     "Schedule",
     "StepLR",
+    "UnitPair",
     "WarmupCosine",
     "clip_grad_norm",
     "clip_grad_value",

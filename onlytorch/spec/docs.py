@@ -170,8 +170,25 @@ def splice(text: str, generated: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    path = pathlib.Path(argv[1] if len(argv) > 1 else "docs/spec.md")
-    path.write_text(splice(path.read_text(encoding="utf-8"), render_reference()), encoding="utf-8")
+    """``python -m onlytorch.spec.docs [FILE] [--stdout]``: regenerate the reference between FILE's
+    markers (default docs/spec.md), or print it. Declarations imported before calling main (your
+    own layers, sources, optimizers) are listed too."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m onlytorch.spec.docs", description=main.__doc__.split("\n")[0])
+    ap.add_argument("file", nargs="?", default="docs/spec.md", help=f"a Markdown file holding {BEGIN} ... {END}")
+    ap.add_argument("--stdout", action="store_true", help="print the generated reference instead of writing it")
+    args = ap.parse_args(argv[1:])
+    if args.stdout:
+        print(render_reference(), end="")
+        return 0
+    path = pathlib.Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+        path.write_text(splice(text, render_reference()), encoding="utf-8")
+    except (OSError, ValueError) as e:
+        print(f"error: {path}: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0
 
