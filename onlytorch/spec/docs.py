@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
     own layers, sources, optimizers) are listed too."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m onlytorch.spec.docs", description=main.__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m onlytorch.spec.docs", description="Regenerate the spec reference.")
     ap.add_argument("file", nargs="?", default="docs/spec.md", help=f"a Markdown file holding {BEGIN} ... {END}")
     ap.add_argument("--stdout", action="store_true", help="print the generated reference instead of writing it")
     args = ap.parse_args(argv[1:])
