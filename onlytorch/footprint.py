@@ -273,7 +273,7 @@ def estimate(compiled: Compiled, data_fields: dict[str, dict[str, Any]] | None =
     for name, opt in compiled.optimizers.items():
         nodes = [g.record(p) for p in opt.params]
         size = sum(node_bytes(n, 1) for n in nodes)
-        copies = len(getattr(opt, "_names", ())) + (1 if FlatLayout.fits(nodes) else 0)
+        copies = len(type(opt).buffer_names(opt.hyper)) + (1 if FlatLayout.fits(nodes) else 0)
         kind = compiled.spec.optimizers[name].type
         fp.items.append(Item(f"{kind} state of {name}", copies * size, ("optimizers", name)))
     spec_data = compiled.spec.data

@@ -58,10 +58,9 @@ INITIALISERS: dict[str, Callable[..., np.ndarray]] = {
 
 def initial_value(rng: np.random.Generator, shape: tuple[int, ...], init: str, dtype: np.dtype, **kw) -> np.ndarray:
     if init not in INITIALISERS:
-        import difflib
+        from .suggest import did_you_mean_suffix
 
-        near = difflib.get_close_matches(init, INITIALISERS, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean_suffix(init, INITIALISERS)
         raise GraphError(f"unknown initialiser {init!r}{hint} (known: {', '.join(INITIALISERS)})")
     try:
         value = INITIALISERS[init](rng, shape, **kw)

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import yaml
 
-from . import __version__, metrics_log, monitor
 from . import checkpoint as ckpt
+from . import metrics_log, monitor
+from ._version import __version__
 from .metrics_log import Record
 from .rundir import NO_SPACE, overwrite_in_place, remove_stale_temporaries, write_text_atomic
 

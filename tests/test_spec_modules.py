@@ -139,3 +139,45 @@ def test_an_optimizer_may_not_train_a_target_copy():
     assert compiled is None
     assert [d.code for d in report.errors] == ["E-PHASE"]
     assert "target-copy parameters" in report.errors[0].message
+
+
+LAYERED = """version: 1
+name: layered
+data:
+  train: {source: synthetic.xor, n: 64}
+  batch_size: 16
+inputs:
+  x: {shape: [2], from: train.x}
+  y: {shape: [1], from: train.y}
+modules:
+  net: [{linear: 4}, LAYER, {linear: 1}]
+nodes:
+  p: net(x)
+losses:
+  loss: mse(p, y)
+optimizers:
+  opt: {type: sgd, params: [net], lr: 0.1}
+train:
+  steps: 1
+  schedule: [{name: fit, backward: [{loss: loss}], step: [opt]}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("layer", "hint"),
+    [
+        ("relu_", "did you mean 'relu'?"),
+        ("argmax", "argmax has no derivative: call it in a node instead, e.g. nodes: {out: argmax(...)}"),
+        (
+            "{concat: {axis: 1}}",
+            "concat takes several inputs: call it in a node instead, e.g. nodes: {out: concat(...)}",
+        ),
+    ],
+)
+def test_an_op_that_cannot_be_a_layer_is_named_so(layer: str, hint: str) -> None:
+    text = LAYERED.replace("LAYER", layer)
+    _, report = compile_text(text, "layers.yaml")
+    d = next(d for d in report.errors if d.code == "E-MODULE")
+    assert d.hint == hint
+    assert d.message.startswith("unknown layer ")
+    assert (d.line, d.column) == (10, 22)

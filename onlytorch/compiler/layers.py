@@ -154,8 +154,12 @@ def layer_kind(ctx: CompileContext, item: Any) -> tuple[Any, Any]:
         return kind, arg
     op = ctx.ops.get(kind)
     if op is None or not is_op_layer(op):
-        options = [*LAYERS, *(k for k, v in ctx.ops.items() if len(v.input_names) == 1 and not v.variadic)]
-        raise LayerError(f"unknown layer {kind!r}", did_you_mean(str(kind), options))
+        options = [*LAYERS, *(k for k, v in ctx.ops.items() if is_op_layer(v))]
+        hint = did_you_mean(str(kind), options)
+        if op is not None:  # an op, but not one a layer list can apply
+            why = "has no derivative" if len(op.input_names) == 1 and not op.variadic else "takes several inputs"
+            hint = f"{kind} {why}: call it in a node instead, e.g. nodes: {{out: {kind}(...)}}"
+        raise LayerError(f"unknown layer {kind!r}", hint)
     return kind, arg
 
 

@@ -13,14 +13,10 @@ from .hyper import Count, Finite, Flag, Hyper, LearningRate, NonNegative, Positi
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from .schedules import CosineAnnealingLR, ExponentialLR, LinearLR, Schedule, StepLR, WarmupCosine
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
-
+# By the name each class declares (the spec's ``type:``), in the order the docs list them.
+OPTIMIZERS: dict[str, type[Optimizer]] = {c.name: c for c in (SGD, Adam, AdamW, RMSprop)}
 SCHEDULES: dict[str, type[Schedule]] = {
-    "step_lr": StepLR,
-    "exponential_lr": ExponentialLR,
-    "cosine_annealing_lr": CosineAnnealingLR,
-    "linear_lr": LinearLR,
-    "warmup_cosine": WarmupCosine,
+    c.name: c for c in (StepLR, ExponentialLR, CosineAnnealingLR, LinearLR, WarmupCosine)
 }
 
 _C = TypeVar("_C", type[Optimizer], type[Schedule])
