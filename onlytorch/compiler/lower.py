@@ -238,7 +238,7 @@ def build_module(ctx: CompileContext, m: ModuleInfo, args: list[NodeId], start: 
     elif spec.cell is not None:
         if len(args) != 2:
             raise X.ExprError("E-ARG", f"cell {m.name} is called as {m.name}(x, h)", start, width)
-        cls = nn.GRUCell if spec.cell == "gru" else nn.RNNCell
+        kind = nn.CELLS[spec.cell]
         x = args[0]
         if not x.shape or x.shape[-1] is None:
             raise X.ExprError(
@@ -247,12 +247,14 @@ def build_module(ctx: CompileContext, m: ModuleInfo, args: list[NodeId], start: 
                 start,
                 width,
             )
+        hidden = spec.hidden or 1
         try:
-            check_params(ctx, m.name, f"cell {m.name}", (x.shape[-1] + (spec.hidden or 1), 3 * (spec.hidden or 1)))
+            check_params(ctx, m.name, f"cell {m.name}", kind.checked_shape(x.shape[-1], hidden))
         except LayerError as e:
             raise X.ExprError(e.code, str(e), start, width, e.hint) from None
-        cell = cls(ctx.g, x.shape[-1], spec.hidden or 1, name=m.name)
-        m.params = cell.parameters()
+        cell = kind.build(ctx.g, x.shape[-1], hidden, m.name)
+        if isinstance(cell, nn.Module):  # else the parameters built since `before` are the module's
+            m.params = cell.parameters()
         m.call = cell
     else:
         m.call = build_subgraph(ctx, m, spec, path)

@@ -1,7 +1,9 @@
-"""Layers as modules (``modules``: Linear, MLP, BatchNorm, ... owning parameters in a Graph) and
-the layer registry (``layers``: one declaration per layer with parameters, read by the spec
-schema, the compiler and the docs)."""
+"""Layers as modules (``modules``: Linear, MLP, BatchNorm, ... owning parameters in a Graph), the
+layer registry (``layers``: one declaration per layer with parameters) and the recurrent-cell
+registry (``cells``: one declaration per cell kind), both read by the spec schema, the compiler and
+the docs."""
 
+from .cells import CELLS, CellDef, cell, unregister_cell
 from .layers import (
     LAYERS,
     LayerDef,
@@ -28,9 +30,11 @@ from .modules import (
 )
 
 __all__ = [
+    "CELLS",
     "LAYERS",
     "MLP",
     "BatchNorm",
+    "CellDef",
     "Dropout",
     "Embedding",
     "GRUCell",
@@ -43,9 +47,11 @@ __all__ = [
     "RNNCell",
     "Sequential",
     "activation",
+    "cell",
     "copy_parameters",
     "is_op_layer",
     "layer",
     "op_keeps_width",
     "unregister",
+    "unregister_cell",
 ]

@@ -120,6 +120,7 @@ def render_reference() -> str:
         add(_doc(sched_model) + "\n")
         add(model_table(sched_model, skip=("type",)))
     add(layer_table())
+    add(cell_table())
     add("\n### Functions in expressions\n")
     add(
         "Expressions are Python syntax (`+ - * / ** @`, unary `-`, comparisons, `x[...]` with constant indices), parsed with `ast` under a whitelist; keyword arguments take constants. Besides module calls `M(x)`:\n"
@@ -158,6 +159,56 @@ def layer_table() -> str:
         if defn.short:
             out.append(f"A bare value (`{defn.forms[0]}`) is `{defn.short}`.\n")
         out.append(model_table(defn.options))
+    return "\n".join(out)
+
+
+class _Dim:
+    """A width written as a letter (D, H) so that a cell's declared parameter shapes print as
+    formulas: 3 * H is "3H", D + H is "D + H"."""
+
+    def __init__(self, text: str, sum_: bool = False) -> None:
+        self.text, self.sum = text, sum_
+
+    def __add__(self, other: Any) -> _Dim:
+        return _Dim(f"{self} + {other}", True)
+
+    __radd__ = __add__
+
+    def __mul__(self, other: Any) -> _Dim:
+        if not isinstance(other, int) or isinstance(other, bool):
+            return NotImplemented
+        return _Dim(f"{other}({self.text})" if self.sum else f"{other}{self.text}")
+
+    __rmul__ = __mul__
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _cell_params(defn: Any) -> str:
+    """A cell's parameters with their shapes for input width D and hidden size H, or their names
+    alone when its declaration computes shapes the letters cannot stand for."""
+    try:
+        shapes = defn.params(_Dim("D"), _Dim("H"))
+        return ", ".join(f"`{k}` ({', '.join(map(str, s))})" for k, s in shapes.items())
+    except Exception:  # e.g. hidden // 2: the names still say what the cell holds
+        return ", ".join(f"`{k}`" for k in defn.params(1, 1))
+
+
+def cell_table() -> str:
+    """The recurrent cells a module may be (``{cell: KIND, hidden: H}``): one row per declared cell
+    (from the cell registry)."""
+    from ..nn.cells import CELLS
+
+    out = [
+        "\n### Recurrent cells (`modules.NAME.cell`)\n",
+        "A module `{cell: KIND, hidden: H}` is called as `NAME(x, h)`, or over a sequence by `scan(NAME, xs, h0)`; "
+        "its parameters are `NAME.*`, shaped for an input of width D.\n",
+        "| cell | meaning | parameters |\n|---|---|---|",
+    ]
+    for name, defn in CELLS.items():
+        doc = defn.doc.replace("|", "\\|")
+        out.append(f"| `{name}` | {doc} | {_cell_params(defn)} |")
     return "\n".join(out)
 
 

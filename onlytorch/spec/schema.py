@@ -276,6 +276,27 @@ def layer_item_json_schema() -> dict[str, Any]:
     return {"anyOf": alternatives}
 
 
+def _cell_names() -> Any:
+    """The allowed values of a module's ``cell``: the names of the cell registry, in its order."""
+    from ..nn.cells import CELLS
+
+    return Literal[tuple(CELLS)] if CELLS else type(None)  # type: ignore[valid-type]
+
+
+def _cell_description() -> str:
+    from ..nn.cells import CELLS
+
+    names = list(CELLS)
+    listed = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    return f"a recurrent cell called as cell(x, h): {listed}"
+
+
+if TYPE_CHECKING:  # built from the cell registry at import: to the type checker, a name
+    CellName = str
+else:
+    CellName = _cell_names()
+
+
 class ModuleSpec(Strict):
     """A module: a list of layers (the short form is the list itself), a recurrent cell, a
     subgraph with arguments, or a target copy of another module. Calling a module twice shares
@@ -284,7 +305,7 @@ class ModuleSpec(Strict):
     layers: list[LayerItem] | None = Field(
         None, description="layers applied in order, e.g. [{linear: 64}, relu, {linear: 1}]"
     )
-    cell: Literal["rnn", "gru"] | None = Field(None, description="a recurrent cell called as cell(x, h)")
+    cell: CellName | None = Field(None, description=_cell_description())
     hidden: int | None = Field(None, gt=0, description="the hidden size of a cell")
     args: list[str] | None = Field(None, description="a subgraph's argument names")
     params: dict[str, ParamSpec] = Field(default_factory=dict, description="a subgraph's own parameters")
@@ -319,6 +340,28 @@ class ModuleSpec(Strict):
         if self.copy_of is None and self.sync is not None:
             raise ValueError("'sync' belongs to a 'copy_of' module")
         return self
+
+
+def _follow_cell_registry() -> None:
+    """After ``nn.cell``/``nn.unregister_cell``: rebuild the ``cell`` field (its allowed values and
+    the description that lists them) and the models that hold it, as for the data sources."""
+    global CellName
+    CellName = _cell_names()
+    annotation: Any = CellName | None
+    ModuleSpec.model_fields["cell"] = FieldInfo.from_annotated_attribute(
+        annotation, Field(None, description=_cell_description())
+    )
+    ModuleSpec.model_rebuild(force=True)
+    Spec.model_rebuild(force=True)  # the one model that holds a ModuleSpec
+
+
+def _watch_cells() -> None:
+    from ..nn.cells import on_change
+
+    on_change(_follow_cell_registry)
+
+
+_watch_cells()
 
 
 # ---------------------------------------------------------------- optimizers and schedules
