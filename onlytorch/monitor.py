@@ -4,44 +4,51 @@ or higher is better. This module is the one place where a quantity's direction i
 The rule: a direction is never guessed from a name.
 - A loss (a name in the spec's ``losses``) is always minimised: the optimizers minimise it.
 - A quantity onlytorch computes itself has the direction declared with it: the sample scores of a
-  generator (``onlytorch.metrics.SAMPLE_SCORES``) and the returns of evaluation episodes
-  (``EPISODE_QUANTITIES`` below). Some have none (an episode's length is good when long in
-  CartPole and bad in MountainCar).
+  generator (``onlytorch.metrics.SAMPLE_SCORES``) and what a live source's evaluation reports
+  (its ``LiveSource.quantities``: a gym source's episode returns, onlytorch.data.gym.base). Some
+  have none (an episode's length is good when long in CartPole and bad in MountainCar).
 - Anything else (a spec's own ``metrics``) has only the direction the spec declares:
   ``train.monitor: {metric: accuracy, mode: max}``.
 
-Where ``train.monitor`` is absent: a gym source monitors ``return_mean`` (max); a generator whose
-samples are scored (``eval.samples`` over a scored source, e.g. synthetic.ring/grid) monitors
-``modes_covered`` (max); any other spec its first loss (min). A quantity measured on data is
-measured on ``monitor.split``, else on the ``val`` split when the data declares one, else on
-``eval.split``."""
+Where ``train.monitor`` is absent: a live source monitors its ``default_monitor`` (a gym source
+its ``return_mean``, max); a generator whose samples are scored (``eval.samples`` over a scored
+source, e.g. synthetic.ring/grid) monitors ``modes_covered`` (max); any other spec its first loss
+(min). A quantity measured on data is measured on ``monitor.split``, else on the ``val`` split
+when the data declares one, else on ``eval.split``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .metrics import SAMPLE_SCORES
 from .spec.diagnostics import did_you_mean
 
 if TYPE_CHECKING:
+    from .data.sources import LiveSource
     from .spec.schema import Spec
 
 Mode = Literal["min", "max"]
 SPLITS = ("train", "val", "test")
 EPISODES, SAMPLES = "episodes", "samples"  # what a quantity not measured on a data split is measured on
 
-# What onlytorch.data.gym.policy.run_episodes returns (a test keeps the two in step), with a direction
-# where one holds for every environment.
-EPISODE_QUANTITIES: dict[str, Mode | None] = {
-    "return_mean": "max",
-    "return_std": None,
-    "return_min": "max",
-    "return_max": "max",
-    "episode_length": None,
-}
-BUILTIN_MODES: dict[str, Mode] = {k: v for k, v in {**SAMPLE_SCORES, **EPISODE_QUANTITIES}.items() if v is not None}
+
+def __getattr__(name: str) -> Any:
+    """``EPISODE_QUANTITIES``: what the registered live sources' evaluations report, with their
+    directions; ``BUILTIN_MODES``: every quantity onlytorch computes that has a direction (the
+    sample scores and those). Computed when read: the live sources declare them (a source
+    registered later, e.g. by ``onlytorch --import``, counts too)."""
+    if name in ("EPISODE_QUANTITIES", "BUILTIN_MODES"):
+        from .data.sources import live_quantities
+
+        live = live_quantities()
+        if name == "EPISODE_QUANTITIES":
+            return live
+        return {k: v for k, v in {**SAMPLE_SCORES, **live}.items() if v is not None}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Log-key prefix of an evaluation on a split other than eval.split (eval.split's is "eval"). The
 # train split's is not "train": that prefix holds the metrics of the training batches.
 SPLIT_PREFIX = {"val": "val", "test": "test", "train": "train_split"}
@@ -111,24 +118,31 @@ def _scores_samples(spec: Spec) -> bool:
     return spec.eval is not None and spec.eval.samples is not None and found is not None and found[0].scored
 
 
-def _live(spec: Spec) -> bool:
-    from .data.sources import live_train_source
+def _live(spec: Spec) -> LiveSource | None:
+    """The spec's live train source (whose declaration says what its evaluation reports), or None."""
+    from .data.sources import live_source
 
-    return live_train_source(spec) is not None
+    return live_source(spec)
+
+
+def _directed(live: LiveSource) -> dict[str, Mode]:
+    return {k: cast("Mode", v) for k, v in live.quantities.items() if v is not None}
 
 
 def builtin_modes(spec: Spec) -> dict[str, Mode]:
     """The directions of the quantities onlytorch computes in this spec's evaluation (a metric of
     the spec that happens to share such a name gets none from it)."""
-    if _live(spec):
-        return {k: v for k, v in EPISODE_QUANTITIES.items() if v is not None}
+    live = _live(spec)
+    if live is not None:
+        return _directed(live)
     return dict(SAMPLE_SCORES) if _scores_samples(spec) else {}
 
 
 def available(spec: Spec) -> list[str]:
     """The quantities an evaluation of this spec reports (what a monitor may name)."""
-    if _live(spec):
-        return list(EPISODE_QUANTITIES)
+    live = _live(spec)
+    if live is not None:
+        return list(live.quantities)
     return [*spec.losses, *spec.metrics, *(SAMPLE_SCORES if _scores_samples(spec) else ())]
 
 
@@ -141,13 +155,16 @@ def default_split(spec: Spec) -> str:
 def resolve(spec: Spec) -> Monitor | None:
     """The monitor of a valid spec (see the module's docstring); None when nothing is evaluated
     or the spec has nothing to monitor."""
-    if spec.eval is None and not _live(spec):
+    live = _live(spec)
+    if spec.eval is None and live is None:
         return None
     m = spec.train.monitor if spec.train is not None else None
     if m is not None:
         metric = m.metric
-    elif _live(spec):
-        metric = "return_mean"
+    elif live is not None:
+        if live.default_monitor is None:
+            return None
+        metric = live.default_monitor
     elif _scores_samples(spec):
         metric = "modes_covered"
     elif spec.losses:
@@ -157,7 +174,7 @@ def resolve(spec: Spec) -> Monitor | None:
     mode = direction(metric, spec.losses, builtin_modes(spec)) or (m.mode if m is not None else None)
     if mode is None:
         return None  # a metric without a declared direction: validate refuses the spec
-    if _live(spec):
+    if live is not None:
         split = EPISODES
     elif metric in SAMPLE_SCORES and _scores_samples(spec):
         split = SAMPLES
@@ -201,11 +218,12 @@ ErrorFn = Callable[..., None]
 def check(spec: Spec, broken: set[str], error: ErrorFn) -> None:
     """Diagnostics for ``train.monitor`` and for a best checkpoint chosen on the split the final
     evaluation reports. ``error(code, message, path, hint=...)`` reports at a spec path."""
-    builtin = [*EPISODE_QUANTITIES] if _live(spec) else [*SAMPLE_SCORES] if _scores_samples(spec) else []
+    live = _live(spec)
+    builtin = [*live.quantities] if live is not None else [*SAMPLE_SCORES] if _scores_samples(spec) else []
     for section in ("losses", "metrics"):
         for name in getattr(spec, section):
             if name in builtin:
-                what = "whole evaluation episodes" if _live(spec) else "the generated samples"
+                what = "whole evaluation episodes" if live is not None else "the generated samples"
                 error(
                     "E-DUP",
                     f"{section[:-1]} {name!r} has the name of a score the evaluation computes from {what} "
@@ -246,7 +264,7 @@ def _check_declared(spec: Spec, m: Any, broken: set[str], error: ErrorFn) -> boo
         reported = True
         error(*args, **kwargs)
 
-    if spec.eval is None and not _live(spec):
+    if spec.eval is None and _live(spec) is None:
         if "<eval>" in broken:
             return False  # the eval section has its own diagnostic
         report(
@@ -260,7 +278,7 @@ def _check_declared(spec: Spec, m: Any, broken: set[str], error: ErrorFn) -> boo
     if m.metric not in names:
         if m.metric in broken:
             return False
-        extra = " (a gym source is evaluated in whole episodes)" if _live(spec) else ""
+        extra = " (a gym source is evaluated in whole episodes)" if _live(spec) is not None else ""
         report(
             "E-NAME",
             f"train.monitor: unknown metric {m.metric!r}{extra}; evaluation reports: {', '.join(names) or 'nothing'}",
@@ -286,8 +304,8 @@ def _check_declared(spec: Spec, m: Any, broken: set[str], error: ErrorFn) -> boo
             hint=f"write mode: {declared}, or leave mode out",
         )
     if m.split is not None:
-        if _live(spec) or m.metric in SAMPLE_SCORES:
-            what = "whole episodes" if _live(spec) else "generated samples"
+        if _live(spec) is not None or m.metric in SAMPLE_SCORES:
+            what = "whole episodes" if _live(spec) is not None else "generated samples"
             report(
                 "E-MONITOR",
                 f"train.monitor.split does not apply: {m.metric} is measured on {what}, not on a data split",

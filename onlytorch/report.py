@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import numpy as np
 
 from . import monitor
+from .data.sources import LIVE_LOG_PREFIX, counter_log_keys
 
 if TYPE_CHECKING:  # annotations only: matplotlib is imported lazily, where pictures are drawn
     from matplotlib.axes import Axes
@@ -34,7 +35,7 @@ _LOG_SPAN = 100.0  # a log y axis when all values are positive and span more tha
 _NOT_QUANTITIES = {"step", "kind", "time"}
 _GROUP_TITLES = {
     "loss": "losses",
-    "rollout": "rollout (training episodes of a gym source)",
+    LIVE_LOG_PREFIX: f"{LIVE_LOG_PREFIX} (training episodes of a gym source)",
     "train": "train metrics",
     "eval": "eval metrics",
     "val": "val metrics (evaluations that choose best.npz)",
@@ -43,8 +44,6 @@ _GROUP_TITLES = {
 }
 # Groups of evaluation rows: eval.split's, and those of the other split that chooses best.npz.
 _EVAL_GROUPS = ("val", "test", "train_split", "eval")
-# Counters a gym source logs: in the table, not worth a picture.
-_COUNTERS = ("rollout/env_steps", "rollout/episodes", "rollout/buffer")
 
 
 class ReportError(Exception):
@@ -229,7 +228,7 @@ def group_of(name: str) -> str | None:
     prefix, sep, _ = name.partition("/")
     if not sep:
         return "train"
-    return prefix if prefix in ("train", "lr", "grad_norm", "rollout", *_EVAL_GROUPS) else "loss"
+    return prefix if prefix in ("train", "lr", "grad_norm", LIVE_LOG_PREFIX, *_EVAL_GROUPS) else "loss"
 
 
 def direction_of(run: Run, name: str) -> str | None:
@@ -277,7 +276,7 @@ def names_in(run: Run, *groups: str) -> list[str]:
 def quantities(run: Run) -> list[Quantity]:
     """Final and best value of every loss, train metric and eval metric."""
     out = []
-    for name in names_in(run, "loss", "rollout", "train", *_EVAL_GROUPS):
+    for name in names_in(run, "loss", LIVE_LOG_PREFIX, "train", *_EVAL_GROUPS):
         steps, values = series(run, name)
         finite = np.isfinite(values)
         mode = direction_of(run, name)
@@ -548,7 +547,9 @@ def _draw_losses(run: Run) -> Figure | None:
 def _draw_metrics(run: Run) -> Figure | None:
     """One panel per metric name; train/<m> as a line, eval/<m> (and val/<m>, ... of the split that
     chooses best.npz) as markers share a panel."""
-    names = [n for n in names_in(run, "rollout", "train", *_EVAL_GROUPS) if n not in _COUNTERS]
+    # the counters a live source logs (see LiveSource.counter_stats): in the table, not worth a picture
+    counters = counter_log_keys()
+    names = [n for n in names_in(run, LIVE_LOG_PREFIX, "train", *_EVAL_GROUPS) if n not in counters]
     if not names:
         return None
     panels: dict[str, list[str]] = {}

@@ -21,7 +21,16 @@ import numpy as np
 from . import checkpoint as ckpt
 from .compile import Compiled, PhaseInfo
 from .data.batches import Batches, Noise, rng_entry, rng_from_array, rng_to_array
-from .data.sources import DataError, LoadContext, get_source, load_source, make_live, split
+from .data.sources import (
+    DataError,
+    LoadContext,
+    get_source,
+    live_log_row,
+    load_source,
+    make_live,
+    progress_stats,
+    split,
+)
 from .errors import GraphError
 from .metrics_log import Record
 from .nn import copy_parameters
@@ -597,9 +606,9 @@ def train_loop(
         step = trainer.step
         if progress is not None:
             if trainer.live is not None:
-                # what an RL user watches: the training episodes' return, beside the losses
-                recent = trainer.live.stats().get("return_mean")
-                progress(step, values if recent is None else {**values, "rollout/return_mean": recent})
+                # what an RL user watches beside the losses (a gym source: the training episodes' return)
+                shown = progress_stats(trainer.spec, trainer.live.stats())
+                progress(step, {**values, **shown} if shown else values)
             else:
                 progress(step, values)
         if step % t.log_every == 0 or step == steps:
@@ -608,7 +617,7 @@ def train_loop(
                 for name, node in trainer.c.metrics.items():
                     row[f"train/{name}"] = float(np.asarray(trainer.g.forward_node(node)).reshape(-1)[0])
             if trainer.live is not None:
-                row.update({f"rollout/{k}": v for k, v in trainer.live.stats().items()})
+                row.update(live_log_row(trainer.live.stats()))
             for o, opt in trainer.c.optimizers.items():
                 row[f"lr/{o}"] = float(opt.lr)
                 if o in trainer.grad_norms:

@@ -10,17 +10,17 @@ import json
 import pathlib
 import textwrap
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 from pydantic import Field as Param
 
-from onlytorch import footprint, monitor
+from onlytorch import fit, footprint, monitor, report
 from onlytorch.compile import Compiled, compile_text
 from onlytorch.compiler.summary import summarize
 from onlytorch.data import SOURCES, Field, LiveSource, LoadContext, Source, register, unregister
-from onlytorch.data.sources import Params
+from onlytorch.data.sources import Params, counter_log_keys
 from onlytorch.evaluation import mixture
 from onlytorch.spec import schema as S
 from onlytorch.train import Trainer
@@ -233,10 +233,11 @@ class Stream:
         return self.batch
 
     def stats(self) -> dict[str, float]:
-        return {"drawn": float(self.drawn)}
+        return {"drawn": float(self.drawn), "y_mean": float(np.mean(self.batch["y"])) if self.batch else 0.0}
 
     def episodes(self, n: int, seed: int, greedy: bool) -> dict[str, float]:
-        return {}
+        # best after the second iteration: a mode taken from anywhere but the declaration picks another
+        return {"stream_mean": -float((self.drawn - 2) ** 2), "stream_spread": float(self.drawn)}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"drawn": np.array(self.drawn)}
@@ -249,6 +250,11 @@ class Stream:
 
 
 class StreamSource(LiveSource):
+    quantities: ClassVar[dict[str, str | None]] = {"stream_mean": "max", "stream_spread": None}
+    default_monitor = "stream_mean"
+    progress_stat = "y_mean"
+    counter_stats = ("drawn",)
+
     def make_live(self, p: Any, compiled: Compiled) -> Stream:
         return Stream(p, compiled.spec.seed, compiled.graph.dtype)
 
@@ -297,6 +303,55 @@ def test_a_live_source_checks_the_compiled_spec_and_describes_itself(declared: S
     assert "custom.stream: 16 fresh samples each iteration" in summarize(compiled_or_fail(STREAM_SPEC))
 
 
+STREAM_EVALUATED = STREAM_SPEC.replace("  steps: 30\n", "  steps: 4\n  eval_every: 1\n  log_every: 1\n")
+
+
+@pytest.mark.parametrize("declared", [STREAM], indirect=True, ids=["stream"])
+def test_a_live_source_declares_what_its_evaluation_reports_and_what_chooses_best(
+    declared: Source, tmp_path: pathlib.Path
+) -> None:
+    compiled = compiled_or_fail(STREAM_EVALUATED)
+    spec = compiled.spec
+    assert monitor.resolve(spec) == monitor.Monitor("stream_mean", "episodes", "max")
+    assert monitor.available(spec) == ["stream_mean", "stream_spread"]
+    assert monitor.builtin_modes(spec) == {"stream_mean": "max"}
+    assert monitor.directions(spec) == {"mse": "min", "stream_mean": "max"}
+    assert monitor.BUILTIN_MODES["stream_mean"] == "max" and "stream_spread" not in monitor.BUILTIN_MODES
+    assert "stream_spread" in monitor.EPISODE_QUANTITIES
+    assert {"rollout/drawn", "rollout/env_steps", "rollout/buffer"} <= counter_log_keys()
+
+    shown: list[dict[str, float]] = []
+    result = fit(compiled, tmp_path / "run", on_progress=lambda step, values: shown.append(values))
+    assert result.status == "completed", result.message
+    # the progress line shows the statistic the source declares, under its log key
+    assert [sorted(v) for v in shown] == [["fit/mse", "rollout/y_mean"]] * 4
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["monitor"] == {"metric": "stream_mean", "split": "episodes", "mode": "max"}
+    assert info["best"] == {
+        "checkpoint": "checkpoints/best.npz",
+        "step": 2,
+        "metric": "stream_mean",
+        "split": "episodes",
+        "mode": "max",
+        "value": 0.0,
+    }
+    assert info["directions"] == {"mse": "min", "stream_mean": "max"}
+    run = report.read_run(tmp_path / "run")
+    assert [r["rollout/drawn"] for r in run.rows if "rollout/drawn" in r] == [1.0, 2.0, 3.0, 4.0]
+    best = {q.name: (q.best_step, q.mode) for q in report.quantities(run)}
+    assert best["eval/stream_mean"] == (2, "max") and best["eval/stream_spread"] == (None, None)
+
+    # a declared monitor is checked against the source's declaration
+    for text, message in [
+        ("{metric: stream_mean, mode: min}", "train.monitor: stream_mean is declared max; mode: min would keep"),
+        ("{metric: stream_spread}", "train.monitor: stream_spread has no declared direction"),
+        ("{metric: return_mean}", "train.monitor: unknown metric 'return_mean' (a gym source is evaluated"),
+    ]:
+        with_monitor = STREAM_EVALUATED.replace("  eval_every: 1\n", f"  eval_every: 1\n  monitor: {text}\n")
+        _, rep = compile_text(with_monitor, "custom.yaml")
+        assert any(message in d.message for d in rep.errors), rep.render()
+
+
 # ---------------------------------------------------------------- no name comparisons outside onlytorch/data
 
 
@@ -329,6 +384,32 @@ def test_no_module_outside_data_names_a_source() -> None:
             if "gym.rollout" in text or "gym.replay" in text or text in names:
                 found.append(f"{path.relative_to(ROOT)}:{line}: {text!r}")
     assert not found, "source names outside onlytorch/data:\n" + "\n".join(found)
+
+
+def test_no_module_outside_data_names_what_a_live_source_reports() -> None:
+    """What a live source's evaluation reports (a gym source's return_mean, ...) and the keys of its
+    training statistics (rollout/...) are its declaration's: the monitor, the trainer's progress
+    line and log, and the report ask the source."""
+    every = sorted([*(ROOT / "onlytorch").rglob("*.py"), *(ROOT / "cli").rglob("*.py")])
+    outside = [p for p in every if not p.is_relative_to(ROOT / "onlytorch" / "data")]
+    quantities = set(monitor.EPISODE_QUANTITIES)
+    assert "return_mean" in quantities and "episode_length" in quantities
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {text!r}"
+        for path in outside
+        for line, text in code_strings(path)
+        if text in quantities or text.startswith("rollout/")
+    ]
+    assert not found, "a live source's quantities or log keys outside onlytorch/data:\n" + "\n".join(found)
+
+
+def test_the_quantity_check_sees_quantities(tmp_path: pathlib.Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        'def f(live):\n    return {"rollout/return_mean": live["return_mean"], **{f"rollout/{k}": 1 for k in live}}\n'
+    )
+    texts = [t for _, t in code_strings(module)]
+    assert {"rollout/return_mean", "return_mean", "rollout/"} <= set(texts)
 
 
 def test_the_name_check_sees_names(tmp_path: pathlib.Path) -> None:
@@ -365,3 +446,24 @@ def test_a_declaration_that_cannot_work_is_refused_when_registered(change: dict[
         register(bad)
     assert message in str(e.value)
     assert bad.name not in SOURCES
+
+
+@pytest.mark.parametrize(
+    ("declare", "message"),
+    [
+        (
+            {"default_monitor": "stream_spread"},
+            "live source 'custom.bad': default_monitor 'stream_spread' must be one of its quantities with a "
+            "direction (stream_mean), or None",
+        ),
+        ({"default_monitor": "return_mean"}, "default_monitor 'return_mean' must be one of its quantities"),
+        ({"quantities": {"stream_mean": "higher"}}, "quantities map each name to 'max', 'min' or None"),
+    ],
+)
+def test_a_live_declaration_that_cannot_work_is_refused_when_registered(declare: dict[str, Any], message: str) -> None:
+    bad_class = type("BadStream", (StreamSource,), declare)
+    bad = bad_class(name="custom.bad", params=StreamParams, fields=STREAM.fields, load=_no_data, doc="bad")
+    with pytest.raises(ValueError) as e:
+        register(bad)
+    assert message in str(e.value)
+    assert "custom.bad" not in SOURCES

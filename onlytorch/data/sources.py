@@ -8,8 +8,10 @@ A source also answers every question the rest of the project has about it, so th
 outside ``onlytorch.data`` tells sources apart by name: how many samples it holds and the memory
 it takes (the footprint estimate), whether a generator's samples are scored against its mode
 centres (``scored``), and, for a live source (``LiveSource``, filled by the trainer while it
-trains), the compiler's checks of the graph nodes it runs, its lines of the compile report, and
-the object the trainer fills and draws batches from (``make_live``).
+trains), the compiler's checks of the graph nodes it runs, its lines of the compile report, the
+object the trainer fills and draws batches from (``make_live``), the quantities its evaluation
+reports with their directions and the one monitored by default (for ``onlytorch.monitor``), and
+which of its training statistics the progress line shows and the report treats as counters.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..suggest import did_you_mean_suffix
 
 if TYPE_CHECKING:
     from ..compile import Compiled
+    from ..monitor import Mode
 
 FieldDtype = Literal["float", "int64"]
 
@@ -173,6 +176,17 @@ class LiveSource(Source, abc.ABC):
     A subclass declares how to build that object, and may add compiler checks and report lines."""
 
     live: ClassVar[bool] = True
+    # What make_live's object's episodes() reports, each with its direction ("max": higher is
+    # better, "min", or None where none holds for every use of the source): what a monitor may
+    # name, and what onlytorch.monitor reads a direction from.
+    quantities: ClassVar[Mapping[str, Mode | None]] = {}
+    # The quantity that chooses best.npz when the spec declares no train.monitor (one of quantities
+    # with a direction); None: best.npz only with a declared monitor.
+    default_monitor: ClassVar[str | None] = None
+    # The key of stats() that the progress line shows beside the losses (None: the losses alone).
+    progress_stat: ClassVar[str | None] = None
+    # Keys of stats() that count (steps taken, items held): in the report's table, not its pictures.
+    counter_stats: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def make_live(self, p: Any, compiled: Compiled) -> LiveData:
@@ -183,6 +197,9 @@ class LiveSource(Source, abc.ABC):
         onlytorch.compiler.context.CompileContext, its ``error`` and tables); called once the
         graph is built, when the train entry's fields are known."""
 
+
+# The log-key prefix of a live source's training statistics (stats()) in the metrics log.
+LIVE_LOG_PREFIX = "rollout"
 
 SOURCES: dict[str, Source] = {}
 # Called after every change of SOURCES: the spec schema rebuilds its data models (a source
@@ -206,11 +223,26 @@ def register(source: Source) -> Source:
         if not callable(getattr(source, what)):
             signature = "(params) -> {name: Field}" if what == "fields" else "(params, ctx) -> {name: array}"
             raise TypeError(f"data source {source.name!r}: {what} must be a function {signature}")
+    if isinstance(source, LiveSource):
+        _check_live(source)
     if source.name in SOURCES:
         raise ValueError(f"data source {source.name!r} registered twice")
     SOURCES[source.name] = source
     _changed()
     return source
+
+
+def _check_live(source: LiveSource) -> None:
+    bad = {k: v for k, v in source.quantities.items() if v not in ("max", "min", None)}
+    if bad:
+        raise ValueError(f"live source {source.name!r}: quantities map each name to 'max', 'min' or None, not {bad!r}")
+    m = source.default_monitor
+    if m is not None and source.quantities.get(m) is None:
+        directed = [k for k, v in source.quantities.items() if v is not None]
+        raise ValueError(
+            f"live source {source.name!r}: default_monitor {m!r} must be one of its quantities with a "
+            f"direction ({', '.join(directed) or 'it declares none'}), or None"
+        )
 
 
 def unregister(name: str) -> Source:
@@ -261,6 +293,46 @@ def scored_modes(spec: Any) -> tuple[np.ndarray, float] | None:
     """The mode centres and std of a spec's train source when its samples are scored, else None."""
     found = train_source(spec)
     return found[0].mode_centres(found[1]) if found is not None else None
+
+
+def live_source(spec: Any) -> LiveSource | None:
+    """A spec's train source when it is live (filled while training), else None."""
+    found = train_source(spec)
+    return found[0] if found is not None and isinstance(found[0], LiveSource) else None
+
+
+def live_quantities() -> dict[str, Mode | None]:
+    """The quantities the registered live sources' evaluations report, with their directions."""
+    out: dict[str, Mode | None] = {}
+    for source in SOURCES.values():
+        if isinstance(source, LiveSource):
+            out.update(source.quantities)
+    return out
+
+
+def live_log_row(stats: Mapping[str, float]) -> dict[str, float]:
+    """A live source's training statistics as metrics-log entries."""
+    return {f"{LIVE_LOG_PREFIX}/{k}": v for k, v in stats.items()}
+
+
+def progress_stats(spec: Any, stats: Mapping[str, float]) -> dict[str, float]:
+    """The training statistic the progress line shows beside the losses (its log key and value),
+    when the spec's live source declares one and has it yet."""
+    source = live_source(spec)
+    key = source.progress_stat if source is not None else None
+    value = stats.get(key) if key is not None else None
+    return {} if key is None or value is None else {f"{LIVE_LOG_PREFIX}/{key}": value}
+
+
+def counter_log_keys() -> set[str]:
+    """The log keys of the registered live sources' counters (see LiveSource.counter_stats): a
+    run directory is reported without its spec's sources being resolved."""
+    return {
+        f"{LIVE_LOG_PREFIX}/{k}"
+        for source in SOURCES.values()
+        if isinstance(source, LiveSource)
+        for k in source.counter_stats
+    }
 
 
 def live_source_names() -> list[str]:

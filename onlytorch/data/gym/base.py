@@ -1,12 +1,13 @@
 """What the gym sources share: the parameters every one takes (the environment, its copies, the
 action node), the fields every one yields, the object the trainer fills (environments, the policy
 acting in them, training-episode statistics, evaluation episodes, checkpoint state), and the
-declaration both sources derive from: the compiler's checks of the nodes they run and the head of
-their compile-report lines."""
+declaration both sources derive from: the compiler's checks of the nodes they run, the head of
+their compile-report lines, what their evaluation episodes report (with the directions the
+monitor uses), and which training statistics the progress line and the report single out."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import Field as Param
@@ -20,6 +21,17 @@ from .policy import Policy, observation_inputs, run_episodes
 
 if TYPE_CHECKING:
     from ...compile import Compiled
+    from ...monitor import Mode
+
+# What policy.run_episodes returns (a test keeps the two in step), with a direction where one holds
+# for every environment.
+EPISODE_QUANTITIES: dict[str, Mode | None] = {
+    "return_mean": "max",
+    "return_std": None,
+    "return_min": "max",
+    "return_max": "max",
+    "episode_length": None,
+}
 
 
 class GymParams(Params):
@@ -47,7 +59,14 @@ def not_loaded(p: GymParams, ctx: LoadContext) -> dict[str, np.ndarray]:
 
 class GymLiveSource(LiveSource):
     """The declaration of a gym source: the compiler checks the nodes it runs (see gym.checks); a
-    subclass adds its own report lines (describe) and builds its object (make_live)."""
+    subclass adds its own report lines (describe) and builds its object (make_live). Its
+    evaluation runs whole episodes (EPISODE_QUANTITIES), best.npz is by default the one of the
+    best mean return, and the progress line shows the training episodes' recent mean return."""
+
+    quantities: ClassVar[dict[str, Mode | None]] = EPISODE_QUANTITIES
+    default_monitor: ClassVar[str | None] = "return_mean"
+    progress_stat: ClassVar[str | None] = "return_mean"
+    counter_stats: ClassVar[tuple[str, ...]] = ("env_steps", "episodes")  # see episode_stats
 
     def check_compiled(self, p: Any, ctx: Any) -> None:
         check_nodes(self, p, ctx)

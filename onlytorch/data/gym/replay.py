@@ -162,6 +162,8 @@ class Replay(GymData):
 
 
 class ReplaySource(GymLiveSource):
+    counter_stats = (*GymLiveSource.counter_stats, "buffer")  # the transitions it holds (see Replay.stats)
+
     def make_live(self, p: Any, compiled: Compiled) -> Replay:
         data = compiled.spec.data
         assert data is not None
