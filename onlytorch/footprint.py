@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from .compiler.result import BackwardInfo, Compiled
     from .graph import Graph
     from .node import Node, NodeId
-    from .plan import BackwardPlan
 
 Path = tuple[Any, ...]
 
@@ -370,21 +369,6 @@ def working_gradients(g: Graph, b: BackwardInfo, detach: list[NodeId], batch: in
         top = max(top, sum(live.values()))
         live.pop(n.index, None)
     return top
-
-
-def backward_plan(g: Graph, loss: NodeId, targets: list[NodeId], detach: list[NodeId]) -> BackwardPlan:
-    """The plan of a backward of loss to targets with the detach list detached (its gradient nodes
-    are built): for what the analysis must know exactly of the forward values a backward reads,
-    when a cheaper query cannot rule out a conflict."""
-    from .plan import BackwardPlan
-
-    for d in detach:
-        g.detach_node(d)
-    try:
-        return BackwardPlan(g, g.record(loss), [g.record(t) for t in targets])
-    finally:
-        for d in detach:
-            g.attach_node(d)
 
 
 def no_grad_peak(g: Graph, targets: list[Node], batch: int, fed: dict[int, int]) -> tuple[int, int | None]:

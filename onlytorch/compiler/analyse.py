@@ -8,16 +8,18 @@ forward values a later backward reads, when the cheap bound says it might read a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import monitor
-from ..footprint import backward_plan
 from ..graph import Graph
 from ..node import NodeId
 from ..plan import gradient_flow
 from ..spec.diagnostics import Path, did_you_mean
 from .context import CompileContext
 from .optimizers import select
+
+if TYPE_CHECKING:
+    from ..plan import BackwardPlan
 from .result import BackwardInfo, PhaseInfo
 
 
@@ -148,6 +150,21 @@ def analyse_phase(ctx: CompileContext, info: PhaseInfo, path: Path, opt_params: 
                 hint="check the phase's detach list and the backward's wrt",
             )
     check_released(ctx, info, path + ("backward",), released, bounds)
+
+
+def backward_plan(g: Graph, loss: NodeId, targets: list[NodeId], detach: list[NodeId]) -> BackwardPlan:
+    """The plan of a backward of loss to targets with the detach list detached (its gradient nodes
+    are built), for what the analysis must know exactly of the forward values a backward reads.
+    It is the graph's own cached plan, so the training run that follows reuses it."""
+    from ..autograd import backward_plan as cached_plan
+
+    for d in detach:
+        g.detach_node(d)
+    try:
+        return cached_plan(g, g.record(loss), [g.record(t) for t in targets])
+    finally:
+        for d in detach:
+            g.attach_node(d)
 
 
 def check_released(

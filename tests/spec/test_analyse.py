@@ -11,6 +11,7 @@ import pytest
 
 from onlytorch import footprint, plan
 from onlytorch.compile import compile_file, compile_text
+from onlytorch.compiler import analyse
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BROKEN = ROOT / "tests" / "spec" / "broken"
@@ -113,7 +114,7 @@ def test_the_memory_model_of_working_gradients_is_near_the_built_plans(name: str
     g, batch = compiled.graph, compiled.spec.data.batch_size if compiled.spec.data else 1
     for ph in compiled.phases:
         for b in ph.backward:
-            built = footprint.backward_plan(g, b.loss_node, b.targets, ph.detach)
+            built = analyse.backward_plan(g, b.loss_node, b.targets, ph.detach)
             outputs = {gn.index for gn in built.grads if gn is not None}
             live = exact = 0
             for step, frees in zip(built.steps, built.frees):
