@@ -34,8 +34,18 @@ def fingerprint(path: pathlib.Path) -> dict[str, str]:
         return out
 
 
+# An example whose init: loads another example's run (the --set key, the example that writes it).
+TEACHERS = {"distill_digits": ("init.0.checkpoint", "digits_teacher")}
+
+
 def train(spec: pathlib.Path, work: pathlib.Path) -> dict[str, str]:
     out = work / spec.stem
+    sets: list[str] = []
+    if spec.stem in TEACHERS:
+        key, teacher = TEACHERS[spec.stem]
+        if not (work / teacher).exists():
+            train(spec.parent / f"{teacher}.yaml", work)
+        sets = ["--set", f"{key}={work / teacher / 'checkpoints' / 'best.npz'}"]
     cmd = [
         sys.executable,
         "-c",
@@ -49,6 +59,7 @@ def train(spec: pathlib.Path, work: pathlib.Path) -> dict[str, str]:
         "--out",
         str(out),
         "--quiet",
+        *sets,
     ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:

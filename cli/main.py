@@ -110,7 +110,7 @@ _allow_outside_option = click.option(
     is_flag=True,
     expose_value=False,
     callback=_remember,
-    help="Let the spec read data files outside its folder (see docs/inputs.md).",
+    help="Let the spec read data files and init checkpoints outside its folder (see docs/inputs.md).",
 )
 
 
@@ -192,12 +192,15 @@ def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> Non
     sys.exit(2 if failed else 0)
 
 
-def _load(spec: str, sets: tuple[str, ...], seed: int | None) -> LoadedSpec:
-    """The spec compiled with its --set overrides and --seed; its diagnostics said; exit 2 if invalid."""
+def _load(spec: str, sets: tuple[str, ...], seed: int | None, init: tuple[str, ...] = ()) -> LoadedSpec:
+    """The spec compiled with its --set overrides, --seed and --init checkpoints; its diagnostics
+    said; exit 2 if invalid."""
     from onlytorch.app import BadOverride, InvalidSpec, load_spec
 
     try:
-        loaded = load_spec(spec, seed=seed, overrides=sets, allow_outside=_allow_outside(), max_memory=_max_memory())
+        loaded = load_spec(
+            spec, seed=seed, overrides=sets, allow_outside=_allow_outside(), max_memory=_max_memory(), init=init
+        )
     except BadOverride as e:
         raise click.BadParameter(str(e), param_hint="--set") from None
     except InvalidSpec as e:
@@ -227,17 +230,33 @@ def _load(spec: str, sets: tuple[str, ...], seed: int | None) -> LoadedSpec:
     metavar="KEY=VALUE",
     help="Override a spec value, e.g. --set train.steps=100 (repeatable).",
 )
+@click.option(
+    "--init",
+    "init",
+    multiple=True,
+    type=CheckedPath(exists=True, dir_okay=False),
+    metavar="CKPT",
+    help="Start every module of SPEC that this checkpoint (.npz of another run) holds under the same name from "
+    "its values (repeatable; a later one wins; a fresh run only, never on --resume).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="With --resume: continue even though the spec changed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 def train_command(
-    spec: str, out: str | None, seed: int | None, sets: tuple[str, ...], resume: bool, force: bool, quiet: bool
+    spec: str,
+    out: str | None,
+    seed: int | None,
+    sets: tuple[str, ...],
+    init: tuple[str, ...],
+    resume: bool,
+    force: bool,
+    quiet: bool,
 ) -> None:
     """Train SPEC: run its schedule, log metrics, write checkpoints, evaluate under no_grad.
     Exit 0 done, 1 failed, 2 invalid spec or usage, 3 diverged, 130 interrupted (resumable)."""
     from onlytorch_cli.train_cmd import run_training
 
-    sys.exit(run_training(_load(spec, sets, seed), out, resume, force, quiet))
+    sys.exit(run_training(_load(spec, sets, seed, init), out, resume, force, quiet))
 
 
 @cli.command("eval")
@@ -338,15 +357,25 @@ def schema_command() -> None:
 @cli.command("ops")
 @click.argument("name", required=False)
 def ops_command(name: str | None) -> None:
-    """List the ops of the registry (the Graph methods), or show one op in full."""
+    """List the ops of the registry (the Graph methods) and the spec language's own functions
+    (grad, scan, param), or show one in full."""
     from onlytorch.ops.registry import public_ops
+    from onlytorch.spec.expr import SPECIAL_FUNCTIONS
 
     table = public_ops()
+    if name is not None and name in SPECIAL_FUNCTIONS:
+        signature, _, meaning = SPECIAL_FUNCTIONS[name].partition(": ")
+        click.echo(signature)
+        click.echo("a function of spec expressions (the compiler lowers it; not a Graph method)")
+        click.echo("")
+        click.echo(meaning)
+        return
     if name is not None:
         if name not in table:
             from onlytorch.suggest import did_you_mean_suffix
 
-            raise click.UsageError(f"no op named {name!r}{did_you_mean_suffix(name, table)}")
+            known = [*table, *SPECIAL_FUNCTIONS]
+            raise click.UsageError(f"no op named {name!r}{did_you_mean_suffix(name, known)}")
         op = table[name]
         click.echo(f"{op.name}({op.signature()})")
         if op.aliases:
@@ -355,10 +384,12 @@ def ops_command(name: str | None) -> None:
         click.echo("")
         click.echo(op.doc)
         return
-    width = max(len(k) for k in table)
+    width = max(len(k) for k in [*table, *SPECIAL_FUNCTIONS])
     for key in sorted(table):
         op = table[key]
         if key != op.name:
             continue
         summary = op.doc.splitlines()[0] if op.doc else ""
         click.echo(f"{key:<{width}}  {summary}")
+    for key, text in SPECIAL_FUNCTIONS.items():
+        click.echo(f"{key:<{width}}  (spec expressions) {text.partition(': ')[0]}")

@@ -173,12 +173,15 @@ def run_training(loaded: LoadedSpec, out: str | None, resume: bool, force: bool,
         if e.hint:
             click.echo(e.hint, err=True)
         return EXIT_USAGE
-    if result.status == "completed":
+    if result.already_ended:  # --resume of an early-stopped run: said, nothing done
+        click.echo(result.message, err=True)
+        return EXIT_OK
+    if result.ok:  # completed, or early_stopped
         if shown.progress is not None:
             shown.progress.close()
         _summary(result)
         if result.stop_after_completion:
-            click.echo("interrupted after the run completed (its status stays completed)", err=True)
+            click.echo(f"interrupted after the run ended (its status stays {result.status})", err=True)
             return EXIT_INTERRUPTED
         return EXIT_OK
     if result.status == "interrupted":
@@ -209,7 +212,9 @@ def _interrupted(result: FitResult, loaded: LoadedSpec) -> int:
         return EXIT_INTERRUPTED
     if result.unrecorded:
         click.echo(f"error: {result.unrecorded}", err=True)
-    sets = " ".join(f"--set {shlex.quote(o)}" for o in loaded.overrides)
+    sets = " ".join(
+        [*(f"--set {shlex.quote(o)}" for o in loaded.overrides), *(f"--init {shlex.quote(p)}" for p in loaded.init)]
+    )
     again = f"onlytorch train {shlex.quote(loaded.spec_file)} --out {shlex.quote(str(path))} --resume {sets}".rstrip()
     if result.stopped == "cut":
         where = f"continue from the last checkpoint ({last}) with: {again}" if last is not None else "no checkpoint"
@@ -234,6 +239,9 @@ def _summary(result: FitResult) -> None:
         click.echo(_table(f"evaluation: {n} episodes, {policy} policy (no_grad)", result.metrics))
     elif result.metrics:
         click.echo(_table(f"evaluation on {result.eval_split} (no_grad)", result.metrics))
+    if result.status == "early_stopped" and result.message:
+        best = result.best.get("step") if result.best else None
+        click.echo(result.message + (f"; best.npz holds step {best}" if best is not None else ""))
     path = result.run_dir
     click.echo(f"run directory: {path}  (onlytorch report {path})")
 

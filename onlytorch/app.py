@@ -1,7 +1,8 @@
 """The application layer: train a spec into a run directory (``fit``), with resume, and evaluate a
 checkpoint (``evaluate_checkpoint``), exactly as ``onlytorch train`` and ``onlytorch eval`` do (the
 CLI calls these). What fit refuses before training raises a ``FitError``; how a training ended
-(completed, diverged, interrupted, failed) is the returned ``FitResult`` and run.json's status.
+(completed, early_stopped, diverged, interrupted, failed) is the returned ``FitResult`` and
+run.json's status.
 
 Signals are the caller's: ``should_stop`` is asked between iterations (True stops the run at an
 iteration boundary and writes a checkpoint that ``resume=True`` continues from exactly), and a
@@ -88,6 +89,7 @@ class LoadedSpec:
     spec_file: str
     report: Report | None = None
     overrides: list[str] = field(default_factory=list)
+    init: list[str] = field(default_factory=list)  # the --init paths it was compiled with
 
 
 def load_spec(
@@ -97,9 +99,11 @@ def load_spec(
     overrides: Sequence[str] = (),
     allow_outside: bool = False,
     max_memory: int | None = None,
+    init: Sequence[str | os.PathLike[str]] = (),
 ) -> LoadedSpec:
     """Compile a spec file with ``key=value`` overrides (as ``--set``) and a seed; InvalidSpec with
-    the report when it does not compile, BadOverride for an override that is not key=value."""
+    the report when it does not compile, BadOverride for an override that is not key=value.
+    ``init``: checkpoints to load every module of the same name from, as ``--init``."""
     from . import compile as compiler
     from .spec.overrides import parse
 
@@ -112,19 +116,31 @@ def load_spec(
     if seed is not None:
         pairs.append(("seed", seed))
     path = os.fspath(spec_file)
-    compiled, report = compiler.compile_file(path, pairs, allow_outside=allow_outside, max_memory=max_memory)
+    inits = [os.fspath(p) for p in init]
+    compiled, report = compiler.compile_file(
+        path, pairs, allow_outside=allow_outside, max_memory=max_memory, init=inits
+    )
     if compiled is None:
         raise InvalidSpec(path, report)
-    return LoadedSpec(compiled, path, report, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
+    return LoadedSpec(compiled, path, report, [*overrides, *([f"seed={seed}"] if seed is not None else [])], inits)
 
 
 def _loaded(
-    spec: Any, seed: int | None, overrides: Sequence[str], allow_outside: bool, max_memory: int | None
+    spec: Any,
+    seed: int | None,
+    overrides: Sequence[str],
+    allow_outside: bool,
+    max_memory: int | None,
+    init: Sequence[str | os.PathLike[str]] = (),
 ) -> LoadedSpec:
     if isinstance(spec, (str, os.PathLike)):
-        return load_spec(spec, seed=seed, overrides=overrides, allow_outside=allow_outside, max_memory=max_memory)
+        return load_spec(
+            spec, seed=seed, overrides=overrides, allow_outside=allow_outside, max_memory=max_memory, init=init
+        )
     if seed is not None or overrides:
         raise TypeError("seed and overrides apply to a spec file; this spec is compiled already")
+    if init:  # checked when the spec compiles: compile_file(..., init=...) for a compiled one
+        raise TypeError("init applies to a spec file; this spec is compiled already (compile it with init=...)")
     if isinstance(spec, LoadedSpec):
         return spec
     return LoadedSpec(spec, f"<{spec.spec.name}, compiled in Python>")
@@ -155,8 +171,9 @@ class Started:
 
 @dataclass
 class FitResult:
-    """How a fit ended. ``status`` is run.json's: "completed", "diverged", "interrupted" or
-    "failed". ``metrics``: the final evaluation (eval.split's metrics, or the episodes' returns of
+    """How a fit ended. ``status`` is run.json's: "completed", "early_stopped" (train.early_stopping
+    ended it; with ``already_ended`` it had before this fit, which did nothing), "diverged",
+    "interrupted" or "failed". ``metrics``: the final evaluation (eval.split's metrics, or the episodes' returns of
     a gym source); ``train``: the last iteration's losses; ``best``: run.json's record of best.npz;
     ``checkpoint``: the last checkpoint to continue from (None when there is none)."""
 
@@ -178,13 +195,16 @@ class FitResult:
     started: bool = False  # run.json was written (a run to look at or continue)
     unrecorded: str | None = None  # why the ending could not be recorded in run.json
     stop_after_completion: bool = False  # a stop came while "completed" was written; it stays completed
+    already_ended: bool = False  # resume=True on a run that had ended early_stopped: nothing was done
     episodes: tuple[int, str] | None = None  # a gym source's evaluation: episodes and policy
     eval_split: str | None = None
     notes: list[Note] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.status == "completed"
+        from .run import SUCCEEDED
+
+        return self.status in SUCCEEDED
 
 
 @dataclass
@@ -261,6 +281,7 @@ def fit(
     threads: int | None = None,
     max_memory: int | None = None,
     allow_outside: bool = False,
+    init: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
     on_start: Callable[[Started], None] | None = None,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
     on_log: Callable[[Record], None] | None = None,
@@ -273,7 +294,12 @@ def fit(
     compiled spec) into ``run_dir`` (default: runs/NAME, numbered when taken), locked for the whole
     run, as ``onlytorch train`` does: the same files, run.json statuses, metrics log, checkpoints
     and final evaluation. ``resume=True`` continues the run in ``run_dir`` from its last checkpoint
-    (``force=True`` even when the spec changed). Callbacks: ``on_start`` once training begins,
+    (``force=True`` even when the spec changed). ``init``: a checkpoint (or several) to start every
+    module of the same name from, as ``onlytorch train --init`` (one more ``init:`` entry without
+    ``modules``; relative to the current directory; checked when the spec compiles); like the
+    spec's own ``init:``, it is loaded when a run starts from step 0, never when it resumes from
+    its checkpoint, and run.json's ``init`` records each file's path and sha256.
+    Callbacks: ``on_start`` once training begins,
     ``on_progress(step, losses)`` after every iteration, ``on_log(record)`` for every logged row,
     ``on_eval(step, metrics)`` after every evaluation, ``on_note`` for what it notices before;
     ``should_stop()`` between iterations. Raises FitError (InvalidSpec, Refused, RunDirUnusable,
@@ -282,7 +308,8 @@ def fit(
 
     hooks = Hooks(on_start, on_progress, on_log, on_eval, on_note, should_stop)
     with num_threads(threads) if threads is not None else contextlib.nullcontext():
-        loaded = _loaded(spec, seed, overrides, allow_outside, max_memory)
+        inits = [init] if isinstance(init, (str, os.PathLike)) else list(init)
+        loaded = _loaded(spec, seed, overrides, allow_outside, max_memory, inits)
         return _Fit(loaded, hooks, guard or _NoGuard(), resume, force).run(run_dir)
 
 
@@ -353,6 +380,21 @@ class _Fit:
         previous = read_info(path) if has_run else None
         if previous is not None and previous.get("status") == "running":
             self.note("killed", record_killed(path, previous, claim.lock.stale_pid))
+        if resume and previous is not None and previous.get("status") == "early_stopped":
+            from .stopping import nothing_to_resume
+
+            steps, message = nothing_to_resume(path, previous)
+            total = previous.get("total_steps")
+            return FitResult(
+                "early_stopped",
+                path,
+                steps=steps,
+                total_steps=total if isinstance(total, int) else steps,
+                message=message,
+                best=previous.get("best") if isinstance(previous.get("best"), dict) else None,
+                already_ended=True,
+                notes=self.notes,
+            )
         if resume and not has_checkpoint and previous is not None and previous.get("status") == "completed":
             # a completed run always wrote its final checkpoint: it was lost, not never written
             raise Refused(
@@ -422,6 +464,10 @@ class _Fit:
                     trainer.restore(state)
                 except ckpt.CheckpointError as e:
                     raise BadInput(str(e)) from None
+                if (before := read_info(path)) is not None and before.get("init"):
+                    run.info["init"] = before["init"]  # what the run was started from, not reloaded
+            elif self.c.init:
+                run.info["init"] = _load_init(self.c)
             try:
                 with self.guard.critical():
                     run.start(resumed)
@@ -446,8 +492,12 @@ class _Fit:
                     self.hooks.on_eval(trainer.step, final_eval)
             else:
                 final_eval = evaluation.last()
+            status, message = "completed", None
+            if trainer.stopping.has_stopped:
+                status, message = "early_stopped", trainer.stopping.describe()
+                run.info["early_stopping"] = trainer.stopping.record()
             with self.guard.critical(deliver=False) as done:
-                run.finish("completed")
+                run.finish(status, message)
         except KeyboardInterrupt:
             # without a guard, only a stop asked by should_stop is known to land between iterations
             forced = loop.signals > 1 and not (isinstance(self.guard, _NoGuard) and self.stop_asked)
@@ -456,7 +506,7 @@ class _Fit:
             raise  # refused before the run started: nothing recorded
         except Exception as e:  # MemoryError, OSError and a bug's exception too: recorded, never a traceback
             return self._failed(run if stage != "start-up" else None, e, path)
-        return self._result(run, "completed", metrics=final_eval, stop_after_completion=done.signals > 0)
+        return self._result(run, status, metrics=final_eval, stop_after_completion=done.signals > 0)
 
     def _loop(self, run: Run, trainer: Trainer, evaluation: RunEvaluation, total: int, evaluates: bool) -> None:
         from .train import train_loop
@@ -648,6 +698,17 @@ def evaluate_checkpoint(
         _restore_weights(trainer, where)
         values = trainer.evaluate(used) if compiled.spec.eval is None else evaluate(compiled, trainer, None, used)
         return EvalResult(where, values, split=used)
+
+
+def _load_init(compiled: Compiled) -> list[dict[str, Any]]:
+    """The spec's modules set from their init checkpoints (initfrom.py); BadInput when one cannot be used."""
+    from . import checkpoint as ckpt
+    from .initfrom import load_init
+
+    try:
+        return load_init(compiled)
+    except ckpt.CheckpointError as e:
+        raise BadInput(f"init: {e}") from None
 
 
 def _restore_weights(trainer: Trainer, checkpoint: str) -> None:

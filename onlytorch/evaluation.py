@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import monitor
+from . import monitor, stopping
+from .errors import GraphError
 from .metrics import mode_coverage
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def evaluate(
         return {}
     values = trainer.evaluate(split or ev.split, names if names is not None else ev.metrics)
     if ev.samples is not None and samples:
-        fake = trainer.sample(ev.samples.node, ev.samples.n)
+        inputs, conditions = sample_conditions(trainer, ev.samples.node, split or ev.split, ev.samples.n)
+        fake = trainer.sample(ev.samples.node, ev.samples.n, inputs=inputs)
         scored = sample_scores(compiled, trainer, fake)
         values.update(scored)
         if run_dir is not None and fake.ndim == 2 and fake.shape[1] == 2:
@@ -53,8 +55,37 @@ def evaluate(
             centres, _ = mixture(compiled)
             if centres is not None:
                 extra["centres"] = centres
+            extra.update({f"{FIELD_PREFIX}{f}": v for f, v in conditions.items()})
             ckpt.save(run_dir / "samples.npz", {"fake": fake, **extra})
     return values
+
+
+# samples.npz's key prefix of the fields a conditional generator's samples were drawn with
+FIELD_PREFIX = "field/"
+
+
+def sample_conditions(
+    trainer: Trainer, node: str, split: str, n: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """What a conditional generator (a sample node that reads data inputs, e.g. a class label) is
+    fed: the evaluated split's rows in order, the first ``n`` of them, starting again from the first
+    row when the split has fewer than ``n``, so that every sample has a condition and sample i
+    was asked for row i % len(split). Returns the values by input name and by field name (the
+    latter saved with the samples); both empty for a generator of noise alone."""
+    reads = [a.name for a in trainer.g.forward_order([node]) if a.kind == "input" and a.name in trainer.fields]
+    if not reads:
+        return {}, {}
+    fields = sorted({trainer.fields[name] for name in reads})
+    arrays = trainer.data.get(split)
+    # validate refuses both for eval.split (E-DATA, E-SAMPLES); `onlytorch eval --split` may ask for another
+    if arrays is None:
+        raise GraphError(f"eval.samples: there is no {split!r} split to draw the conditions of {node} from")
+    missing = [f for f in fields if f not in arrays]
+    if missing:
+        raise GraphError(f"eval.samples: {node} reads the field(s) {', '.join(missing)}, which the {split} split lacks")
+    rows = np.arange(n) % len(next(iter(arrays.values())))
+    by_field = {f: arrays[f][rows] for f in fields}
+    return {name: by_field[trainer.fields[name]] for name in reads}, by_field
 
 
 def mixture(compiled: Compiled) -> tuple[np.ndarray | None, float]:
@@ -85,12 +116,15 @@ class RunEvaluation:
     def evaluate(self, step: int, final: bool | None = None) -> dict[str, float]:
         """An evaluation during training, logged as one "eval" row: on the monitor's split, which
         chooses best.npz (keys ``<split>/<name>``, or ``eval/<name>`` when it is eval.split), and at
-        the last step (``final``) on eval.split too. Returns eval.split's values ({} when this
-        evaluation did not cover eval.split)."""
+        the last step (``final``, or the evaluation that ends the run early) on eval.split too.
+        The monitored value then steps the plateau schedules and the early-stopping counter
+        (onlytorch/stopping.py). Returns eval.split's values ({} when this evaluation did not cover
+        eval.split)."""
         m = monitor.resolve(self.c.spec)
         path = self.run.path
         if final is None:
             final = step >= self.trainer.total_steps()
+        on_eval_split = True
         if m is None or not m.on_data:
             values = evaluate(self.c, self.trainer, path)
             selection, row, out = values, {f"eval/{k}": v for k, v in values.items()}, values
@@ -102,10 +136,15 @@ class RunEvaluation:
             selection = evaluate(self.c, self.trainer, path, m.split, names, samples=on_eval_split)
             row = {f"{prefix}/{k}": v for k, v in selection.items()}
             out = selection if on_eval_split else {}
-            if final and not on_eval_split:
-                out = evaluate(self.c, self.trainer, path)
-                row.update({f"eval/{k}": v for k, v in out.items()})
-        self.run.record_evaluation(step, row, m, selection)
+        # best.npz holds the state as evaluated: written before the value acts on the schedules
+        self.run.record_best(step, m, selection)
+        value = selection.get(m.metric) if m is not None else None
+        if stopping.observe(self.c.schedules, self.trainer.stopping, step, value):
+            final = True
+        if final and not on_eval_split:
+            out = evaluate(self.c, self.trainer, path)
+            row.update({f"eval/{k}": v for k, v in out.items()})
+        self.run.record_evaluation(step, row)
         return out
 
     def evaluated_at(self, step: int) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import monitor
 from .data.sources import LIVE_LOG_PREFIX, counter_log_keys
+from .evaluation import FIELD_PREFIX
 
 if TYPE_CHECKING:  # annotations only: matplotlib is imported lazily, where pictures are drawn
     from matplotlib.axes import Axes
@@ -207,12 +208,32 @@ def _read_samples(path: Path, notes: list[str]) -> dict[str, np.ndarray] | None:
         what = f"arrays {', '.join(bad)} are not (n, 2)" if bad else "there is no array 'fake'"
         notes.append(f"{path.name}: {what}; no samples picture")
         return None
+    labels = _condition_labels(path, len(arrays["fake"]))
     for k, a in arrays.items():
         finite = np.isfinite(a).all(axis=1)
         if not finite.all():
             notes.append(f"{path.name}: {int((~finite).sum())} non-finite point(s) of '{k}' left out of the picture")
             arrays[k] = a[finite]
+            if k == "fake" and labels is not None:
+                labels = (labels[0], labels[1][finite])
+    if labels is not None:
+        arrays[labels[0]] = labels[1]
     return arrays
+
+
+def _condition_labels(path: Path, n: int) -> tuple[str, np.ndarray] | None:
+    """The class labels a conditional generator's samples were asked for (the first integer field
+    saved with them, one per sample), to colour the samples by; None when there are none."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for k in sorted(data.files):
+                if k.startswith(FIELD_PREFIX):
+                    a = np.asarray(data[k])
+                    if a.ndim == 1 and a.dtype.kind in "iu" and len(a) == n:
+                        return k, a.astype(np.int64)
+    except Exception:  # the samples were read; a broken field only loses the colours
+        return None
+    return None
 
 
 # ---------------------------------------------------------------- quantities
@@ -328,7 +349,7 @@ def _status_text(run: Run) -> str:
     message = run.info.get("message")
     if status == "running":
         return "running (still going, or stopped without recording its end): the numbers are a snapshot"
-    if status in ("diverged", "failed", "interrupted") and message:
+    if status in ("early_stopped", "diverged", "failed", "interrupted") and message:
         return f"{status}: {message}"
     return status
 
@@ -540,6 +561,8 @@ def _draw_losses(run: Run) -> Figure | None:
     values = _draw_lines(ax, run, names, smooth=True)
     if run.info.get("status") == "diverged" and run.rows:
         ax.axvline(run.rows[-1]["step"], color="red", linestyle="--", linewidth=1, label="diverged")
+    if run.info.get("status") == "early_stopped" and run.rows:
+        ax.axvline(run.rows[-1]["step"], color="green", linestyle="--", linewidth=1, label="early stopped")
     _finish_axes(ax, _run_title(run, "loss per phase"), "loss", values)
     return fig
 
@@ -596,7 +619,22 @@ def _draw_samples(run: Run) -> Figure | None:
     s = run.samples
     if "real" in s:
         ax.scatter(s["real"][:, 0], s["real"][:, 1], s=6, color="0.6", alpha=0.5, label=f"real data ({len(s['real'])})")
-    ax.scatter(s["fake"][:, 0], s["fake"][:, 1], s=8, color="C3", alpha=0.6, label=f"generated ({len(s['fake'])})")
+    cond = next((k for k in s if k.startswith(FIELD_PREFIX)), None)
+    if cond is None:
+        ax.scatter(s["fake"][:, 0], s["fake"][:, 1], s=8, color="C3", alpha=0.6, label=f"generated ({len(s['fake'])})")
+    else:  # a conditional generator: each sample coloured by the class it was asked for
+        labels = s[cond]
+        ax.scatter(
+            s["fake"][:, 0],
+            s["fake"][:, 1],
+            s=8,
+            c=labels % 20,
+            cmap="tab10" if labels.max(initial=0) < 10 else "tab20",
+            vmin=0,
+            vmax=9 if labels.max(initial=0) < 10 else 19,
+            alpha=0.6,
+            label=f"generated ({len(s['fake'])}), by {cond.removeprefix(FIELD_PREFIX)}",
+        )
     if "centres" in s:
         c = s["centres"]
         ax.scatter(
@@ -628,7 +666,7 @@ table.q td.n { text-align: right; font-variant-numeric: tabular-nums; } table.q 
 tr.group td { font-weight: bold; background: #f3f3f3; }
 th { border-bottom: 2px solid #ccc; } tr:nth-child(even) td { background: #fafafa; }
 .status { padding: 0.1em 0.5em; border-radius: 4px; color: #fff; background: #777; }
-.completed { background: #2a7d2a; } .running { background: #2060b0; } .diverged, .failed { background: #b02020; }
+.completed, .early_stopped { background: #2a7d2a; } .running { background: #2060b0; } .diverged, .failed { background: #b02020; }
 .interrupted { background: #b07010; }
 .notes { background: #fff8e0; border-left: 4px solid #e0b000; padding: 0.5em 1em; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }

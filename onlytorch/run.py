@@ -34,6 +34,10 @@ from .rundir import NO_SPACE, overwrite_in_place, remove_stale_temporaries, writ
 if TYPE_CHECKING:
     from .compile import Compiled
 
+# run.json's statuses (docs/runs.md) are "running" while the run goes, then how it ended:
+# completed, early_stopped, failed, diverged or interrupted. These two ended as the spec says (exit 0).
+SUCCEEDED = ("completed", "early_stopped")
+
 # Keys that may change between a run and its resume without changing what it computes.
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every", "train.checkpoint_every")
 
@@ -187,15 +191,25 @@ class Run:
 
     # -------------------------------------------------------------- evaluations and best.npz
 
-    def record_evaluation(
-        self, step: int, row: dict[str, float], m: monitor.Monitor | None, selection: dict[str, float]
-    ) -> None:
-        """Log an evaluation's row; first, when ``selection`` holds the best value of the monitored
-        quantity so far, write best.npz and run.json's record of it."""
-        # best.npz and run.json's record of it are on disk before the row that chose them: a resume
-        # that finds the row skips this evaluation, so what the row implies must already hold.
+    def record_best(self, step: int, m: monitor.Monitor | None, selection: dict[str, float]) -> None:
+        """When ``selection`` holds the best value of the monitored quantity so far, write best.npz
+        and run.json's record of it."""
         if m is not None and self._track_best(step, m, selection):
             self.write_info()
+
+    def record_evaluation(
+        self,
+        step: int,
+        row: dict[str, float],
+        m: monitor.Monitor | None = None,
+        selection: dict[str, float] | None = None,
+    ) -> None:
+        """Log an evaluation's row; first, given the monitor and the values it chooses by, record
+        best.npz (``record_best``)."""
+        # best.npz and run.json's record of it are on disk before the row that chose them: a resume
+        # that finds the row skips this evaluation, so what the row implies must already hold.
+        if selection is not None:
+            self.record_best(step, m, selection)
         if row:
             self.log("eval", Record(step, row))
 

@@ -1,17 +1,17 @@
 """Running a compiled spec: the training schedule, evaluation under no_grad, and the state a
 checkpoint holds so that a resumed run continues exactly as the uninterrupted one would have.
 
-One iteration runs the phases in order. Each repetition of a phase: (fresh data for every
-repetition after the first, fresh noise always) set the inputs, apply the phase's detach set,
-clear gradients if the phase says ``before``, forward the phase's losses, run its backward calls
-with their ``retain_graph`` flags, step its optimizers and their schedules, clear gradients if it
-says ``after``, and restore the detach set. Target copies sync after the iteration. Windowed
+One iteration runs the phases active at the step, in order (onlytorch/iteration.py; which phases
+and which batch each sees: onlytorch/phases.py). Each run of a phase: apply its detach set, clear
+gradients if it says ``before``, then for each of its ``accumulate`` micro-batches set the inputs
+(the batch, fresh noise), forward its losses and run its backward calls with their
+``retain_graph`` flags; then step its optimizers and their schedules, clear gradients if it says
+``after``, and restore the detach set. Target copies sync after the iteration. Windowed
 inputs (truncated BPTT) advance one window per iteration; a new batch starts after the last
 window, and carried inputs restart at zeros then."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -32,10 +32,12 @@ from .data.sources import (
     split,
 )
 from .errors import GraphError
+from .iteration import Iterations
 from .metrics_log import Record
 from .nn import copy_parameters
 from .node import NodeId
 from .spec import schema as S
+from .stopping import EarlyStopping
 
 
 class Diverged(GraphError):
@@ -77,7 +79,7 @@ def load_data(compiled: Compiled) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
-class Trainer:
+class Trainer(Iterations):
     """Runs a compiled spec. ``state()``/``restore()`` cover everything a resume needs."""
 
     def __init__(self, compiled: Compiled, data: dict[str, dict[str, np.ndarray]] | None = None) -> None:
@@ -112,6 +114,7 @@ class Trainer:
         self.last: dict[str, float] = {}
         self.grad_norms: dict[str, float] = {}
         self._eval_carry: dict[str, np.ndarray] = {}
+        self.stopping = EarlyStopping.of(self.spec)  # train.early_stopping's counter (inactive without)
 
     # -------------------------------------------------------------- feeding
 
@@ -165,71 +168,12 @@ class Trainer:
             n = self._set_batch(self.batch, self.window)
         return n
 
+    def _feed_weights(self, phase: PhaseInfo, scale: float = 1.0) -> None:
+        """Feed the phase's weight nodes their weights at this iteration times ``scale`` (1/K when accumulating)."""
+        for b in phase.backward:
+            b.feed_weight(self.g, self.step, scale)
+
     # -------------------------------------------------------------- training
-
-    def run_iteration(self) -> dict[str, float]:
-        """One iteration of the schedule; returns the losses it computed (by phase)."""
-        values: dict[str, float] = {}
-        n = self._next_batch(new_iteration=True)
-        for phase in self.c.phases:
-            for r in range(self._repeats(phase)):
-                if r > 0 and not self.windows:
-                    n = self._next_batch()
-                self._sample_noise(n)
-                self._set_carries(n)
-                values.update(self._run_phase(phase))
-        if self.windows:
-            self.window = (self.window + 1) % self.n_windows
-        self.step += 1
-        self._sync_targets()
-        self.last = values
-        return values
-
-    def _repeats(self, phase: PhaseInfo) -> int:
-        """A phase's runs per iteration: its repeat, or one per minibatch for its epochs."""
-        if phase.spec.epochs is None:
-            return phase.spec.repeat
-        if self.live is not None:
-            per_epoch = self.live.batches_per_epoch
-        else:
-            per_epoch = self.batches.batches_per_epoch if self.batches is not None else 1
-        return phase.spec.epochs * per_epoch
-
-    def _run_phase(self, phase: PhaseInfo) -> dict[str, float]:
-        g = self.g
-        for d in phase.detach:
-            g.detach_node(d)
-        try:
-            if phase.spec.zero_grad == "before":
-                g.clear_jacobi()
-            loss_nodes = [b.loss_node for b in phase.backward]
-            vals = g.forward_node(loss_nodes)
-            out = {}
-            for b, v in zip(phase.backward, vals):
-                value = float(np.asarray(v).reshape(-1)[0])
-                if not math.isfinite(value):
-                    self._diverged(phase, b.loss_node, f"loss {b.loss!r} is {value}")
-                out[f"{phase.name}/{b.loss}"] = value
-            self._stash_carries()
-            for b in phase.backward:
-                g.backward_nodes_ex(b.targets, b.loss_node, retain_graph=b.retain_graph)
-            for o in phase.step:
-                opt = self.c.optimizers[o]
-                norm = _grad_norm(g, opt.params)
-                if not math.isfinite(norm):
-                    bad = next(p for p in opt.params if not np.isfinite(_grad_or_zero(g, p)).all())
-                    self._diverged(phase, bad, f"the gradient of parameter {bad.name!r} is not finite")
-                self.grad_norms[o] = norm
-                opt.step()
-                sched = self.c.schedules.get(o)
-                if sched is not None:
-                    sched.step()
-            if phase.spec.zero_grad == "after":
-                g.clear_jacobi()
-            return out
-        finally:
-            for d in phase.detach:
-                g.attach_node(d)
 
     def _diverged(self, phase: PhaseInfo, node: NodeId, what: str) -> None:
         first = self.g.first_nonfinite(node)
@@ -356,12 +300,18 @@ class Trainer:
             name: np.array(self.g.forward_node(node), copy=True) for name, node in self.c.carries.items()
         }
 
-    def sample(self, node: str, n: int, seed: int = 12345) -> np.ndarray:
-        """Values of a node that depends only on noise inputs (generated samples), under no_grad."""
+    def sample(
+        self, node: str, n: int, seed: int = 12345, inputs: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Values of a node computed from noise inputs (generated samples), under no_grad; a
+        conditional generator's data inputs are fed ``inputs`` (n rows each, see
+        onlytorch.evaluation.sample_conditions)."""
         noise = {name: Noise(nz.kind, nz.shape, seed=seed, dtype=self.g.dtype) for name, nz in self.noise.items()}
         with self.g.no_grad():
             for name, nz in noise.items():
                 self.g.set_value(name, nz.sample(n))
+            for name, value in (inputs or {}).items():
+                self.g.set_value(name, value)
             return np.array(self.g.forward_node(node), copy=True)
 
     # -------------------------------------------------------------- state
@@ -394,6 +344,7 @@ class Trainer:
                 out[f"carry/{name}"] = value
         if self.live is not None:
             out.update({f"live/{k}": v for k, v in self.live.state().items()})
+        out.update(self.stopping.state())
         return out
 
     # A checkpoint is checked whole before any of it is applied, so a bad one (another spec's, cut
@@ -467,6 +418,7 @@ class Trainer:
         }
         if self.live is not None:
             self.live.restore(ckpt.with_prefix(state, "live"), "live/")
+        self.stopping.restore(state)
         self.step = int(state["meta/step"])
         self.window = int(state["meta/window"])
 
@@ -511,6 +463,7 @@ class Trainer:
         if self.live is not None:
             self.live.check_state(ckpt.with_prefix(state, "live"), "live/")
             known |= {k for k in state if k.startswith("live/")}
+        known |= self.stopping.check_state(state)
         ckpt.unexpected(
             state, known, what=": no part of the spec wrote it (the checkpoint was written for another spec)"
         )
@@ -561,27 +514,6 @@ def _fmt(shape: Any) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _grad_or_zero(g: Any, p: NodeId) -> np.ndarray:
-    grad = g.get_node_grad(p)
-    return np.zeros(()) if grad is None else grad
-
-
-def _grad_norm(g: Any, params: Any) -> float:
-    """The global 2-norm of params' gradients: logged as grad_norm/<optimizer>, and not finite
-    exactly when some gradient is not (the divergence check before every optimizer step). Each
-    gradient's sum of squares is one BLAS dot in its own dtype; only when that is not finite is
-    it summed again in float64, so a large but finite float32 gradient never counts as diverged."""
-    total = 0.0
-    for p in params:
-        gr = g.get_node_grad(p)
-        if gr is not None:
-            sq = float(np.vdot(gr, gr))
-            if not math.isfinite(sq):
-                sq = float(np.sum(np.square(gr, dtype=np.float64)))
-            total += sq
-    return math.sqrt(total)
-
-
 def train_loop(
     trainer: Trainer,
     steps: int,
@@ -591,7 +523,8 @@ def train_loop(
     progress: Callable[[int, dict[str, float]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Run iterations until ``steps`` in total, logging, evaluating and checkpointing as the spec says.
+    """Run iterations until ``steps`` in total, logging, evaluating and checkpointing as the spec says,
+    or until an evaluation ends the run early (``train.early_stopping``: see onlytorch/stopping.py).
 
     ``should_stop`` is asked between iterations (never inside one): when it returns True the loop
     raises KeyboardInterrupt with the trainer at an iteration boundary, so a checkpoint written
@@ -599,7 +532,7 @@ def train_loop(
     t = trainer.spec.train
     assert t is not None
     start = time.perf_counter()
-    while trainer.step < steps:
+    while trainer.step < steps and not trainer.stopping.has_stopped:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt
         values = trainer.run_iteration()
@@ -614,7 +547,8 @@ def train_loop(
         if step % t.log_every == 0 or step == steps:
             row = dict(values)
             with trainer.g.no_grad():
-                for name, node in trainer.c.metrics.items():
+                # on the iteration's last batch; an iteration where no phase ran (phases over time) has none
+                for name, node in trainer.c.metrics.items() if values else ():
                     row[f"train/{name}"] = float(np.asarray(trainer.g.forward_node(node)).reshape(-1)[0])
             if trainer.live is not None:
                 row.update(live_log_row(trainer.live.stats()))

@@ -244,6 +244,7 @@ def test_registry():
         "cosine_annealing_lr": optim.CosineAnnealingLR,
         "linear_lr": optim.LinearLR,
         "warmup_cosine": optim.WarmupCosine,
+        "reduce_on_plateau": optim.ReduceLROnPlateau,
     }
     assert expected == optim.SCHEDULES
     for name, cls in optim.SCHEDULES.items():

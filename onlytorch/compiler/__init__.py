@@ -19,10 +19,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
-from .. import footprint, monitor
+from .. import footprint, monitor, stopping
 from ..safe_files import MAX_SPEC_BYTES, RefusedFile, human_size, read_regular
 from ..spec.diagnostics import Diagnostic, Path, Report
 from ..spec.overrides import note_origin, strings_in
@@ -30,10 +32,12 @@ from ..spec.yaml_loader import load
 from .analyse import analyse_phases
 from .bind import build_inputs, check_carries, check_eval, check_losses, check_metrics, finish_copies
 from .context import CompileContext, Poisoned
+from .init_check import check_init
 from .layers import check_layers_unbuilt
 from .lint import lint_schedule
 from .lower import resolve_name
 from .optimizers import build_optimizers, select_optimizer_params
+from .phase_times import check_phase_times
 from .resolve import build_order, check_duplicates
 from .result import BackwardInfo, Compiled, ModuleInfo, PhaseInfo
 from .sources import check_data, check_live_source
@@ -59,10 +63,13 @@ def compile_file(
     overrides: list[tuple[str, Any]] | None = None,
     max_memory: int | None = None,
     allow_outside: bool = False,
+    init: Sequence[str | os.PathLike[str]] = (),
 ) -> tuple[Compiled | None, Report]:
     """Compile the spec at path, with ``--set`` overrides (dotted path, value) applied first;
     ``max_memory`` bounds the memory estimate (bytes; default: the machine's, see footprint.py).
-    The spec's data files must lie inside its folder unless ``allow_outside`` (docs/inputs.md)."""
+    The spec's data files must lie inside its folder unless ``allow_outside`` (docs/inputs.md).
+    ``init``: checkpoints to load every module of the same name from (``--init``; relative to
+    the current directory), after the spec's own ``init:`` entries."""
     p = pathlib.Path(path)
     try:
         raw = read_regular(p, MAX_SPEC_BYTES, "the spec")
@@ -87,7 +94,7 @@ def compile_file(
         )
         return None, report
     folder = p.resolve().parent
-    return compile_text(text, str(path), folder, overrides, max_memory, None if allow_outside else folder)
+    return compile_text(text, str(path), folder, overrides, max_memory, None if allow_outside else folder, init)
 
 
 def compile_text(
@@ -97,6 +104,7 @@ def compile_text(
     overrides: list[tuple[str, Any]] | None = None,
     max_memory: int | None = None,
     data_root: pathlib.Path | None = None,
+    init: Sequence[str | os.PathLike[str]] = (),
 ) -> tuple[Compiled | None, Report]:
     """Compile a spec; returns (compiled or None when there are errors, the full report). With a
     ``data_root``, the spec's data files must lie inside it (paths given with ``--set`` may not)."""
@@ -122,6 +130,7 @@ def compile_text(
         if problems:
             return None, report
     ctx = CompileContext(located, report, base_dir or pathlib.Path.cwd(), max_memory)
+    ctx.cli_init = [os.fspath(p) for p in init]
     from ..data.files import confined_to  # the data package loads on the first compile, not on import
 
     trusted = strings_in([v for _, v in overrides or []])  # paths typed on the command line may lie anywhere
@@ -168,9 +177,13 @@ def run(ctx: CompileContext) -> Compiled | None:
     opt_params = select_optimizer_params(ctx)
     optimizers, schedules = build_optimizers(ctx, opt_params)
     phases = analyse_phases(ctx, losses, opt_params, optimizers)
+    check_phase_times(ctx)
     check_eval(ctx, losses, metrics)
     monitor.check(spec, ctx.broken, ctx.error)
+    stopping.check(spec, ctx.broken, ctx.error)
+    stopping.configure(spec, schedules)  # the value-following schedules take the monitor's direction
     check_layers_unbuilt(ctx)
+    init = check_init(ctx)
     check_unused(ctx, opt_params, phases, targets)
     if ctx.report.errors:
         return None
@@ -189,6 +202,8 @@ def run(ctx: CompileContext) -> Compiled | None:
         carries=carries,
         targets=targets,
         base_dir=ctx.base_dir,
+        init=init,
+        records={name: dict(r.values) for name, r in ctx.records.items()},
     )
     over = footprint.over_limit(compiled, footprint.estimate(compiled, ctx.data_fields), ctx.limit)
     if over is not None:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from .. import monitor
+from ..errors import GraphError
 from ..graph import Graph
 from ..node import NodeId
+from ..optim.weights import WeightSchedule
 from ..plan import gradient_flow
 from ..spec.diagnostics import Path, did_you_mean
 from .context import CompileContext
+from .optimizers import _hyper_path as hyper_path
 from .optimizers import select
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ def analyse_phases(
         return []
     phases = []
     seen: set[str] = set()
+    weight_names: set[str] = set()
     for pi, ph in enumerate(train.schedule):
         path: Path = ("train", "schedule", ctx.phase_index[pi] if ctx.phase_index else pi)
         if ph.name in seen:
@@ -50,6 +56,8 @@ def analyse_phases(
         for i, d in enumerate(ph.detach):
             if d in ctx.names:
                 detach.append(ctx.names[d])
+            elif d in ctx.records:  # a node holding several outputs: each of them is detached
+                detach.extend(ctx.records[d].values.values())
             elif d not in ctx.broken:
                 ctx.error(
                     "E-NAME",
@@ -102,13 +110,47 @@ def analyse_phases(
                     )
                     ok = False
                     continue
-            loss_node = losses[b.loss] if b.weight == 1.0 else ctx.g.mul(losses[b.loss], b.weight)
-            backwards.append(BackwardInfo(b.loss, targets, b.retain_graph, b.weight, loss_node))
+            weight = declared_weight(ctx, b.weight, bpath + ("weight",))
+            if weight is None:
+                ok = False
+                continue
+            info_b = BackwardInfo(b.loss, targets, b.retain_graph, weight, losses[b.loss])
+            if info_b.weighted or ph.accumulate > 1:
+                info_b.weight_node = weight_input(ctx, f"{ph.name}/{b.loss}", weight_names)
+                info_b.loss_node = ctx.g.mul(losses[b.loss], info_b.weight_node)
+            backwards.append(info_b)
         info = PhaseInfo(ph.name, ph, detach, backwards, steps)
         if ok:
             analyse_phase(ctx, info, path, opt_params)
         phases.append(info)
     return phases
+
+
+def declared_weight(ctx: CompileContext, weight: Any, path: Path) -> float | WeightSchedule | None:
+    """A backward's weight as the trainer evaluates it: the number, or the schedule built from
+    its keys (checked as the learning-rate schedule it reuses checks them); None after a
+    located error."""
+    if not isinstance(weight, BaseModel):
+        return float(weight)
+    try:
+        return WeightSchedule(weight.type, weight.model_dump(exclude={"type"}))  # type: ignore[attr-defined]
+    except GraphError as e:
+        ctx.error("E-TYPE", f"weight schedule: {e}", hyper_path(ctx, path, str(e)))
+        return None
+
+
+def weight_input(ctx: CompileContext, label: str, taken: set[str]) -> NodeId:
+    """The scalar input a backward's weight is fed through (a 0-d value of the graph's dtype, so
+    that a constant weight multiplies exactly as the constant node it replaces did). Its name
+    holds ':' and '/', which no spec name can, and it is in no spec table: the compile report's
+    node list and the drawing, which list the spec's names, do not show it."""
+    name = f"{label}:weight"
+    k = 1
+    while name in taken:  # the same loss twice in a phase, or two phases of one name (E-DUP)
+        k += 1
+        name = f"{label}:weight{k}"
+    taken.add(name)
+    return ctx.g.input(name, shape=())
 
 
 def reach(g: Graph, loss: NodeId, targets: list[NodeId], detached: set[int]) -> list[NodeId]:

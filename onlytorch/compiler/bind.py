@@ -42,6 +42,8 @@ def check_carries(ctx: CompileContext) -> dict[str, NodeId]:
             continue
         path = ("inputs", name, "carry")
         node = ctx.names.get(spec.carry)
+        if node is None and ctx.several_outputs(spec.carry, path, "carry"):
+            continue
         if node is None:
             if spec.carry not in ctx.broken:
                 ctx.error(
@@ -106,10 +108,12 @@ def check_eval(ctx: CompileContext, losses: dict[str, NodeId], metrics: dict[str
                 ("eval", "metrics", i),
                 hint=did_you_mean(name, [*metrics, *losses]),
             )
+    reported: set[str] = set()
     if ev.samples is not None:
         node = ctx.names.get(ev.samples.node)
         if node is None:
-            if ev.samples.node not in ctx.broken:
+            several = ctx.several_outputs(ev.samples.node, ("eval", "samples", "node"), "eval.samples")
+            if not several and ev.samples.node not in ctx.broken:
                 ctx.error(
                     "E-NAME",
                     f"eval.samples: unknown node {ev.samples.node!r}",
@@ -117,18 +121,81 @@ def check_eval(ctx: CompileContext, losses: dict[str, NodeId], metrics: dict[str
                     hint=did_you_mean(ev.samples.node, ctx.known_names()),
                 )
         else:
-            data_inputs = [
-                n
-                for n, i in ctx.spec.inputs.items()
-                if i.from_ and not i.from_.startswith("noise.") and n in ctx.inputs
-            ]
-            reads = {a.name for a in ctx.g.forward_order([node]) if a.kind == "input"}
-            if reads & set(data_inputs):
-                ctx.error(
-                    "E-ARG",
-                    f"eval.samples: {ev.samples.node} reads data inputs ({', '.join(sorted(reads & set(data_inputs)))}); samples must come from noise only",
-                    ("eval", "samples", "node"),
-                )
+            reported = check_sample_conditions(ctx, ev.split, ev.samples.node, node)
+    check_evaluated_fields(ctx, reported)
+
+
+def check_evaluated_fields(ctx: CompileContext, reported: set[str]) -> None:
+    """An evaluation feeds every data input from the split it evaluates (eval.split, and the
+    monitor's split during training): a split from another source must have their fields. Inputs
+    already ``reported`` (a conditional generator's, E-SAMPLES) are not reported twice."""
+    from .. import monitor
+
+    ev = ctx.spec.eval
+    if ev is None or live_source(ctx) is not None:
+        return
+    splits: dict[str, tuple[object, ...]] = {ev.split: ("eval", "split")}
+    m = monitor.resolve(ctx.spec)
+    if m is not None and m.on_data and ctx.spec.train is not None and ctx.spec.train.eval_every:
+        splits.setdefault(m.split, ("train", "monitor", "split") if m.declared_split else ("data", m.split))
+    for split, where in splits.items():
+        fields = ctx.data_fields.get(split)
+        if fields is None:
+            continue  # no such split: its own diagnostic
+        missing = {
+            name: field
+            for name, inp in ctx.spec.inputs.items()
+            if inp.from_ and not inp.from_.startswith("noise.") and name not in ctx.unfed | reported
+            for field in [inp.from_.partition(".")[2]]
+            if field not in fields
+        }
+        if missing:
+            what = ", ".join(f"{n} reads {f!r}" for n, f in missing.items())
+            who = "eval" if split == ev.split else "train.monitor"
+            ctx.error(
+                "E-DATA",
+                f"{who} evaluates the {split} split, which lacks fields that data inputs read ({what}; it has: "
+                f"{', '.join(fields)}): an evaluation feeds every data input from the split it evaluates",
+                where,
+                hint=f"give the {split} split a source with the same fields, e.g. {{from_split: train, fraction: 0.2}}",
+            )
+
+
+def check_sample_conditions(ctx: CompileContext, split: str, name: str, node: NodeId) -> set[str]:
+    """A conditional generator (a sample node that reads data inputs) is fed eval.split's rows
+    (onlytorch.evaluation.sample_conditions): that split must have the fields, whole per row.
+    Returns the inputs reported."""
+    where = ("eval", "samples", "node")
+    reads = {a.name for a in ctx.g.forward_order([node]) if a.kind == "input"}
+    data_inputs = {
+        n: i for n, i in ctx.spec.inputs.items() if n in reads and i.from_ and not i.from_.startswith("noise.")
+    }
+    fields = ctx.data_fields.get(split)
+    reported: set[str] = set()
+    if fields is None or not data_inputs:
+        return reported  # no data inputs, or eval.split (or the data) has its own diagnostic
+    for inp_name, inp in data_inputs.items():
+        field = (inp.from_ or "").partition(".")[2]
+        if inp.window is not None:
+            ctx.error(
+                "E-SAMPLES",
+                f"eval.samples: {name} reads input {inp_name}, a window of a sequence; "
+                "a conditional generator is fed whole rows of the evaluated split",
+                where,
+                hint=f"generate from inputs without window, or leave {inp_name} out of {name}",
+            )
+        elif field not in fields and inp_name not in ctx.unfed:
+            ctx.error(
+                "E-SAMPLES",
+                f"eval.samples: {name} reads input {inp_name} (field {field!r}), which the evaluated {split} "
+                f"split does not have (it has: {', '.join(fields)}); samples are drawn with eval.split's fields",
+                where,
+                hint=f"set eval.split to a split that has {field!r}, or give the {split} split a source with it",
+            )
+        else:
+            continue
+        reported.add(inp_name)
+    return reported
 
 
 def finish_copies(ctx: CompileContext) -> dict[str, tuple[str, S.SyncSpec | None]]:

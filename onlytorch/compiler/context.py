@@ -40,12 +40,18 @@ class CompileContext:
     budget: footprint.Budget
     ops: dict[str, OpDef]
     names: dict[str, NodeId]  # every named node built so far: inputs, nodes, losses, metrics
+    records: dict[str, X.Outputs]  # the named nodes that hold a call's several outputs (z: enc(x))
+    calls_made: dict[tuple[str, tuple[int, ...]], X.Outputs]  # (module, argument nodes) -> its outputs
+    subgraph_params: dict[str, dict[str, NodeId]]  # subgraph module -> its own parameters, once made
+    lent: set[str]  # parameters param(...) made before their module's first call (not the caller's)
     building: list[str]  # the definitions being built, innermost last (cycles among them)
     modules: dict[str, ModuleInfo]
     sections: dict[str, dict[str, str]]  # nodes / losses / metrics: name -> expression
     data_fields: dict[str, dict[str, Any]]  # split -> field name -> Field (check_data)
     inputs: dict[str, NodeId]
     unfed: set[str]  # inputs whose data problem is reported: later checks stay quiet about them
+    cli_init: list[str]  # checkpoints given with --init (init_check.py), after the spec's init entries
+    loaded: set[str]  # parameters and states init entries load (init_check.py): kept as loaded is no mistake
 
     def __init__(self, located: Located, report: Report, base_dir: pathlib.Path, max_memory: int | None = None) -> None:
         self.loc = located
@@ -62,6 +68,8 @@ class CompileContext:
         self.data_fields = {}
         self.inputs = {}
         self.unfed = set()
+        self.cli_init = []
+        self.loaded = set()
 
     def start(self, spec: S.Spec) -> None:
         """The validated spec: a fresh Graph and the tables the lowering fills."""
@@ -70,6 +78,10 @@ class CompileContext:
         self.budget = self.memory_budget(spec)
         self.ops = public_ops()
         self.names = {}
+        self.records = {}
+        self.calls_made = {}
+        self.subgraph_params = {}
+        self.lent = set()
         self.building = []
         self.modules = {}
         self.sections = {"nodes": spec.nodes, "losses": spec.losses, "metrics": spec.metrics}
@@ -93,6 +105,21 @@ class CompileContext:
             return
         line, col = self.loc.expression_column(path, e.offset)
         self.report.add(Diagnostic(e.code, e.message, path, line, col, e.hint, e.width))
+
+    def several_outputs(self, name: str, path: Path, what: str) -> bool:
+        """Report (E-OUTPUT) a name that holds several outputs where one tensor is named (``what``
+        says where: "carry", "eval.samples"); True when it does."""
+        if name not in self.records:
+            return False
+        several = self.records[name].values
+        first = next(iter(several))
+        self.error(
+            "E-OUTPUT",
+            f"{what}: {name} holds several outputs ({', '.join(several)}); {what} names one tensor",
+            path,
+            hint=f'name a node that picks one, e.g. nodes: {{{name}_{first}: {name}["{first}"]}}',
+        )
+        return True
 
     def known_names(self) -> list[str]:
         return [*self.spec.inputs, *self.spec.nodes, *self.spec.losses, *self.spec.metrics]

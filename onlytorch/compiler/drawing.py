@@ -1,7 +1,8 @@
 """A drawing of a spec's graph (Mermaid or Graphviz DOT): inputs, named nodes, losses and
 metrics; modules as clusters with their parameters (a module called twice is one cluster with
 two edges in: shared weights); stop_gradient edges dashed; nodes a phase detaches marked with
-the phase's name; target copies linked to their source."""
+the phase's name (and its active range); target copies linked to their source; a note listing
+the phases that do not simply run at every iteration on the default batch (range, accumulate, batch)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import ast
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import phases
 from ..ops.shapes import fmt
 from ..spec import expr as X
+from ..spec import schema as S
 
 if TYPE_CHECKING:
     from .result import Compiled
@@ -21,6 +24,9 @@ class Drawing:
     nodes: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (kind, label)
     edges: list[tuple[str, str, str]] = field(default_factory=list)  # (from, to, style: plain|stop|grad|sync)
     clusters: dict[str, list[str]] = field(default_factory=dict)  # module -> its parameter labels
+    # "phase NAME: iterations 0-999; accumulate 4" for each phase with a range, accumulate or batch
+    # that is not the default (none when every phase runs at every iteration on the default batch)
+    schedule: list[str] = field(default_factory=list)
 
 
 def _flows(
@@ -37,6 +43,9 @@ def _flows(
         module = f if f in modules else None
         if f == "scan" and args and isinstance(args[0], ast.Name):
             module, args = args[0].id, args[1:]
+        if f == "param" and args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
+            owner = args[0].value.split(".", 1)[0]  # a parameter read by name: it flows from its module
+            return [("@" + owner, style)] if owner in modules else []
         inner_style = "stop" if f in ("stop_gradient", "detach") else "grad" if f == "grad" else style
         inner = [flow for a in args for flow in _flows(a, modules, edges, inner_style)]
         if module is not None:
@@ -46,25 +55,52 @@ def _flows(
     return [flow for child in ast.iter_child_nodes(node) for flow in _flows(child, modules, edges, style)]
 
 
+def _params_read(spec: S.ModuleSpec, modules: set[str]) -> list[str]:
+    """The modules whose parameters a subgraph module reads with param("M....") (weight tying)."""
+    out = spec.output
+    texts = [*spec.nodes.values(), *(out.values() if isinstance(out, dict) else [out or ""])]
+    owners: list[str] = []
+    for text in texts:
+        try:
+            tree = X.parse(text)
+        except X.ExprError:
+            continue
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "param" and n.args:
+                arg = n.args[0]
+                owner = str(arg.value).split(".", 1)[0] if isinstance(arg, ast.Constant) else ""
+                if owner in modules and owner not in owners:
+                    owners.append(owner)
+    return owners
+
+
 def build(compiled: Compiled) -> Drawing:
     spec = compiled.spec
     d = Drawing()
     for name, node in compiled.inputs.items():
         d.nodes[name] = ("input", f"{name} {fmt(node.shape)}")
     detached: dict[str, list[str]] = {}
-    for ph in compiled.phases:
+    for index, ph in enumerate(compiled.phases):
+        rng = phases.describe(ph.spec)
         for n in ph.detach:
-            detached.setdefault(n.name, []).append(ph.name)
+            detached.setdefault(n.name, []).append(ph.name + (f" ({rng})" if rng else ""))
+        notes = phases.notes(ph.spec, index)
+        if notes:
+            d.schedule.append(f"phase {ph.name}: {'; '.join(notes)}")
     modules = set(spec.modules)
     for name, m in compiled.modules.items():
         d.nodes["@" + name] = ("module", name)
         d.clusters[name] = [f"{p.name.removeprefix(name + '.')} {fmt(p.shape)}" for p in m.params]
         if m.kind == "copy" and m.spec.copy_of:
             d.edges.append(("@" + m.spec.copy_of, "@" + name, "sync"))
+        d.edges.extend(("@" + owner, "@" + name, "plain") for owner in _params_read(m.spec, modules - {name}))
     for kind, table in (("node", spec.nodes), ("loss", spec.losses), ("metric", spec.metrics)):
         for name, text in table.items():
             built = compiled.names.get(name)
             shape = fmt(built.shape) if built is not None else ""
+            several = compiled.records.get(name, {})  # a node holding several outputs: each one's shape
+            if several:
+                shape = ", ".join(f"{k} {fmt(v.shape)}" for k, v in several.items())
             label = f"{name} {shape}"
             if name in detached:
                 label += " | detached in " + ", ".join(detached[name])
@@ -118,6 +154,8 @@ def mermaid(compiled: Compiled) -> str:
     }
     for src, dst, style in d.edges:
         lines.append(f"  {_id(src)} {arrows[style]} {_id(dst)}")
+    if d.schedule:
+        lines.append(f'  schedule_note["{"<br/>".join(["schedule", *d.schedule])}"]')
     for name, (kind, label) in d.nodes.items():
         if kind == "loss":
             lines.append(f"  style {_id(name)} stroke:#c00,stroke-width:2px")
@@ -154,5 +192,8 @@ def dot(compiled: Compiled) -> str:
     }
     for src, dst, style in d.edges:
         lines.append(f"  {_id(src)} -> {_id(dst)}{styles[style]};")
+    if d.schedule:
+        joined = "\\n".join(["schedule", *d.schedule])
+        lines.append(f'  schedule_note [label="{joined}", shape=note];')
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -2,16 +2,20 @@
 
 The trainer's rules (onlytorch/train.py) decide what a phase's gradients are made of:
 
-- an iteration draws a fresh batch before its first phase; each further run of a phase (``repeat``
-  or ``epochs``) draws a new one, except with windowed inputs (truncated BPTT), where every run of
-  the iteration sees the same window; the FIRST run of a phase reuses the batch the previous phase
-  ended on; noise inputs are resampled for every run;
+- an iteration runs the phases active at it (``start``, ``until``, ``every``; onlytorch/phases.py);
+  a phase with ``batch: new`` (the first phase's default) draws a fresh batch for its first run,
+  one with ``batch: same`` (the later phases' default) reuses the batch the previous phase ended
+  on (it draws when no phase has drawn yet in the iteration); each further run of a phase
+  (``repeat`` or ``epochs``) and each further micro-batch of ``accumulate`` draws a new one, except
+  with windowed inputs (truncated BPTT), where every run of the iteration sees the same window;
+  noise inputs are resampled for every run;
 - gradients accumulate until a phase clears them (``zero_grad: before`` each run's backward calls,
   ``after`` each run's steps, ``never``); an optimizer step applies whatever has accumulated on its
   parameters, whichever phase put it there.
 
 ``simulate`` follows two iterations of the schedule under those rules (the second shows what
-carries over the wrap-around) and records, for every step, which backward calls, on which batch,
+carries over the wrap-around; with phases over time, two iterations of each combination of phases
+that runs in one iteration, so that phases that never run together never meet) and records, for every step, which backward calls, on which batch,
 the stepped optimizer applies. ``lint_schedule`` turns that into warnings:
 
 - ``W-DOUBLE-BATCH``: one step applies the gradient of the same loss on the same batch twice
@@ -31,7 +35,9 @@ the stepped optimizer applies. ``lint_schedule`` turns that into warnings:
   parameter, so it moves twice on the same gradient.
 - ``W-SHARED-PARAM``: two optimizers both update a parameter, in different phases (each with its
   own learning rate and moment estimates). Only parameters that both really update count: an
-  optimizer that holds a parameter but never steps on a gradient of it does not move it.
+  optimizer that holds a parameter but never steps on a gradient of it does not move it; and
+  optimizers whose phases never run in the same iteration (one takes over from the other: a
+  fine-tuning phase with its own learning rate) do not count.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import phases
 from ..spec.diagnostics import Diagnostic, Path
 from .analyse import reach
 from .result import describe_params
@@ -74,6 +81,8 @@ class Flow:
     # (phase, backward) -> the phase whose clearing threw that backward's gradient away before any step
     # of an optimizer holding its parameters applied it
     discarded: dict[tuple[int, int], int] = field(default_factory=dict)
+    # the combinations of phases that run in one iteration (all of them, unless phases have ranges)
+    together: list[tuple[int, ...]] = field(default_factory=list)
 
 
 def _runs(spec: Any) -> int:
@@ -92,8 +101,18 @@ def _reads_data(compiled: Compiled, loss: NodeId, data: set[str]) -> bool:
 
 
 def simulate(compiled: Compiled) -> Flow:
-    """Two iterations of the schedule, following which batch each backward sees and what each step applies."""
+    """Two iterations of the schedule, following which batch each backward sees and what each step
+    applies; with phases over time (start, until, every), two iterations of each combination of
+    phases that runs together (onlytorch/phases.py), each from cleared gradients."""
     flow = Flow()
+    train = compiled.spec.train
+    flow.together = phases.together([ph.spec for ph in compiled.phases], train.steps if train is not None else None)
+    for combo in flow.together:
+        _simulate(compiled, flow, combo)
+    return flow
+
+
+def _simulate(compiled: Compiled, flow: Flow, combo: tuple[int, ...]) -> None:
     windowed = any(i.window for i in compiled.spec.inputs.values())
     data = _data_inputs(compiled)
     held = {o: {p.name for p in ps} for o, ps in compiled.optimizer_params.items()}
@@ -114,18 +133,21 @@ def simulate(compiled: Compiled) -> Flow:
         return []
 
     for _ in range(2):
-        batch = next(fresh)
-        for pi, ph in enumerate(compiled.phases):
+        batch: int | None = None  # nothing drawn yet in this iteration
+        for pi in combo:
+            ph = compiled.phases[pi]
+            mode = phases.batch_mode(ph.spec, pi)
             for run in range(_runs(ph.spec)):
-                if run > 0 and not windowed:
-                    batch = next(fresh)
                 if ph.spec.zero_grad == "before":
                     pending = clear(pi)
-                for bi, b in enumerate(ph.backward):
-                    if b.weight == 0.0 or not b.reached:
-                        continue
-                    on = batch if reads[(pi, bi)] else next(fresh)
-                    pending.append(Contribution(pi, bi, b.loss, on, frozenset(p.name for p in b.reached)))
+                for micro in range(min(ph.spec.accumulate, 2)):
+                    if batch is None or ((run > 0 or micro > 0 or mode == "new") and not windowed):
+                        batch = next(fresh)
+                    for bi, b in enumerate(ph.backward):
+                        if b.weight == 0.0 or not b.reached:
+                            continue
+                        on = batch if reads[(pi, bi)] else next(fresh)
+                        pending.append(Contribution(pi, bi, b.loss, on, frozenset(p.name for p in b.reached)))
                 for o in ph.step:
                     mine = held.get(o, set())
                     used = [k for k in pending if k.params & mine]
@@ -140,13 +162,12 @@ def simulate(compiled: Compiled) -> Flow:
                                 flow.twice.setdefault((again.phase, again.backward), (first, again, o))
                 if ph.spec.zero_grad == "after":
                     pending = clear(pi)
-    return flow
 
 
-def accumulated(compiled: Compiled) -> dict[tuple[str, str], list[tuple[str, str]]]:
+def accumulated(compiled: Compiled, flow: Flow | None = None) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """For the compile report: (phase, optimizer) -> [(loss, source phase)] where a step applies
     gradients that an earlier phase left (not cleared), in the order they were added."""
-    flow = simulate(compiled)
+    flow = simulate(compiled) if flow is None else flow
     out: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for (pi, o), ks in flow.applied.items():
         if any(k.phase != pi for k in ks):
@@ -312,15 +333,20 @@ def _shared(compiled: Compiled, flow: Flow, warn: Any) -> None:
                 warn("W-DOUBLE-STEP", message, (*_phase_path(pi), "step", j), hint, len(second))
                 break
     updated: dict[str, dict[str, list[str]]] = {}  # optimizer -> parameter -> phases that move it
+    movers: dict[str, set[int]] = {}  # optimizer -> the phases where it moves a parameter
     for (pi, o), names in flow.moved.items():
         for n in names:
             updated.setdefault(o, {}).setdefault(n, []).append(phases[pi].name)
+        if names:
+            movers.setdefault(o, set()).add(pi)
     order = list(compiled.spec.optimizers)
     for j, second in enumerate(order):
         for first in order[:j]:
             common = sorted(set(updated.get(first, {})) & set(updated.get(second, {})))
             if not common or frozenset((first, second)) in together:
                 continue
+            if not any(movers[first] & set(c) and movers[second] & set(c) for c in flow.together):
+                continue  # one optimizer takes over from the other (their phases never run together)
             entries = list(compiled.spec.optimizers[second].params)
             at = next((i for i, pat in enumerate(entries) if _selects(compiled, pat) & set(common)), 0)
             where = [

@@ -26,10 +26,13 @@ from .result import ModuleInfo
 MAX_UNROLL = 4096  # scan steps: each one is a copy of the cell in the static graph
 
 
-def resolve_name(ctx: CompileContext, name: str, path: Path, offset: int, width: int) -> NodeId:
-    """The node called name, building its definition (and what it needs) on first use."""
+def resolve_name(ctx: CompileContext, name: str, path: Path, offset: int, width: int) -> NodeId | X.Outputs:
+    """The node called name, building its definition (and what it needs) on first use; a node
+    defined as a call with several outputs holds them all (``X.Outputs``)."""
     if name in ctx.names:
         return ctx.names[name]
+    if name in ctx.records:
+        return ctx.records[name]
     if name in ctx.broken:
         raise Poisoned(name)
     section = next((s for s, t in ctx.sections.items() if name in t), None)
@@ -53,9 +56,13 @@ def resolve_name(ctx: CompileContext, name: str, path: Path, offset: int, width:
     own = (section, name)
     try:
         tree = X.parse(ctx.sections[section][name])
-        node = X.evaluate(tree, scope(ctx, own, {}))
+        built = (X.evaluate_value if section == "nodes" else X.evaluate)(tree, scope(ctx, own, {}))
         if name in ctx.broken:  # a cycle through it was found while building it
             raise Poisoned(name)
+        if isinstance(built, X.Outputs):
+            ctx.records[name] = name_outputs(ctx, name, built)
+            return ctx.records[name]
+        node = built
         node = (
             ctx.g.identity(node, name=name)
             if ctx.g.record(node).user_named or ctx.g.record(node).kind != "op"
@@ -74,8 +81,30 @@ def resolve_name(ctx: CompileContext, name: str, path: Path, offset: int, width:
         ctx.building.pop()
 
 
-def scope(ctx: CompileContext, path: Path, local: dict[str, NodeId]) -> X.Scope:
-    def value(name: str, offset: int, width: int) -> NodeId:
+def name_outputs(ctx: CompileContext, name: str, out: X.Outputs) -> X.Outputs:
+    """A named node holding several outputs: each output's node is called NAME.OUTPUT in the graph
+    (in messages and the compile report), unless that name is taken (a metric literally called so)."""
+    named = {}
+    for key, node in out.values.items():
+        full = f"{name}.{key}"
+        if _taken(ctx, full):
+            named[key] = node
+            continue
+        rec = ctx.g.record(node)
+        named[key] = ctx.g.identity(node, name=full) if rec.user_named or rec.kind != "op" else ctx.g.rename(node, full)
+    return X.Outputs(f"node {name}", named)
+
+
+def _taken(ctx: CompileContext, name: str) -> bool:
+    try:
+        ctx.g.node(name)
+    except GraphError:
+        return False
+    return True
+
+
+def scope(ctx: CompileContext, path: Path, local: dict[str, Any]) -> X.Scope:
+    def value(name: str, offset: int, width: int) -> NodeId | X.Outputs:
         if name in local:
             return local[name]
         if name in ctx.inputs:
@@ -117,6 +146,8 @@ def call(ctx: CompileContext, fname: str, node: ast.Call, ev: Callable[[ast.expr
         return out
     if fname == "scan":
         return call_scan(ctx, node, ev, start, width)
+    if fname == "param":
+        return call_param(ctx, node, start, width)
     op = ctx.ops.get(fname)
     if op is None:
         options = [*ctx.ops, *ctx.spec.modules, *SPECIAL_FUNCTIONS]
@@ -151,18 +182,38 @@ def check_grad_size(ctx: CompileContext, y: NodeId | None, start: int, width: in
         )
 
 
-def call_scan(ctx: CompileContext, node: ast.Call, ev: Callable[[ast.expr], Any], start: int, width: int) -> NodeId:
-    if len(node.args) != 3 or not isinstance(node.args[0], ast.Name) or node.keywords:
-        raise X.ExprError("E-ARG", "scan takes a cell module and two nodes: scan(cell, xs, h0)", start, width)
+def call_scan(
+    ctx: CompileContext, node: ast.Call, ev: Callable[[ast.expr], Any], start: int, width: int
+) -> NodeId | X.Outputs:
+    usage = "scan takes a cell module, a sequence and the initial states: scan(cell, xs, h0) or scan(cell, xs, h0, c0)"
+    if len(node.args) < 3 or not isinstance(node.args[0], ast.Name) or node.keywords:
+        raise X.ExprError("E-ARG", usage, start, width)
     cell = node.args[0].id
     if cell not in ctx.modules:
         s, w = X.span(node.args[0])
         if cell in ctx.broken:
             raise Poisoned(cell)
         raise X.ExprError("E-NAME", f"unknown module {cell!r}", s, w, did_you_mean(cell, ctx.modules))
-    xs, h = ev(node.args[1]), ev(node.args[2])
-    if not isinstance(xs, NodeId) or not isinstance(h, NodeId):
-        raise X.ExprError("E-ARG", "scan takes a cell module and two nodes: scan(cell, xs, h0)", start, width)
+    m = ctx.modules[cell]
+    named = _named_states(ctx, m)
+    if named is None and len(node.args) != 3:
+        raise X.ExprError(
+            "E-ARG",
+            f"{cell} has one state: scan({cell}, xs, h0) ({len(node.args) - 2} initial states given)",
+            start,
+            width,
+        )
+    if named is not None and len(node.args) - 2 != len(named):
+        raise X.ExprError(
+            "E-ARG",
+            f"{cell} has the states {', '.join(named)}: scan({cell}, xs, {', '.join(s + '0' for s in named)}) "
+            f"({len(node.args) - 2} initial states given)",
+            start,
+            width,
+        )
+    xs, *h = [ev(a) for a in node.args[1:]]
+    if not all(isinstance(v, NodeId) for v in [xs, *h]):
+        raise X.ExprError("E-ARG", usage, start, width)
     if len(xs.shape) < 2 or xs.shape[1] is None:
         raise X.ExprError(
             "E-SHAPE",
@@ -177,18 +228,95 @@ def call_scan(ctx: CompileContext, node: ast.Call, ev: Callable[[ast.expr], Any]
             start,
             width,
         )
+    if xs.shape[1] == 0:
+        raise X.ExprError("E-SHAPE", f"scan needs at least one step; xs has shape {fmt(xs.shape)}", start, width)
+    if named is not None:
+        return _scan_states(ctx, m, named, xs, h, start, width)
+    state = h[0]
     states = []
     for t in range(xs.shape[1]):
-        h = call_module(ctx, ctx.modules[cell], [xs[:, t], h], start, width)
-        states.append(h)
+        state = call_module(ctx, m, [xs[:, t], state], start, width)
+        states.append(state)
     return ctx.g.stack(states, axis=1)
 
 
-def call_module(ctx: CompileContext, m: ModuleInfo, args: list[Any], start: int, width: int) -> NodeId:
+def _named_states(ctx: CompileContext, m: ModuleInfo) -> list[str] | None:
+    """The states of a cell whose outputs are named (a subgraph with args [x, h, c] and output
+    {h: ..., c: ...}: its arguments after the first; a registered cell declared with several
+    states). None for a cell with one output, which scan runs as before (a tensor of the stacked
+    states)."""
+    spec = m.spec
+    if m.kind == "copy":
+        source = ctx.modules.get(spec.copy_of or "")
+        spec = source.spec if source is not None else spec
+    if spec.cell is not None and spec.cell in nn.CELLS:
+        states = nn.CELLS[spec.cell].states
+        return list(states) if len(states) > 1 else None
+    if not isinstance(spec.output, dict) or not spec.args:
+        return None
+    return list(spec.args[1:])
+
+
+def _scan_states(
+    ctx: CompileContext, m: ModuleInfo, named: list[str], xs: NodeId, h: list[NodeId], start: int, width: int
+) -> X.Outputs:
+    """A cell with named outputs over axis 1 of xs: the outputs named like a state argument are fed
+    back as that state; every output is stacked over time, and each state's final value is
+    ``STATE_last``."""
+    states = dict(zip(named, h))
+    seqs: dict[str, list[NodeId]] = {}
+    for t in range(xs.shape[1]):
+        out = call_module(ctx, m, [xs[:, t], *states.values()], start, width)
+        assert isinstance(out, X.Outputs)  # a cell with named outputs
+        missing = [s for s in named if s not in out.values]
+        if missing:
+            raise X.ExprError(
+                "E-OUTPUT",
+                f"{m.name} has the state{'s' if len(named) > 1 else ''} {', '.join(named)} but returns no "
+                f"{', '.join(repr(s) for s in missing)}",
+                start,
+                width,
+                "name each state's next value like its argument: output: {"
+                + ", ".join(f"{s}: ..." for s in named)
+                + "}",
+            )
+        for key in out.values:
+            if key.endswith("_last") and key[: -len("_last")] in named:
+                raise X.ExprError(
+                    "E-OUTPUT",
+                    f"cell {m.name}'s output {key!r} takes the name scan gives the final {key[:-5]!r}",
+                    start,
+                    width,
+                    "rename that output",
+                )
+        for s in named:
+            new, old = out.values[s], states[s]
+            if tuple(new.shape) != tuple(old.shape):
+                raise X.ExprError(
+                    "E-SHAPE",
+                    f"cell {m.name} returns its state {s} with shape {fmt(new.shape)}, but it was given "
+                    f"{fmt(old.shape)}: a state keeps its shape from step to step",
+                    start,
+                    width,
+                )
+            states[s] = new
+        for key, v in out.values.items():
+            seqs.setdefault(key, []).append(v)
+    values = {key: ctx.g.stack(v, axis=1) for key, v in seqs.items()}
+    values.update({f"{s}_last": states[s] for s in named})
+    return X.Outputs(f"scan({m.name}, ...)", values)
+
+
+def call_module(ctx: CompileContext, m: ModuleInfo, args: list[Any], start: int, width: int) -> NodeId | X.Outputs:
     # Numbers are constants; anything else (a list, a string) is not a module input.
     args = [ctx.g.constant(float(a)) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args]
     if not all(isinstance(a, NodeId) for a in args):
         raise X.ExprError("E-ARG", f"module {m.name} takes nodes or numbers as inputs", start, width)
+    # A module with several outputs called again on the very same nodes is the same evaluation:
+    # enc(x)["mu"] and enc(x)["logvar"] in two definitions build the encoder once.
+    key = (m.name, tuple(a.index for a in args))
+    if key in ctx.calls_made:
+        return ctx.calls_made[key]
     if m.call is None:
         build_module(ctx, m, args, start, width)
         if m.call is None:
@@ -196,13 +324,23 @@ def call_module(ctx: CompileContext, m: ModuleInfo, args: list[Any], start: int,
             raise Poisoned(m.name)
     m.calls += 1
     try:
-        return m.call(*args)
+        out = m.call(*args)
+        if isinstance(out, X.Outputs):
+            ctx.calls_made[key] = out
+            if m.outputs is None:
+                m.outputs = {k: tuple(v.shape) for k, v in out.values.items()}
+        return out
     except X.ExprError:
         raise
     except GraphError as e:
         code = "E-SHAPE" if isinstance(e, ShapeError) else "E-ARG"
         raise X.ExprError(code, f"calling module {m.name}: {e}", start, width) from None
     except TypeError:
+        kind = nn.CELLS.get(m.spec.cell or "") if m.kind == "cell" else None
+        if kind is not None and len(kind.states) > 1:
+            raise X.ExprError(
+                "E-ARG", f"cell {m.name} is called as {m.name}(x, {', '.join(kind.states)})", start, width
+            ) from None
         raise X.ExprError(
             "E-ARG", f"module {m.name} takes a different number of inputs ({len(args)} given)", start, width
         ) from None
@@ -236,9 +374,11 @@ def build_module(ctx: CompileContext, m: ModuleInfo, args: list[NodeId], start: 
     if spec.layers is not None:
         m.call = build_layers(ctx, m, spec.layers, args, path)
     elif spec.cell is not None:
-        if len(args) != 2:
-            raise X.ExprError("E-ARG", f"cell {m.name} is called as {m.name}(x, h)", start, width)
         kind = nn.CELLS[spec.cell]
+        if len(args) != 1 + len(kind.states):
+            raise X.ExprError(
+                "E-ARG", f"cell {m.name} is called as {m.name}(x, {', '.join(kind.states)})", start, width
+            )
         x = args[0]
         if not x.shape or x.shape[-1] is None:
             raise X.ExprError(
@@ -255,15 +395,39 @@ def build_module(ctx: CompileContext, m: ModuleInfo, args: list[NodeId], start: 
         cell = kind.build(ctx.g, x.shape[-1], hidden, m.name)
         if isinstance(cell, nn.Module):  # else the parameters built since `before` are the module's
             m.params = cell.parameters()
-        m.call = cell
+        m.call = cell if len(kind.states) == 1 else _named_cell(m.name, kind.states, cell)
     else:
         m.call = build_subgraph(ctx, m, spec, path)
-    if m.call is not None and not m.params:
-        m.params = [NodeId(ctx.g, n.index) for n in ctx.g.records(before) if n.kind == "parameter"]
+    if m.call is not None and (not m.params or m.kind == "subgraph"):
+        # a subgraph's own parameters may predate its first call (made for a param(...) of it);
+        # parameters made here for another module's param(...) are that module's
+        own = list(ctx.subgraph_params.get(m.name, {}).values())
+        made = [
+            NodeId(ctx.g, n.index)
+            for n in ctx.g.records(before)
+            if n.kind == "parameter" and n.name not in ctx.lent and n.index not in {p.index for p in own}
+        ]
+        m.params = own + made
         m.states = [NodeId(ctx.g, n.index) for n in ctx.g.records(before) if n.kind == "state"]
 
 
-def build_subgraph(ctx: CompileContext, m: ModuleInfo, spec: S.ModuleSpec, path: Path) -> Callable[..., NodeId] | None:
+def _named_cell(name: str, states: tuple[str, ...], cell: Callable[..., Any]) -> Callable[..., X.Outputs]:
+    """A registered cell with several states: its tuple of next states as named outputs."""
+
+    def call(*args: NodeId) -> X.Outputs:
+        out = cell(*args)
+        if not isinstance(out, (tuple, list)) or len(out) != len(states):
+            raise GraphError(f"the cell returned {type(out).__name__}, not its {len(states)} next states")
+        return X.Outputs(f"module {name}", dict(zip(states, out)))
+
+    return call
+
+
+def subgraph_params(ctx: CompileContext, m: ModuleInfo, spec: S.ModuleSpec, path: Path) -> dict[str, NodeId] | None:
+    """A subgraph module's own parameters, made once (at its first call, or earlier for a
+    param(...) that names one); None when one cannot be made (reported)."""
+    if m.name in ctx.subgraph_params:
+        return ctx.subgraph_params[m.name]
     params: dict[str, NodeId] = {}
     for pname, p in spec.params.items():  # all of them checked before any is allocated
         try:
@@ -278,28 +442,89 @@ def build_subgraph(ctx: CompileContext, m: ModuleInfo, spec: S.ModuleSpec, path:
         except GraphError as e:
             ctx.error("E-MODULE", f"parameter {pname} of module {m.name}: {e}", path + ("params", pname))
             return None
+    ctx.subgraph_params[m.name] = params
+    return params
+
+
+def build_subgraph(
+    ctx: CompileContext, m: ModuleInfo, spec: S.ModuleSpec, path: Path
+) -> Callable[..., NodeId | X.Outputs] | None:
+    params = subgraph_params(ctx, m, spec, path)
+    if params is None:
+        return None
     arg_names = list(spec.args or [])
-    trees: dict[str, ast.expr] = {}
-    for key, text in [*spec.nodes.items(), ("<output>", spec.output or "")]:
-        where = path + (("nodes", key) if key != "<output>" else ("output",))
+    # (local name, where in the YAML, tree, whether it may hold several outputs); the outputs'
+    # local names are tuples, which no name in an expression can be
+    trees: list[tuple[Any, Path, ast.expr, bool]] = []
+    several = spec.output if isinstance(spec.output, dict) else None
+    entries: list[tuple[Any, Path, str, bool]] = [(k, ("nodes", k), v, True) for k, v in spec.nodes.items()]
+    if several is not None:
+        entries += [(("<output>", k), ("output", k), v, False) for k, v in several.items()]
+    else:
+        entries.append((("<output>",), ("output",), str(spec.output or ""), False))
+    for key, where, text, holds in entries:
         try:
-            trees[key] = X.parse(text)
+            trees.append((key, path + where, X.parse(text), holds))
         except X.ExprError as e:
-            ctx.expr_error(e, where)
+            ctx.expr_error(e, path + where)
             return None
 
-    def call(*args: NodeId) -> NodeId:
+    def call(*args: NodeId) -> NodeId | X.Outputs:
         if len(args) != len(arg_names):
             raise TypeError
-        local = dict(params)
+        local: dict[Any, Any] = dict(params)
         local.update(zip(arg_names, args))
-        for key, tree in trees.items():
-            where = path + (("nodes", key) if key != "<output>" else ("output",))
+        for key, where, tree, holds in trees:
             try:
-                local[key] = X.evaluate(tree, scope(ctx, where, local))
+                local[key] = (X.evaluate_value if holds else X.evaluate)(tree, scope(ctx, where, local))
             except X.ExprError as e:
                 ctx.expr_error(e, where)
                 raise Poisoned(m.name) from None
-        return local["<output>"]
+        if several is None:
+            return local[("<output>",)]
+        return X.Outputs(f"module {m.name}", {k: local[("<output>", k)] for k in several})
 
     return call
+
+
+def call_param(ctx: CompileContext, node: ast.Call, start: int, width: int) -> NodeId:
+    """param("M.NAME"): module M's parameter M.NAME, the very node (its gradient is the parameter's)."""
+    arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
+    if not isinstance(arg, ast.Constant) or not isinstance(arg.value, str):
+        raise X.ExprError("E-ARG", 'param takes one parameter name, a string: param("net.0.weight")', start, width)
+    name = arg.value
+    s, w = X.span(arg)
+    built = {p.name: p for p in ctx.g.parameters()}
+    if name in built:
+        return built[name]
+    module = name.split(".", 1)[0]
+    m = ctx.modules.get(module)
+    if module in ctx.broken:
+        raise Poisoned(module)
+    if m is not None and m.call is None and m.kind == "subgraph" and name[len(module) + 1 :] in m.spec.params:
+        # made before the module's first call; not the parameters of the module being built now
+        made = subgraph_params(ctx, m, m.spec, ("modules", m.name))
+        if made is None:
+            ctx.broken.add(module)
+            raise Poisoned(module)
+        ctx.lent.update(p.name for p in made.values())
+        m.params = list(made.values())
+        return made[name[len(module) + 1 :]]
+    if m is not None and m.call is None and m.kind != "subgraph":
+        raise X.ExprError(
+            "E-ARG",
+            f"param({name!r}): module {module} makes its parameters at its first call (their shapes follow "
+            "its input), and nothing has called it before this expression",
+            s,
+            w,
+            f"call {module} in a node this expression does not come before, e.g. nodes: {{out: {module}(x)}}",
+        )
+    known = [*built, *(f"{k}.{p}" for k, v in ctx.spec.modules.items() for p in v.params)]
+    raise X.ExprError(
+        "E-NAME",
+        f"param: unknown parameter {name!r}",
+        s,
+        w,
+        did_you_mean(name, known)
+        or (f"module {module}'s parameters: {', '.join(p.name for p in m.params)}" if m and m.params else None),
+    )

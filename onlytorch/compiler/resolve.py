@@ -40,13 +40,19 @@ def check_duplicates(ctx: CompileContext) -> None:
 def build_order(ctx: CompileContext) -> list[tuple[str, str]]:
     """Every definition, each after the names it uses, so that resolve's recursion stays as deep
     as one expression however long a chain of nodes is. Circles are found here, without
-    recursion, and reported where the walk (in file order) enters them."""
+    recursion, and reported where the walk (in file order) enters them. A definition that reads a
+    parameter with param("M.NAME") comes, where it can, after the definitions that call M (a
+    layer list makes its parameters at its first call): an order wish, never a circle."""
     where = {name: section for section, table in ctx.sections.items() for name in table}
-    uses: dict[str, list[str]] = {}
+    trees: dict[str, ast.expr | None] = {}
     for name, section in where.items():
         try:
-            tree = X.parse(ctx.sections[section][name])
+            trees[name] = X.parse(ctx.sections[section][name])
         except X.ExprError:
+            trees[name] = None
+    uses: dict[str, list[tuple[str, bool]]] = {}  # name -> (dependency, whether it is a use by name)
+    for name, tree in trees.items():
+        if tree is None:
             uses[name] = []
             continue
         called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
@@ -55,28 +61,86 @@ def build_order(ctx: CompileContext) -> list[tuple[str, str]]:
             for n in ast.walk(tree)
             if isinstance(n, ast.Name) and id(n) not in called and n.id in where and n.id != name
         ]
-        uses[name] = [n.id for n in sorted(names, key=lambda n: n.col_offset)]  # in evaluation order
+        uses[name] = [(n.id, True) for n in sorted(names, key=lambda n: n.col_offset)]  # in evaluation order
+    for name, later in _param_order(ctx, trees).items():
+        uses[name] += [(d, False) for d in later]
     order: list[str] = []
     state: dict[str, int] = {}  # 1: being visited, 2: done
     for root in where:
         if root in state:
             continue
         state[root] = 1
-        stack = [(root, iter(uses[root]))]
+        stack = [(root, iter(uses[root]), True)]
         while stack:
-            name, deps = stack[-1]
-            dep = next(deps, None)
+            name, deps, _ = stack[-1]
+            dep, hard = next(deps, (None, True))
             if dep is None:
                 stack.pop()
                 state[name] = 2
                 order.append(name)
             elif dep not in state:
                 state[dep] = 1
-                stack.append((dep, iter(uses[dep])))
-            elif state[dep] == 1 and dep not in ctx.broken:
-                path_names = [n for n, _ in stack]
-                report_cycle(ctx, path_names[path_names.index(dep) :] + [dep], where)
+                stack.append((dep, iter(uses[dep]), hard))
+            elif state[dep] == 1 and hard and dep not in ctx.broken:
+                path_names = [n for n, _, _ in stack]
+                at = path_names.index(dep)
+                if all(h for _, _, h in stack[at + 1 :]):  # a circle of uses by name, not an order wish
+                    report_cycle(ctx, path_names[at:] + [dep], where)
     return [(where[n], n) for n in order]
+
+
+def _param_order(ctx: CompileContext, trees: dict[str, ast.expr | None]) -> dict[str, list[str]]:
+    """For each definition that reads param("M...."), directly or through a subgraph module it
+    calls, the other definitions that call M (directly or through subgraph modules)."""
+    modules = ctx.spec.modules
+
+    def scan_tree(tree: ast.expr) -> tuple[set[str], set[str]]:
+        calls, params = set(), set()
+        for n in ast.walk(tree):
+            if not isinstance(n, ast.Call) or not isinstance(n.func, ast.Name):
+                continue
+            if n.func.id in modules:
+                calls.add(n.func.id)
+            elif n.func.id == "scan" and n.args and isinstance(n.args[0], ast.Name):
+                calls.add(n.args[0].id)
+            elif n.func.id == "param" and n.args and isinstance(n.args[0], ast.Constant):
+                params.add(str(n.args[0].value).split(".", 1)[0])
+        return calls, params
+
+    inner: dict[str, tuple[set[str], set[str]]] = {}
+    for mname, m in modules.items():
+        texts = [*m.nodes.values(), *(m.output.values() if isinstance(m.output, dict) else [m.output or ""])]
+        calls, params = set(), set()
+        for text in texts:
+            try:
+                c, p = scan_tree(X.parse(text))
+            except X.ExprError:
+                continue
+            calls |= c
+            params |= p
+        inner[mname] = (calls, params)
+
+    def closure(calls: set[str]) -> set[str]:
+        seen, todo = set(), list(calls)
+        while todo:
+            mname = todo.pop()
+            if mname in seen or mname not in inner:
+                continue
+            seen.add(mname)
+            todo.extend(inner[mname][0])
+        return seen
+
+    builds: dict[str, set[str]] = {}
+    needs: dict[str, set[str]] = {}
+    for name, tree in trees.items():
+        calls, params = scan_tree(tree) if tree is not None else (set(), set())
+        builds[name] = closure(calls)
+        needs[name] = params.union(*(inner[mname][1] for mname in builds[name]))
+    return {
+        name: [other for other in trees if other != name and builds[other] & wanted]
+        for name, wanted in needs.items()
+        if wanted
+    }
 
 
 def report_cycle(ctx: CompileContext, cycle: list[str], where: dict[str, str]) -> None:

@@ -8,11 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..graph import Graph
 from ..node import NodeId
+from ..optim.weights import WeightSchedule, weight_at
 from ..spec import schema as S
+from ..spec.expr import Outputs
 
 if TYPE_CHECKING:
+    from ..initfrom import InitEntry
     from ..plan import BackwardPlan
 
 
@@ -21,10 +26,11 @@ class ModuleInfo:
     name: str
     spec: S.ModuleSpec
     kind: str  # layers | cell | subgraph | copy
-    call: Callable[..., NodeId] | None = None
+    call: Callable[..., NodeId | Outputs] | None = None  # Outputs: a subgraph with named outputs
     params: list[NodeId] = field(default_factory=list)
     states: list[NodeId] = field(default_factory=list)
     calls: int = 0
+    outputs: dict[str, tuple[int | None, ...]] | None = None  # named outputs' shapes (at the first call)
 
 
 @dataclass
@@ -32,10 +38,30 @@ class BackwardInfo:
     loss: str
     targets: list[NodeId]
     retain_graph: bool
-    weight: float
-    loss_node: NodeId  # the node differentiated (weight * loss when weight != 1)
+    weight: float | WeightSchedule  # as declared: a number or a schedule of the iteration
+    loss_node: NodeId  # the node differentiated: loss * weight_node when there is one, else the loss
     reached: list[NodeId] = field(default_factory=list)
     plan: BackwardPlan | None = None
+    # A scalar input the trainer feeds before each run of the phase (Trainer._feed_weights):
+    # weight_at(step), times 1/accumulate when the phase accumulates. None when the weight is the
+    # constant 1 and the phase does not accumulate: loss_node is then the loss itself.
+    weight_node: NodeId | None = None
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the declared weight is anything but the constant 1 (its loss is logged twice:
+        raw and weighted)."""
+        return isinstance(self.weight, WeightSchedule) or self.weight != 1.0
+
+    def weight_at(self, step: int) -> float:
+        """The declared weight at iteration ``step`` (the trainer's step before the iteration runs)."""
+        return weight_at(self.weight, step)
+
+    def feed_weight(self, g: Graph, step: int, scale: float = 1.0) -> None:
+        """Set the weight node (if any) to weight_at(step) * scale, a 0-d array of the graph's dtype:
+        a constant weight multiplies exactly as the constant node it replaced did."""
+        if self.weight_node is not None:
+            g.set_value(self.weight_node, np.asarray(self.weight_at(step) * scale, dtype=g.dtype))
 
 
 @dataclass
@@ -64,6 +90,8 @@ class Compiled:
     carries: dict[str, NodeId]  # input name -> node whose value it takes at the next step
     targets: dict[str, tuple[str, S.SyncSpec | None]]  # copy module -> (source, sync)
     base_dir: pathlib.Path
+    records: dict[str, dict[str, NodeId]] = field(default_factory=dict)  # node -> its several outputs (z: enc(x))
+    init: list[InitEntry] = field(default_factory=list)  # checkpoints to load modules from (initfrom.py)
 
 
 def describe_params(compiled: Compiled, names: list[str]) -> str:

@@ -18,6 +18,7 @@ def check_unused(
         for o in ph.step:
             trained |= {p.name for p in opt_params.get(o, []) if p.name in reached}
     copies = {p.name for m in ctx.modules.values() if m.kind == "copy" for p in m.params}
+    copies |= ctx.loaded  # loaded from a checkpoint and kept as it is: a teacher
     if ctx.spec.train is not None and not ctx.report.errors:
         idle: dict[str, list[str]] = {}  # module -> its parameters no phase updates
         for p in ctx.g.parameters():
@@ -34,5 +35,7 @@ def check_unused(
                 width=len(module),
             )
     for name, m in ctx.modules.items():
-        if m.call is None and name not in ctx.broken and m.kind != "copy" and not ctx.used_by_broken(name):
+        # a module whose parameters param(...) reads without calling it is used
+        idle_module = m.call is None and not m.params and m.kind != "copy"
+        if idle_module and name not in ctx.broken and not ctx.used_by_broken(name):
             ctx.error("W-UNUSED", f"module {name} is never called", ("modules", name), key=True, width=len(name))

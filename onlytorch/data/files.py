@@ -70,7 +70,13 @@ def confined_to(root: Path | None, trusted: Iterable[str | Path] = ()) -> Iterat
         _CONFINED.reset(token)
 
 
-def _outside(given: Path, resolved: Path) -> str | None:
+def outside_problem(given: Path, resolved: Path, what: str = "data paths") -> str | None:
+    """Why the file at ``resolved`` (written ``given`` in the spec) may not be read under the active
+    ``confined_to``, or None: the one rule for every path a spec names (data files, init checkpoints)."""
+    return _outside(given, resolved, what)
+
+
+def _outside(given: Path, resolved: Path, what: str = "data paths") -> str | None:
     confined = _CONFINED.get()
     if confined is None or given in confined[1]:
         return None
@@ -83,7 +89,7 @@ def _outside(given: Path, resolved: Path) -> str | None:
         return None
     via = f" (it resolves to {target})" if target != Path(resolved) else ""
     return (
-        f"{short_repr(str(given), 300)} is outside the spec's folder {root}{via}: a spec's data paths stay inside "
+        f"{short_repr(str(given), 300)} is outside the spec's folder {root}{via}: a spec's {what} stay inside "
         "its folder (see docs/inputs.md); pass --allow-outside to read it, or give the path with --set"
     )
 

@@ -33,6 +33,9 @@ class CellDef:
 
     ``build(g, in_width, hidden, name)`` adds its parameters (named ``NAME.*``) and returns the
     callable ``(x, h) -> h'``, usually an nn Module (whose ``parameters()`` are then the module's).
+    ``states``: the names of its states, ``("h",)`` by default; a cell with several (an LSTM's
+    ``("h", "c")``) returns a callable ``(x, h, c) -> (h', c')``, is called in a spec as
+    ``NAME(x, h, c)`` (its named outputs h, c) and scanned as ``scan(NAME, xs, h0, c0)``.
     ``params(in_width, hidden)``: its parameters' shapes (the docs list them). ``checked(in_width,
     hidden)``: the one shape the size and memory limits are checked against before anything is
     allocated; by default its weight matrices stacked, see ``checked_shape``. ``doc``: one line for
@@ -43,6 +46,7 @@ class CellDef:
     params: CellShapes
     doc: str
     checked: Callable[[int, int], Shape] | None = None
+    states: tuple[str, ...] = ("h",)
 
     def checked_shape(self, in_width: int, hidden: int) -> Shape:
         """The shape checked before the cell is built: the declared one, else its 2-D parameters
@@ -75,6 +79,7 @@ def cell(
     doc: str,
     params: CellShapes,
     checked: Callable[[int, int], Shape] | None = None,
+    states: tuple[str, ...] = ("h",),
 ) -> Callable[[CellBuilder], CellDef]:
     """Declare a recurrent cell kind: decorates its builder ``(g, in_width, hidden, name)`` (see
     CellDef for the arguments)."""
@@ -84,7 +89,10 @@ def cell(
             raise ValueError(f"a cell needs a name such as 'lstm', got {name!r}")
         if name in CELLS:
             raise ValueError(f"cell {name!r} is declared twice")
-        defn = CellDef(name=name, build=build, params=params, doc=doc, checked=checked)
+        words = isinstance(states, tuple) and all(isinstance(s, str) and s.isidentifier() for s in states)
+        if not words or not states or len(set(states)) != len(states):
+            raise ValueError(f"cell {name!r}: states are distinct names such as ('h', 'c'), got {states!r}")
+        defn = CellDef(name=name, build=build, params=params, doc=doc, checked=checked, states=states)
         CELLS[name] = defn
         _changed()
         return defn

@@ -11,12 +11,21 @@ from typing import Any, TypeVar
 from .clip import clip_grad_norm, clip_grad_value
 from .hyper import Count, Finite, Flag, Hyper, LearningRate, NonNegative, PositiveOrNone, Real, Rule, UnitPair
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
-from .schedules import CosineAnnealingLR, ExponentialLR, LinearLR, Schedule, StepLR, WarmupCosine
+from .schedules import (
+    Choice,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    ReduceLROnPlateau,
+    Schedule,
+    StepLR,
+    WarmupCosine,
+)
 
 # By the name each class declares (the spec's ``type:``), in the order the docs list them.
 OPTIMIZERS: dict[str, type[Optimizer]] = {c.name: c for c in (SGD, Adam, AdamW, RMSprop)}
 SCHEDULES: dict[str, type[Schedule]] = {
-    c.name: c for c in (StepLR, ExponentialLR, CosineAnnealingLR, LinearLR, WarmupCosine)
+    c.name: c for c in (StepLR, ExponentialLR, CosineAnnealingLR, LinearLR, WarmupCosine, ReduceLROnPlateau)
 }
 
 _C = TypeVar("_C", type[Optimizer], type[Schedule])
@@ -87,6 +96,7 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "Choice",
     "CosineAnnealingLR",
     "Count",
     "ExponentialLR",
@@ -100,6 +110,7 @@ __all__ = [
     "PositiveOrNone",
     "RMSprop",
     "Real",
+    "ReduceLROnPlateau",
     "Rule",
     "Schedule",
     "StepLR",

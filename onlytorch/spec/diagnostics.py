@@ -28,12 +28,17 @@ CODES: dict[str, str] = {
     "named like a score the evaluation computes (modes_covered, return_mean, ...)",
     "E-EXPR": "an expression that does not parse or uses a construct that is not allowed",
     "E-ARG": "wrong arguments to a function or module",
+    "E-OUTPUT": "a call's several named outputs used where one tensor is needed (pick one: enc(x)['mu']), a "
+    "name in [...] on a value with one output, or a scan cell that does not return each of its states",
     "E-SHAPE": "shapes that do not fit together (static inference, batch dimension N)",
     "E-CYCLE": "definitions that depend on each other in a circle",
     "E-LOSS": "a loss or metric that is not a scalar",
     "E-MODULE": "a module or layer that cannot be built",
     "E-DATA": "a data source, file, split or field problem",
-    "E-PHASE": "a phase that cannot work: an optimizer that no backward of the phase reaches, a backward with no targets",
+    "E-PHASE": "a phase that cannot work: an optimizer that no backward of the phase reaches, a backward with no targets, "
+    "`accumulate` or a later phase's `batch: new` with windowed inputs",
+    "E-RANGE": "a phase's active range is empty: `until` (the first iteration it no longer runs) is not after `start`",
+    "W-NEVER-RUNS": "a phase that never runs within `train.steps` (its `start` is past the run's last iteration)",
     "E-RELEASED": "a backward needs values that an earlier `retain_graph: false` backward of the same phase releases",
     "W-RETAIN": "`retain_graph: true` that no later backward of the phase needs (wasted memory)",
     "W-UNUSED": "a parameter that no phase updates, or a module that is never called",
@@ -48,6 +53,17 @@ CODES: dict[str, str] = {
     "E-MEMORY": "the memory a run needs (parameters, gradients, optimizer state, activations at the batch size, data, buffers) passes the limit: the machine's memory or `--max-memory`",
     "E-GRAD-SIZE": "`grad(...)` calls (nested ones grow the graph about threefold per level) would build more gradient nodes than the compiler allows",
     "E-MONITOR": "`train.monitor` cannot choose best.npz: a metric of the spec without `mode`, a mode against a declared direction (a loss is always minimised), a split that does not apply, or no eval section",
+    "E-SAMPLES": "`eval.samples` of a conditional generator cannot be drawn: its node reads a data field the evaluated "
+    "split (eval.split) does not have, or a windowed (sequence) input",
+    "E-INIT-FILE": "an `init` checkpoint (or `--init PATH`) that cannot be used: missing, unreadable, outside the "
+    "spec's folder, or not a checkpoint written by onlytorch train",
+    "E-INIT-MODULE": "an `init` entry names a module its checkpoint does not hold (with a did-you-mean), loads one "
+    "module twice, or (without `modules`) finds no module of the spec under its own name",
+    "E-INIT-SHAPE": "a module loaded by `init` does not fit: the first tensor whose name or shape differs, with both "
+    "shapes",
+    "W-INIT-SKIP": "an `init` entry without `modules` skips a module of the same name whose tensors do not fit",
+    "E-EVAL-EVERY": "`train.early_stopping` or a `reduce_on_plateau` schedule with no evaluations to act on: no "
+    "`train.eval_every`, no eval section, or nothing monitored",
     "W-SELECT": "best.npz is chosen on the test (or train) split that the final evaluation also reports; declare a `val` split or `train.monitor.split`",
 }
 

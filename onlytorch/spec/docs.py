@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import pathlib
+import re
 import sys
 import typing
 from typing import Any
@@ -41,13 +42,19 @@ def _type_name(tp: Any) -> str:
         members = [typing.get_args(m)[0] if typing.get_origin(m) is typing.Annotated else m for m in args]
         if len(members) > 2 and all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
             return "one of the kinds listed below"
+        rest = members[1:]
+        if members[0] is float and rest and all(isinstance(m, type) and issubclass(m, BaseModel) for m in rest):
+            return "float \\| a schedule (see the loss-weight schedules below)"  # a backward's weight
         return " \\| ".join(_type_name(a) for a in args)
     if origin is list:
         return f"list of {_type_name(args[0])}" if args else "list"
     if origin is dict:
         return f"mapping name → {_type_name(args[1])}" if args else "mapping"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return tp.__name__.removesuffix("Spec").lower() if tp.__name__.endswith("Spec") else tp.__name__
+        if not tp.__name__.endswith("Spec"):
+            return tp.__name__
+        # EarlyStoppingSpec -> early_stopping: the key the model is written under
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", tp.__name__.removesuffix("Spec")).lower()
     return getattr(tp, "__name__", str(tp))
 
 
@@ -93,6 +100,8 @@ def render_reference() -> str:
         ("`modules.NAME.params.P`", S.ParamSpec),
         ("`train`", S.TrainSpec),
         ("`train.monitor`", S.MonitorSpec),
+        ("`train.early_stopping`", S.EarlyStoppingSpec),
+        ("`init[i]`", S.InitSpec),
         ("`train.schedule[i]` (a phase)", S.PhaseSpec),
         ("`train.schedule[i].backward[j]`", S.BackwardSpec),
         ("`eval`", S.EvalSpec),
@@ -119,6 +128,17 @@ def render_reference() -> str:
         add(f"\n#### `type: {name}`\n")
         add(_doc(sched_model) + "\n")
         add(model_table(sched_model, skip=("type",)))
+    add("\n### Loss-weight schedules (`train.schedule[i].backward[j].weight`)\n")
+    add(
+        "A weight is a number or `{type: NAME, ...}`, evaluated at every iteration (the trainer's step before "
+        "the iteration runs; every repeat and micro-batch of an iteration uses the same weight). `linear` gives "
+        "the weight itself; every learning-rate schedule above that is a function of the step ("
+        + ", ".join(f"`{k}`" for k in S.WEIGHT_SCHEDULE_MODELS if k != "linear")
+        + ") takes its own keys plus `value` (default 1.0), the weight it scales as it scales a base learning rate.\n"
+    )
+    add("\n#### `type: linear`\n")
+    add(_doc(S.WEIGHT_SCHEDULE_MODELS["linear"]) + "\n")
+    add(model_table(S.WEIGHT_SCHEDULE_MODELS["linear"], skip=("type",)))
     add(layer_table())
     add(cell_table())
     add("\n### Functions in expressions\n")
@@ -208,6 +228,9 @@ def cell_table() -> str:
     ]
     for name, defn in CELLS.items():
         doc = defn.doc.replace("|", "\\|")
+        if len(defn.states) > 1:  # e.g. an LSTM's (h, c): called and scanned with one value per state
+            st = ", ".join(defn.states)
+            doc += f"; states {st}: `NAME(x, {st})`, `scan(NAME, xs, {', '.join(s + '0' for s in defn.states)})`"
         out.append(f"| `{name}` | {doc} | {_cell_params(defn)} |")
     return "\n".join(out)
 

@@ -1,7 +1,11 @@
 """Spec expressions: Python's expression syntax, parsed with ``ast`` and walked under a
 whitelist (never ``eval``). Names are the spec's inputs, nodes, losses and metrics; functions are
-the op registry's ops, the spec's modules, and ``grad(y, x)``. Anything else is refused with a
-message that names the construct and the column where it starts."""
+the op registry's ops, the spec's modules, ``grad(y, x)``, ``scan`` and ``param``. Anything else is
+refused with a message that names the construct and the column where it starts.
+
+A call may have several named results (a module with ``output: {mu: ..., logvar: ...}``, a scan
+over such a cell): an ``Outputs`` value, which only a named node may hold and only ``["name"]``
+may take apart; wherever a tensor is needed it is refused with the names to pick from."""
 
 from __future__ import annotations
 
@@ -17,11 +21,19 @@ import numpy as np
 
 from ..errors import GraphError, ShapeError
 from ..node import NodeId
+from ..suggest import did_you_mean
 
 # The spec language's functions that are not ops: the compiler lowers them itself.
 SPECIAL_FUNCTIONS = {
     "grad": "grad(y, x): d y / d x as a node (y a scalar), differentiable again",
-    "scan": "scan(cell, xs, h0): run a cell over axis 1 of xs, returning all states stacked on axis 1",
+    "scan": "scan(cell, xs, h0, ...): run a cell over axis 1 of xs, one initial state per state argument; a "
+    "cell with one output returns its states stacked on axis 1; a subgraph cell with named outputs "
+    "(args [x, h, c], output {h: ..., c: ...}) returns each output stacked on axis 1 (r['h']) and each "
+    "state's final value (r['h_last'])",
+    "param": "param('M.NAME'): module M's parameter NAME, the very node (its gradient is the parameter's): "
+    "weight tying, penalties. The names are those onlytorch graph lists in module M's box, after 'M.': "
+    "param('net.0.weight') (a layer list's layer 0), param('cell.w_ih') (a cell), param('block.w') (a "
+    "subgraph's params entry w)",
 }
 
 _BINOPS: dict[type, str] = {
@@ -58,6 +70,19 @@ _REFUSED: dict[type, str] = {
     ast.Yield: "'yield' is not allowed in expressions",
     ast.YieldFrom: "'yield' is not allowed in expressions",
 }
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The several named results of one call (``what`` names the call for messages, e.g. "module
+    enc"); select one with ``["name"]``."""
+
+    what: str
+    values: dict[str, NodeId]
+
+    def pick_hint(self, text: str) -> str:
+        first = next(iter(self.values), "name")
+        return f'pick one output, e.g. {text}["{first}"]'
 
 
 class ExprError(Exception):
@@ -134,13 +159,21 @@ class Scope:
     such as scan can take a module name as an argument)."""
 
     graph: Any
-    value: Callable[[str, int, int], NodeId]  # (name, offset, width) -> node; raises ExprError
+    value: Callable[[str, int, int], Any]  # (name, offset, width) -> node or Outputs; raises ExprError
     call: Callable[[str, ast.Call, Callable[[ast.expr], Any]], Any]
     float_type: str | None = None  # the graph's float type: number constants must fit in it
 
 
 def evaluate(tree: ast.expr, scope: Scope) -> NodeId:
-    """Build the nodes of an expression in scope.graph; returns the result node."""
+    """Build the nodes of an expression in scope.graph; returns the result node (one tensor)."""
+    out = evaluate_value(tree, scope)
+    if isinstance(out, Outputs):
+        raise _several(tree, out, "a tensor")
+    return out
+
+
+def evaluate_value(tree: ast.expr, scope: Scope) -> NodeId | Outputs:
+    """As evaluate, but a call's several named results (what a named node may hold) are kept."""
     try:
         out = _eval(tree, scope)
     except RecursionError:
@@ -148,9 +181,57 @@ def evaluate(tree: ast.expr, scope: Scope) -> NodeId:
         raise ExprError(
             "E-EXPR", "the expression nests too deeply to build; split it into named nodes", start, width
         ) from None
+    if isinstance(out, Outputs):
+        return out
     if not isinstance(out, NodeId):
         return scope.graph.constant(float(out)) if isinstance(out, (int, float)) else _not_a_node(tree, out)
     return out
+
+
+def _several(node: ast.expr, out: Outputs, need: str) -> ExprError:
+    """The error for several outputs where one tensor is needed: which exist, how to pick one."""
+    start, width = _span(node)
+    text = ast.unparse(node)
+    names = ", ".join(out.values)
+    return ExprError(
+        "E-OUTPUT", f"{text} has several outputs ({names}) where {need} is needed", start, width, out.pick_hint(text)
+    )
+
+
+def _tensor(node: ast.expr, scope: Scope) -> Any:
+    """A sub-expression whose value is used as one tensor (or a number, a list)."""
+    out = _eval(node, scope)
+    if isinstance(out, Outputs):
+        raise _several(node, out, "one tensor")
+    return out
+
+
+def _select(node: ast.Subscript, base: Any) -> Any:
+    """base["name"]: one of a call's named outputs. None when the index is not a string (an
+    ordinary index of a tensor)."""
+    key = node.slice
+    named = isinstance(key, ast.Constant) and isinstance(key.value, str)
+    if isinstance(base, Outputs):
+        if not named:
+            raise _several(node.value, base, "a tensor to index")
+        assert isinstance(key, ast.Constant)
+        if key.value not in base.values:
+            start, width = _span(key)
+            options = ", ".join(base.values)
+            hint = did_you_mean(key.value, base.values) or f"its outputs are {options}"
+            raise ExprError("E-NAME", f"{base.what} has no output {key.value!r} (it has {options})", start, width, hint)
+        return base.values[key.value]
+    if named:
+        start, width = _span(key)
+        raise ExprError(
+            "E-OUTPUT",
+            f"{ast.unparse(node.value)} is one tensor: a name in [...] selects an output of a module "
+            "with several (output: {name: ..., ...})",
+            start,
+            width,
+            "index a tensor with integers and slices, e.g. x[:, 0]",
+        )
+    return None
 
 
 def _not_a_node(tree: ast.expr, out: Any) -> NodeId:
@@ -176,12 +257,12 @@ def _eval(node: ast.expr, scope: Scope) -> Any:
             if op is None:
                 start, width = _span(node)
                 raise ExprError("E-EXPR", f"the operator {type(node.op).__name__} is not allowed", start, width)
-            left, right = _eval(node.left, scope), _eval(node.right, scope)
+            left, right = _tensor(node.left, scope), _tensor(node.right, scope)
             if not isinstance(left, NodeId) and not isinstance(right, NodeId):
                 return _fits(_fold(node, left, right), node, scope)
             return g.apply(op, (left, right))
         if isinstance(node, ast.UnaryOp):
-            operand = _eval(node.operand, scope)
+            operand = _tensor(node.operand, scope)
             if not isinstance(operand, (NodeId, int, float)) and isinstance(node.op, (ast.USub, ast.UAdd)):
                 start, width = _span(node)
                 raise ExprError("E-EXPR", f"a sign applies to numbers and nodes, not {operand!r}", start, width)
@@ -193,22 +274,25 @@ def _eval(node: ast.expr, scope: Scope) -> Any:
             raise ExprError("E-EXPR", f"the operator {type(node.op).__name__} is not allowed", start, width)
         if isinstance(node, ast.Compare):
             op = _COMPARE[type(node.ops[0])]
-            return g.apply(op, (_eval(node.left, scope), _eval(node.comparators[0], scope)))
+            return g.apply(op, (_tensor(node.left, scope), _tensor(node.comparators[0], scope)))
         if isinstance(node, ast.Subscript):
             base = _eval(node.value, scope)
+            picked = _select(node, base)
+            if picked is not None:
+                return picked
             if not isinstance(base, NodeId):
                 start, width = _span(node.value)
                 raise ExprError("E-EXPR", "only nodes can be indexed", start, width)
             return g.apply("index", (base,), {"key": _index_key(node.slice)})
         if isinstance(node, (ast.List, ast.Tuple)):
-            return [_eval(e, scope) for e in node.elts]
+            return [_tensor(e, scope) for e in node.elts]
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)
             for kw in node.keywords:
                 if kw.arg is None:
                     start, width = _span(kw.value)
                     raise ExprError("E-EXPR", "**kwargs is not allowed", start, width)
-            return scope.call(node.func.id, node, lambda a: _eval(a, scope))
+            return scope.call(node.func.id, node, lambda a: _tensor(a, scope))
         start, width = _span(node)
         raise ExprError("E-EXPR", f"{type(node).__name__} is not allowed in expressions", start, width)
     except ShapeError as e:

@@ -184,6 +184,7 @@ def _tag_problem(e: Any, path: Path, located: Located) -> tuple[Path, list[str]]
     ctx = e.get("ctx") or {}
     expected = ctx.get("expected_tags") or ctx.get("expected") or ""
     options = [t.strip().strip("'") for t in str(expected).split(",") if t.strip()]
+    options = [t for t in options if t != S.WEIGHT_NUMBER_TAG]  # a weight's number: no value of 'type'
     target = value_at(located.data, path)
     if isinstance(target, dict):
         for key in ("type", "source"):
@@ -200,6 +201,8 @@ def _tag_options(path: Path) -> tuple[str, list[str]]:
         return "type", list(S.SCHEDULE_MODELS)
     if path and path[0] == "optimizers":
         return "type", list(S.OPTIMIZER_MODELS)
+    if path and path[-1] == "weight":
+        return "type", list(S.WEIGHT_SCHEDULE_MODELS)
     return "type", []
 
 

@@ -16,15 +16,18 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationInfo,
     create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 
 from ..safe_files import short_repr
+from . import weights as W
 from .numbers import MAX_INT, _int_slot, exact_int_problem, float_problem, number_problem  # noqa: F401  (the number rule: see numbers.py)
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -310,7 +313,11 @@ class ModuleSpec(Strict):
     args: list[str] | None = Field(None, description="a subgraph's argument names")
     params: dict[str, ParamSpec] = Field(default_factory=dict, description="a subgraph's own parameters")
     nodes: dict[str, str] = Field(default_factory=dict, description="a subgraph's intermediate nodes (expressions)")
-    output: str | None = Field(None, description="a subgraph's result (an expression)")
+    output: str | dict[str, str] | None = Field(
+        None,
+        description="a subgraph's result: an expression, or a mapping of named outputs {mu: EXPR, logvar: EXPR} "
+        "(select one with M(x)['mu']; a scan cell's outputs named like its state arguments are its next states)",
+    )
     copy_of: str | None = Field(
         None, description="build a target copy of this module (same layers, own parameters, no gradient)"
     )
@@ -337,6 +344,12 @@ class ModuleSpec(Strict):
             raise ValueError("a cell needs 'hidden' (its hidden size)")
         if self.output is not None and self.args is None:
             raise ValueError("a subgraph needs 'args' (its argument names)")
+        if isinstance(self.output, dict):
+            if not self.output:
+                raise ValueError("a subgraph's output mapping needs at least one named output")
+            bad = [k for k in self.output if not k.isidentifier()]
+            if bad:
+                raise ValueError(f"an output name is a word (letters, digits, _), got {bad[0]!r}")
         if self.copy_of is None and self.sync is not None:
             raise ValueError("'sync' belongs to a 'copy_of' module")
         return self
@@ -376,6 +389,7 @@ _HYPER_TYPES: dict[str, Any] = {
     "int": int,
     "pair": list[float],
     "optional float": float | None,
+    "str": str,
 }
 
 
@@ -488,6 +502,24 @@ _listen_to_optimizer_registries()
 # ---------------------------------------------------------------- training schedule
 
 
+# ---------------------------------------------------------------- loss weights (see spec/weights.py)
+
+WEIGHT_NUMBER_TAG = W.NUMBER_TAG
+WEIGHT_SCHEDULE_MODELS = W.schedule_models(Strict, _hyper_fields, _first_paragraph)
+if TYPE_CHECKING:  # built from registries at import: to the type checker, a number or any model
+    WeightSpec = Any
+else:
+    WeightSpec = W.union(WEIGHT_SCHEDULE_MODELS)
+
+
+def _follow_weight_schedules() -> None:
+    fresh = W.schedule_models(Strict, _hyper_fields, _first_paragraph)
+    W.follow(WEIGHT_SCHEDULE_MODELS, fresh, (BackwardSpec, PhaseSpec, TrainSpec, Spec))
+
+
+W.listen(_follow_weight_schedules)
+
+
 class BackwardSpec(Strict):
     """One backward call: d(weight * loss) / d(wrt), accumulated into the gradients."""
 
@@ -499,7 +531,12 @@ class BackwardSpec(Strict):
     retain_graph: bool = Field(
         False, description="keep the values this backward goes through, for a later backward of the phase"
     )
-    weight: float = Field(1.0, description="a factor on the loss")
+    weight: WeightSpec = Field(1.0, description=W.DESCRIPTION)  # type: ignore[valid-type]
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _weight_number(cls, v: Any) -> Any:
+        return W.checked_number(v)
 
 
 class PhaseSpec(Strict):
@@ -518,8 +555,43 @@ class PhaseSpec(Strict):
     step: list[str] = Field(default_factory=list, description="the optimizers to step after the backward calls")
     zero_grad: Literal["before", "after", "never"] = Field(
         "before",
-        description="when this phase clears gradients: before its backward calls, after its steps, or never (accumulate)",
+        description="when this phase clears gradients: before its backward calls, after its steps, or never (they "
+        "carry over to later phases)",
     )
+    start: int = Field(
+        0,
+        ge=0,
+        description="the first iteration the phase runs (iterations count from 0: the trainer's step before "
+        "the iteration runs)",
+    )
+    until: int | None = Field(
+        None, ge=0, description="the first iteration the phase no longer runs; default: it runs to the end"
+    )
+    every: int | None = Field(
+        None, gt=0, description="run only at iterations i where (i - start) % every == 0; default: every iteration"
+    )
+    accumulate: int = Field(
+        1,
+        gt=0,
+        description="micro-batches per optimizer step, each a batch (the first follows `batch`, the others draw), a "
+        "forward and the backward calls with the loss scaled by 1/accumulate; then the optimizers step once",
+    )
+    batch: Literal["new", "same"] | None = Field(
+        None,
+        description="new: draw the next batch; same: reuse the batch the previous phase of this iteration saw "
+        "(draws when no phase has yet); default: new for the first phase, same for the others",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A run records its resolved spec's hash (resume refuses a changed spec): left out at their
+        # defaults, start and accumulate leave a spec that does not use them hashing as before.
+        data = handler(self)
+        if isinstance(data, dict):
+            for key, default in (("start", 0), ("accumulate", 1)):
+                if data.get(key) == default:
+                    del data[key]
+        return data
 
 
 class MonitorSpec(Strict):
@@ -537,6 +609,22 @@ class MonitorSpec(Strict):
     )
 
 
+class EarlyStoppingSpec(Strict):
+    """End the run when the monitored quantity (``train.monitor``) stops improving, as Keras's and
+    Lightning's EarlyStopping do: an evaluation improves when its value beats the best so far by more
+    than ``min_delta`` in the monitor's direction (min: value + min_delta < best; max: value - min_delta
+    > best; the first evaluation always does, a NaN never); after ``patience`` evaluations in a row
+    without improvement the run ends, status early_stopped. best.npz is chosen as without it."""
+
+    patience: int = Field(gt=0, description="evaluations in a row without improvement that end the run")
+    min_delta: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="how much better than the best an evaluation must be to count as an improvement",
+    )
+
+
 class TrainSpec(Strict):
     """How long to train and what one iteration does."""
 
@@ -551,6 +639,10 @@ class TrainSpec(Strict):
         description="what chooses checkpoints/best.npz; default: return_mean for a gym source, modes_covered for "
         "scored generator samples, else the first loss",
     )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None,
+        description="end the run when train.monitor stops improving (counted in evaluations: needs eval_every)",
+    )
 
     @model_validator(mode="after")
     def _length(self) -> TrainSpec:
@@ -561,10 +653,15 @@ class TrainSpec(Strict):
 class SamplesSpec(Strict):
     """Samples of a generator node, drawn from fresh noise under no_grad: saved with the run, drawn
     by the report, and scored for mode coverage when the training data is a mixture of Gaussians
-    (synthetic.ring, synthetic.grid)."""
+    (synthetic.ring, synthetic.grid). A conditional generator (a node that also reads data inputs,
+    e.g. a class label) is fed the evaluated split's rows in order: sample i gets row i, starting
+    again from the first row when the split has fewer than n rows."""
 
-    node: str = Field(description="the generated samples (a node computed from noise inputs)")
-    n: int = Field(2500, gt=0, description="how many samples to draw")
+    node: str = Field(
+        description="the generated samples: a node computed from noise inputs, and from data inputs for a "
+        "conditional generator (fed the evaluated split's fields, which samples.npz keeps)"
+    )
+    n: int = Field(2500, gt=0, description="how many samples to draw (the split's rows are cycled or cut to n)")
 
 
 class EvalSpec(Strict):
@@ -581,6 +678,22 @@ class EvalSpec(Strict):
     policy: Literal["greedy", "sampled"] = Field(
         "greedy",
         description="with a gym training source: act with the most likely action, or draw it as in training",
+    )
+
+
+class InitSpec(Strict):
+    """Start modules from a checkpoint of another run instead of their initialisers (a fresh run
+    only: ``--resume`` restores the run's own checkpoint). Shapes are checked when the spec is
+    validated, from the checkpoint's array headers."""
+
+    checkpoint: str = Field(
+        description="a checkpoint (.npz) written by onlytorch train; a relative path is relative to the spec's "
+        "folder, and must stay inside it unless --allow-outside (see docs/inputs.md)"
+    )
+    modules: dict[str, str] | None = Field(
+        None,
+        description="{MODULE_IN_CHECKPOINT: MODULE_HERE, ...}: which modules to load, and under which name; "
+        "default: every module of the spec that the checkpoint holds under the same name with the same parameters",
     )
 
 
@@ -608,6 +721,11 @@ class Spec(Strict):
     )  # type: ignore[valid-type, arg-type]
     train: TrainSpec | None = Field(None, description="the training schedule")
     eval: EvalSpec | None = Field(None, description="what evaluation reports")
+    init: list[InitSpec] | None = Field(
+        None,
+        description="modules to start from checkpoints of other runs (pretrain then fine-tune, a teacher), in "
+        "order: a later entry wins for a module two entries load",
+    )
 
     @field_validator("name")
     @classmethod
