@@ -17,6 +17,7 @@ import tracemalloc
 import pytest
 import yaml
 from click.testing import CliRunner
+from example_init import example_overrides
 from onlytorch_cli.main import cli
 
 import onlytorch.compiler.summary  # noqa: F401  (imported before eval/exec are fenced: dataclasses use exec)
@@ -130,7 +131,7 @@ def fenced_yaml(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize("path", EXAMPLES + CORPUS, ids=lambda p: p.stem)
 def test_the_loader_never_uses_an_unsafe_yaml_loader(path: pathlib.Path, fenced_yaml: list[str]) -> None:
-    compiled, report = compile_file(path)
+    compiled, report = compile_file(path, example_overrides(path))  # a teacher for distill_digits
     assert fenced_yaml == []
     if path in EXAMPLES:
         assert compiled is not None, report.render()
@@ -165,7 +166,7 @@ def fenced_builtins(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize("path", EXAMPLES + CORPUS, ids=lambda p: p.stem)
 def test_expressions_never_reach_eval_exec_or_compile(path: pathlib.Path, fenced_builtins: list[str]) -> None:
-    compiled, report = compile_file(path)
+    compiled, report = compile_file(path, example_overrides(path))  # a teacher for distill_digits
     if path in EXAMPLES:
         assert compiled is not None, report.render()
         assert fenced_builtins, "the expressions are parsed with ast.parse (compile to an AST only)"
