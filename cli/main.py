@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -162,20 +163,35 @@ _threads_option = click.option(
 )
 
 
+def _init_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """train's --init, and validate's and graph's: the same checkpoints, compiled with the same
+    checks (compile_file's init=), so that a spec can be checked with the ones train will load."""
+    return click.option(
+        "--init", "init", multiple=True, type=CheckedPath(exists=True, dir_okay=False), metavar="CKPT", help=help
+    )
+
+
+_AS_TRAIN = (
+    "Check SPEC with this checkpoint as train --init CKPT would start from it: every module of SPEC that it "
+    "holds under the same name must fit its shapes (repeatable; read from the checkpoint's header only)."
+)
+
+
 @cli.command("validate")
 @click.argument("spec", type=CheckedPath(exists=True, dir_okay=False))
 @_allow_outside_option
 @_max_memory_option
+@_init_option(_AS_TRAIN)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the diagnostics, not the compile report.")
-def validate_command(spec: str, strict: bool, as_json: bool, quiet: bool) -> None:
+def validate_command(spec: str, init: tuple[str, ...], strict: bool, as_json: bool, quiet: bool) -> None:
     """Check SPEC and report every problem at once (exit 0 valid, 2 invalid); on success print
     the compile report: modules, shapes, and what each backward of each phase reaches."""
     from onlytorch.compile import compile_file
     from onlytorch.compiler.summary import summarize
 
-    compiled, report = compile_file(spec, allow_outside=_allow_outside(), max_memory=_max_memory())
+    compiled, report = compile_file(spec, allow_outside=_allow_outside(), max_memory=_max_memory(), init=init)
     failed = bool(report.errors) or (strict and bool(report.warnings))
     if as_json:
         click.echo(report.to_json())
@@ -230,14 +246,9 @@ def _load(spec: str, sets: tuple[str, ...], seed: int | None, init: tuple[str, .
     metavar="KEY=VALUE",
     help="Override a spec value, e.g. --set train.steps=100 (repeatable).",
 )
-@click.option(
-    "--init",
-    "init",
-    multiple=True,
-    type=CheckedPath(exists=True, dir_okay=False),
-    metavar="CKPT",
-    help="Start every module of SPEC that this checkpoint (.npz of another run) holds under the same name from "
-    "its values (repeatable; a later one wins; a fresh run only, never on --resume).",
+@_init_option(
+    "Start every module of SPEC that this checkpoint (.npz of another run) holds under the same name from "
+    "its values (repeatable; a later one wins; a fresh run only, never on --resume)."
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="With --resume: continue even though the spec changed.")
@@ -321,13 +332,14 @@ def eval_command(
     type=CheckedPath(dir_okay=False, writable=True),
     help="Write to this file instead of standard output.",
 )
-def graph_command(spec: str, fmt: str, output: str | None) -> None:
+@_init_option(_AS_TRAIN)
+def graph_command(spec: str, fmt: str, output: str | None, init: tuple[str, ...]) -> None:
     """Draw SPEC's graph: modules as clusters with their parameters, losses, stop_gradient edges,
     and the nodes each phase detaches."""
     from onlytorch.compile import compile_file
     from onlytorch.compiler import drawing
 
-    compiled, report = compile_file(spec, allow_outside=_allow_outside())
+    compiled, report = compile_file(spec, allow_outside=_allow_outside(), init=init)
     if compiled is None:
         click.echo(report.render(), err=True)
         click.echo(f"{spec}: invalid; fix it before drawing (onlytorch validate {spec})", err=True)

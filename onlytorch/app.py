@@ -695,9 +695,21 @@ def evaluate_checkpoint(
         if trainer.fields and used not in trainer.data:
             have = ", ".join(sorted(trainer.data)) or "none"
             raise Refused(f"the spec has no {used!r} split to evaluate (its splits: {have})")
+        _refuse_missing_fields(compiled, trainer, used)
         _restore_weights(trainer, where)
         values = trainer.evaluate(used) if compiled.spec.eval is None else evaluate(compiled, trainer, None, used)
         return EvalResult(where, values, split=used)
+
+
+def _refuse_missing_fields(compiled: Compiled, trainer: Trainer, split: str) -> None:
+    """The compiler checks eval.split's fields (check_evaluated_fields); a --split chosen at eval
+    time is held to the same rule here."""
+    from .compiler.bind import lacking_fields, missing_fields
+
+    fields = list(trainer.data.get(split, {}))
+    missing = missing_fields(compiled.spec, fields)
+    if missing:
+        raise Refused(f"cannot evaluate {lacking_fields(split, missing, fields)}; choose a split that has them")
 
 
 def _load_init(compiled: Compiled) -> list[dict[str, Any]]:

@@ -235,3 +235,15 @@ def test_an_input_cannot_carry_several_outputs() -> None:
     assert d.message == "carry: z holds several outputs (mu, logvar); carry names one tensor"
     assert (d.line, d.column) == (12, 26)
     assert d.hint == 'name a node that picks one, e.g. nodes: {z_mu: z["mu"]}'
+
+
+def test_tuple_unpacking_is_refused_at_each_bad_key_with_the_spelling() -> None:
+    # a key that is no name is located at the key itself (not at the mapping's first key), every one
+    nodes = '  z: enc(x)\n  mu, logvar: enc(x)\n  s: z["mu"] + exp(0.5 * z["logvar"])\n  2s: x'
+    compiled, report = compiled_of(nodes)
+    assert compiled is None
+    bad = [d for d in report.errors if d.code == "E-TYPE"]
+    assert [(d.line, d.column) for d in bad] == [(25, 3), (27, 3)], report.render()
+    assert "'mu, logvar' is not a valid name" in bad[0].message and "'2s'" in bad[1].message
+    assert bad[0].hint is not None and 'q["mu"]' in bad[0].hint
+    assert bad[1].hint is None

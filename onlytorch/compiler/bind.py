@@ -4,6 +4,8 @@ and each copy_of module tied to its source's parameters."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from .. import footprint, nn
 from ..node import NodeId
 from ..ops.shapes import fmt
@@ -142,23 +144,39 @@ def check_evaluated_fields(ctx: CompileContext, reported: set[str]) -> None:
         fields = ctx.data_fields.get(split)
         if fields is None:
             continue  # no such split: its own diagnostic
-        missing = {
-            name: field
-            for name, inp in ctx.spec.inputs.items()
-            if inp.from_ and not inp.from_.startswith("noise.") and name not in ctx.unfed | reported
-            for field in [inp.from_.partition(".")[2]]
-            if field not in fields
-        }
+        missing = missing_fields(ctx.spec, fields, ctx.unfed | reported)
         if missing:
-            what = ", ".join(f"{n} reads {f!r}" for n, f in missing.items())
             who = "eval" if split == ev.split else "train.monitor"
             ctx.error(
                 "E-DATA",
-                f"{who} evaluates the {split} split, which lacks fields that data inputs read ({what}; it has: "
-                f"{', '.join(fields)}): an evaluation feeds every data input from the split it evaluates",
+                f"{who} evaluates {lacking_fields(split, missing, fields)}",
                 where,
                 hint=f"give the {split} split a source with the same fields, e.g. {{from_split: train, fraction: 0.2}}",
             )
+
+
+def missing_fields(spec: S.Spec, fields: Iterable[str], skip: Collection[str] = ()) -> dict[str, str]:
+    """The data inputs that an evaluation of a split with these ``fields`` cannot feed (an evaluation
+    feeds every data input from the split it evaluates), each with the field it reads; inputs in
+    ``skip`` are left out. The compiler's rule for eval.split and the monitor's split, and
+    ``onlytorch eval --split``'s (onlytorch.app.evaluate_checkpoint)."""
+    have = set(fields)
+    return {
+        name: field
+        for name, inp in spec.inputs.items()
+        if inp.from_ and not inp.from_.startswith("noise.") and name not in skip
+        for field in [inp.from_.partition(".")[2]]
+        if field not in have
+    }
+
+
+def lacking_fields(split: str, missing: dict[str, str], fields: Iterable[str]) -> str:
+    """What is said of a split that lacks the ``missing`` fields (see missing_fields)."""
+    what = ", ".join(f"{n} reads {f!r}" for n, f in missing.items())
+    return (
+        f"the {split} split, which lacks fields that data inputs read ({what}; it has: {', '.join(fields)}): "
+        "an evaluation feeds every data input from the split it evaluates"
+    )
 
 
 def check_sample_conditions(ctx: CompileContext, split: str, name: str, node: NodeId) -> set[str]:

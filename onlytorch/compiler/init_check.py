@@ -147,20 +147,34 @@ def _all_matching(
 ) -> InitEntry | None:
     """Every module of the spec that the checkpoint holds under its name, with the same tensors; a
     module of that name whose tensors differ is skipped with a warning."""
+    skipped: list[str] = []
     for name in ctx.modules:
         if name not in found or name in ctx.broken:
             continue
         problem = _misfit(ctx, name, name, found[name])
         if problem is not None:
             where.error("W-INIT-SKIP", f"module {name} is not loaded: {problem}")
+            skipped.append(name)
             continue
         _add(ctx, entry, name, name, found[name])
+    if not entry.modules and skipped:
+        # the names match but nothing fits: "no module ... under its own name" would contradict the list
+        where.error(
+            "E-INIT-MODULE",
+            f"no module of the spec can be loaded from the checkpoint: {', '.join(skipped)} "
+            f"{'has its name' if len(skipped) == 1 else 'have their names'} there but not its shapes (W-INIT-SKIP)",
+            hint="give the spec's module the checkpoint's shapes, or pass a checkpoint of a run of this spec",
+        )
+        return None
     if not entry.modules:
         where.error(
             "E-INIT-MODULE",
             f"no module of the spec is in the checkpoint under its own name (the checkpoint holds: "
             f"{', '.join(sorted(found))}; the spec: {', '.join(ctx.modules) or 'none'})",
-            hint="name them: modules: {IN_CHECKPOINT: HERE}",
+            hint="name them: modules: {IN_CHECKPOINT: HERE}"
+            if entry.origin == "spec"
+            else f"--init loads modules by their own names; to rename, write an init: entry in the spec: "
+            f"init: [{{checkpoint: {entry.given}, modules: {{IN_CHECKPOINT: HERE}}}}]",
         )
         return None
     return entry

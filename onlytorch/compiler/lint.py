@@ -53,6 +53,7 @@ from .result import describe_params
 
 if TYPE_CHECKING:
     from ..node import NodeId
+    from ..spec import schema as S
     from ..spec.yaml_loader import Located
     from .result import Compiled
 
@@ -224,11 +225,26 @@ def _double_batch(compiled: Compiled, flow: Flow, warn: Any) -> None:
                 f"it on, with no clearing in between: {o} steps with that micro-batch counted twice (the first run "
                 f"of a phase reuses the batch the previous phase ended on)"
             )
-            hint = (
-                f"to step on exactly the micro-batches phase {there} accumulated, give this backward weight: 0; "
-                f"or clear them first with zero_grad: before"
-            )
+            hint = _double_batch_hint(compiled, phases[first.phase].spec, there, here, o)
         warn("W-DOUBLE-BATCH", message, (*_phase_path(pi), "backward", bi), hint)
+
+
+def _double_batch_hint(compiled: Compiled, acc: S.PhaseSpec, there: str, here: str, o: str) -> str:
+    """An accumulation (``repeat: K`` with ``zero_grad: never``) followed by a stepping phase is what
+    ``accumulate: K`` does right; clearing first would then discard the accumulation (W-GRAD-DISCARDED),
+    and windowed inputs cannot accumulate (E-PHASE), so neither is offered where it is wrong."""
+    windowed = any(inp.window for inp in compiled.spec.inputs.values())
+    if acc.zero_grad == "never" and acc.repeat > 1 and not windowed:
+        k = acc.repeat
+        return (
+            f"to accumulate {k} micro-batches, make phases {there} and {here} one phase with accumulate: {k} and "
+            f"step: [{o}] (one step on the mean of their gradients, as with one batch {k} times as large); or, to "
+            f"step on exactly the sum phase {there} accumulated, give this backward weight: 0"
+        )
+    return (
+        f"to step on exactly the micro-batches phase {there} accumulated, give this backward weight: 0; "
+        "or clear them first with zero_grad: before"
+    )
 
 
 def _discarded(compiled: Compiled, flow: Flow, warn: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..safe_files import short_repr
+from . import names
 from . import schema as S
 from .diagnostics import Diagnostic, Path, did_you_mean
 from .yaml_loader import Located
@@ -142,6 +143,8 @@ def validation_diagnostics(err: ValidationError, located: Located, base: Path, m
                     message = f"{where} needs the key {key!r}{split}"
                 message += f"; {key} is one of: {', '.join(options)}" if options else ""
             out.append(Diagnostic("E-TYPE", message, value_path, line, col, hint))
+        elif kind == "bad_name":
+            out.extend(_bad_names(path, (e.get("ctx") or {}).get("keys", []), located))
         elif _is_layer_item(path) and not isinstance(value_at(located.data, path), (str, dict)):
             # one diagnostic, not one per member of the layer union (str | dict)
             line, col = located.at(path)
@@ -167,6 +170,29 @@ def validation_diagnostics(err: ValidationError, located: Located, base: Path, m
                 got = value_at(located.data, path)
                 hint = did_you_mean(got, options) if isinstance(got, str) else None
             out.append(Diagnostic("E-TYPE", f"{where}: {msg}" if where else msg, path, line, col, hint))
+    return out
+
+
+def _bad_names(path: Path, keys: list[Any], located: Located) -> list[Diagnostic]:
+    """One diagnostic per key of the mapping at path that is not a name, at the key itself."""
+    out = []
+    rule = "letters, digits and _, not starting with a digit"
+    for key in keys:
+        line, col = located.at(path + (key,), key=True)
+        hint = None
+        message = f"{path[-1]}: {key!r} is not a valid name ({rule})"
+        if names.unpacking(key) is not None:
+            if path[-1:] == ("nodes",):  # several names that unpack outputs: say which part is wrong
+                bad = names.bad_parts(key)
+                parts = ", ".join(repr(p) for p in bad) + (" is not a name" if len(bad) == 1 else " are not names")
+                message = f"{path[-1]}: {key!r} unpacks into names separated by commas, and {parts} ({rule})"
+                hint = "one name between each two commas, e.g. mu, logvar: enc(x) (_ skips an output)"
+            else:
+                hint = (
+                    "several names (mu, logvar: enc(x)) unpack a value with several outputs in nodes only; "
+                    f"{path[-1]} takes one name"
+                )
+        out.append(Diagnostic("E-TYPE", message, path + (key,), line, col, hint, width=len(str(key))))
     return out
 
 

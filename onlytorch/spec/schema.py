@@ -27,10 +27,11 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from ..safe_files import short_repr
+from . import names as N
 from . import weights as W
 from .numbers import MAX_INT, _int_slot, exact_int_problem, float_problem, number_problem  # noqa: F401  (the number rule: see numbers.py)
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = N.NAME  # one definition of a name (spec/names.py, with the keys that unpack several outputs)
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a spec's name: the run directory runs/NAME
 
 
@@ -327,6 +328,11 @@ class ModuleSpec(Strict):
     @classmethod
     def _short_form(cls, v: Any) -> Any:
         return {"layers": v} if isinstance(v, list) else v
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        return N.check_keys(v, unpack=True, only_unpacking=True)  # mu, logvar: enc(a)
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModuleSpec:
@@ -739,11 +745,10 @@ class Spec(Strict):
 
     @field_validator("inputs", "modules", "nodes", "losses", "metrics", "optimizers")
     @classmethod
-    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
-            if not isinstance(key, str) or not NAME.match(key):
-                raise ValueError(f"{key!r} is not a valid name (letters, digits and _, not starting with a digit)")
-        return v
+    def _names(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # a key of nodes may unpack several outputs (mu, logvar: enc(x)); the bad keys ride along in
+        # the error so that the diagnostics point at each bad key, not at the mapping
+        return N.check_keys(v, unpack=info.field_name == "nodes")
 
 
 def json_schema() -> dict[str, Any]:

@@ -187,6 +187,9 @@ MESSAGES = {
     "gym_unknown_env": "unknown environment 'CartPole-v9'; did you mean 'CartPole-v1'?",
     "gym_env_imports_module": "environment id 'os:CartPole-v1' contains ':', which gymnasium reads as a Python module",
     "gym_log_prob_integer": "log_prob node action must be float, not int64",
+    # the E-OUTPUT of carry: and eval.samples, not "unknown node 'heads'; did you mean 'heads'?"
+    "gym_value_several_outputs": "data.train.value: heads holds several outputs (logits, value); "
+    "data.train.value names one tensor",
     "gym_phase_repeat_and_epochs": "phase a2c: give 'repeat' (runs per iteration) or 'epochs' (passes over the data), not both",
     "data_missing_file": "no such file",
     "data_wrong_noise": "use noise.normal or noise.uniform",

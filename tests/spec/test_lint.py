@@ -72,9 +72,39 @@ def test_accumulation_then_a_stepping_phase_counts_the_last_micro_batch_twice() 
         "(the first run of a phase reuses the batch the previous phase ended on)"
     )
     assert w.hint == (
+        "to accumulate 4 micro-batches, make phases accumulate and update one phase with accumulate: 4 and "
+        "step: [opt] (one step on the mean of their gradients, as with one batch 4 times as large); or, to "
+        "step on exactly the sum phase accumulate accumulated, give this backward weight: 0"
+    )
+
+
+def test_the_hinted_accumulate_phase_is_silent() -> None:
+    """The hint's first fix, written out: one phase with accumulate: 4 and the step."""
+    phase = "    - name: update\n      accumulate: 4\n      backward: [{loss: loss}]\n      step: [opt]\n"
+    fixed = ACCUMULATE.split("  schedule:")[0] + "  schedule:\n" + phase
+    _, mine, _ = compile_variant(fixed)
+    assert mine == []
+
+
+def test_a_single_run_then_the_same_loss_again_keeps_the_clearing_hint() -> None:
+    # Not an accumulation of micro-batches (no repeat): accumulate: K is not what it needs.
+    _, (w,), _ = compile_variant(ACCUMULATE, ("      repeat: 4\n", ""))
+    assert w.code == "W-DOUBLE-BATCH"
+    assert w.hint == (
         "to step on exactly the micro-batches phase accumulate accumulated, give this backward weight: 0; "
         "or clear them first with zero_grad: before"
     )
+
+
+def test_with_windowed_inputs_accumulate_is_not_offered() -> None:
+    # accumulate with windowed inputs is an E-PHASE: the hint must not send the user there.
+    text = (SPECS / "tbptt_sine.yaml").read_text(encoding="utf-8")
+    fit = "    - name: fit\n      backward: [{loss: loss}]\n      step: [opt]\n"
+    acc = "    - name: acc\n      repeat: 2\n      zero_grad: never\n      backward: [{loss: loss, wrt: [cell]}]\n"
+    _, mine, _ = compile_variant(text, (fit, acc + fit.replace("backward", "zero_grad: after\n      backward")))
+    crossing = [w for w in mine if w.path == ("train", "schedule", 1, "backward", 0)]
+    assert [w.code for w in crossing] == ["W-DOUBLE-BATCH"]
+    assert "accumulate:" not in (crossing[0].hint or "") and "weight: 0" in (crossing[0].hint or "")
 
 
 def _step_delta(text: str) -> dict[str, np.ndarray]:

@@ -46,6 +46,8 @@ def check_nodes(source: Source, p: Any, ctx: CompileContext) -> None:
             continue
         where = ("data", "train", key)
         node = ctx.names.get(name)
+        if node is None and ctx.several_outputs(name, where, f"data.train.{key}"):
+            continue
         if node is None:
             if name in ctx.modules:
                 ctx.error(
