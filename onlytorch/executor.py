@@ -255,12 +255,15 @@ def _indented(lines: list[str], by: int) -> list[str]:
 def make_function(source: str, names: dict[str, Any], filename: str) -> Callable[..., Any]:
     """The function ``run`` of source, whose free names are ``names`` (and ``ndarray``,
     ``asarray``): they become the parameters of an enclosing function, so in ``run`` they are
-    closure cells, read faster than globals. The code runs with no builtins but ``type`` and
-    ``Exception``."""
+    closure cells, read faster than globals. The code runs with no builtins but ``type``,
+    ``Exception`` and ``__import__``: the last is not for the code (it imports nothing) but for C
+    functions it calls, which import through the calling frame's builtins (anomaly detection's first
+    floating-point check does: without it, a plan generated before its first run failed there with
+    KeyError '__import__')."""
     names = {"ndarray": np.ndarray, "asarray": np.asarray, **names}
     body = "\n".join("    " + line for line in source.splitlines())
     outer = f"def make({', '.join(names)}):\n{body}\n    return run\n"
-    namespace: dict[str, Any] = {"__builtins__": {"type": type, "Exception": Exception}}
+    namespace: dict[str, Any] = {"__builtins__": {"type": type, "Exception": Exception, "__import__": __import__}}
     exec(compile(outer, filename, "exec"), namespace)
     return namespace["make"](**names)
 

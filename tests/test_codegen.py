@@ -266,3 +266,25 @@ def test_a_plan_runs_through_the_loops_until_it_is_hot(monkeypatch):
         g2.backward_nodes(params2, loss2)
         np.testing.assert_array_equal(g2.get_node_grad(params2[0]), seen[step])
         g2.clear_jacobi()
+
+
+def test_a_plan_whose_first_run_is_generated_code_can_call_numpy_that_imports_on_first_use():
+    """Generated code runs with almost no builtins; C functions it calls import through the calling
+    frame's builtins (anomaly detection's first floating-point check imports on first use). In a
+    fresh interpreter a plan generated before its first run must still work."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, onlytorch as ot, onlytorch.codegen as cg\n"
+        "cg.HOT_RUNS = 0\n"
+        "g = ot.Graph(seed=0, dtype='float32'); g.set_anomaly_detection(True)\n"
+        "x = g.input('x', (None, 3)); w = g.parameter('w', (3, 2)); b = g.parameter('b', (2,))\n"
+        "loss = g.mean(g.linear(x, w, b))\n"
+        "g.set_value(x, np.ones((4, 3), np.float32))\n"
+        "g.forward_node(loss); g.backward_nodes([w, b], loss)\n"
+        "print(float(g.get_node_value(loss)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert np.isfinite(float(done.stdout.strip()))
