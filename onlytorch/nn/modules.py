@@ -121,8 +121,9 @@ class Dropout(Module):
 
 
 class BatchNorm(Module):
-    """Batch norm over (batch, features): batch statistics and running-statistics updates in
-    train mode, running statistics in eval mode (torch.nn.BatchNorm1d)."""
+    """Batch norm over (batch, features), (batch, channels, length) or (batch, channels, height,
+    width), num_features being axis 1: batch statistics and running-statistics updates in train
+    mode, running statistics in eval mode (torch.nn.BatchNorm1d / BatchNorm2d)."""
 
     def __init__(
         self, g: Graph, num_features: int, momentum: float = 0.1, eps: float = 1e-5, name: str | None = None

@@ -1,5 +1,6 @@
 """Layer ops: dropout (train mode only), batch norm (batch statistics and running statistics in
-train mode, running statistics in eval mode, as torch), layer norm, and embedding lookup."""
+train mode, running statistics in eval mode, as torch; over (N, C), (N, C, L) and (N, C, H, W)),
+group norm, layer norm, and embedding lookup."""
 
 from __future__ import annotations
 
@@ -36,8 +37,11 @@ def dropout(g, x, *, p=0.5):
 
 
 def _batch_norm_shape(x, gamma, beta, running_mean, running_var, *, momentum, eps):
-    if len(x) != 2:
-        raise ShapeRuleError(f"batch_norm takes (batch, features) inputs, got {fmt(x)}")
+    if len(x) < 2:
+        raise ShapeRuleError(
+            f"batch_norm takes (batch, features), (batch, channels, length) or (batch, channels, height, width) "
+            f"inputs, got {fmt(x)}"
+        )
     features = (x[1],)
     for what, s in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
         if tuple(s) != features:
@@ -47,9 +51,12 @@ def _batch_norm_shape(x, gamma, beta, running_mean, running_var, *, momentum, ep
 
 @defop("batch_norm", _batch_norm_shape, nondiff=(3, 4), mode_dependent=True, writes=(3, 4))
 def batch_norm(ctx, x, gamma, beta, running_mean, running_var, *, momentum=0.1, eps=1e-5):
-    """Normalise features over the batch. Train mode: batch statistics, and the running
+    """Normalise features (axis 1) over the batch, and over the positions of (N, C, L) or
+    (N, C, H, W) inputs, as torch's BatchNorm1d/2d. Train mode: batch statistics, and the running
     statistics (states) move towards them by momentum (unbiased variance, as torch). Eval mode:
     the running statistics."""
+    if x.ndim > 2:
+        return _batch_norm_nd(ctx, x, gamma, beta, running_mean, running_var, momentum, eps)
     if ctx.train:
         n = x.shape[0]
         if n < 2:
@@ -71,8 +78,35 @@ def batch_norm(ctx, x, gamma, beta, running_mean, running_var, *, momentum=0.1, 
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
+def _batch_norm_nd(ctx, x, gamma, beta, running_mean, running_var, momentum, eps):
+    """batch_norm over (N, C, ...): the statistics of each channel over the batch and positions."""
+    axes = (0, *range(2, x.ndim))
+    per_channel = (-1,) + (1,) * (x.ndim - 2)
+    if ctx.train:
+        n = x.size // x.shape[1]
+        if n < 2:
+            raise GraphError(
+                f"{ctx.node.describe()} in train mode needs more than one value per channel, got {n}; "
+                "use larger batches, or eval mode (running statistics)"
+            )
+        mean = x.mean(axis=axes)
+        var = x.var(axis=axes)
+        running_mean *= 1.0 - momentum
+        running_mean += momentum * mean
+        running_var *= 1.0 - momentum
+        running_var += momentum * var * (n / (n - 1))
+        ctx.graph.runtime.mark_changed(ctx.node.inputs[3])
+        ctx.graph.runtime.mark_changed(ctx.node.inputs[4])
+    else:
+        mean, var = running_mean, running_var
+    scale = gamma / np.sqrt(var + eps)
+    return (x - mean.reshape(per_channel)) * scale.reshape(per_channel) + beta.reshape(per_channel)
+
+
 @batch_norm.vjp
 def _(ctx, gy):
+    if len(ctx.inputs[0].shape) > 2:
+        return _batch_norm_nd_vjp(ctx, gy)
     g = ctx.g
     x, gamma, _beta, running_mean, running_var = ctx.inputs
     eps = ctx.attrs["eps"]
@@ -94,6 +128,66 @@ def _(ctx, gy):
     ggamma = g.sum(gy * xhat, axis=0) if ctx.needs[1] else None
     gbeta = g.sum(gy, axis=0) if ctx.needs[2] else None
     return gx, ggamma, gbeta, None, None
+
+
+def _batch_norm_nd_vjp(ctx, gy):
+    g = ctx.g
+    x, gamma, _beta, running_mean, running_var = ctx.inputs
+    eps = ctx.attrs["eps"]
+    ndim = len(x.shape)
+    axes = (0, *range(2, ndim))
+    per_channel = (-1,) + (1,) * (ndim - 2)
+    gamma_c = g.reshape(gamma, shape=per_channel)
+    if ctx.train:
+        mu = g.mean(x, axis=axes, keepdims=True)
+        xc = x - mu
+        inv = 1.0 / g.sqrt(g.mean(xc * xc, axis=axes, keepdims=True) + eps)
+        xhat = xc * inv
+        gxhat = gy * gamma_c
+        gx = None
+        if ctx.needs[0]:
+            gx = inv * (
+                gxhat - g.mean(gxhat, axis=axes, keepdims=True) - xhat * g.mean(gxhat * xhat, axis=axes, keepdims=True)
+            )
+    else:
+        inv = 1.0 / g.sqrt(g.reshape(running_var, shape=per_channel) + eps)
+        xhat = (x - g.reshape(running_mean, shape=per_channel)) * inv
+        gx = gy * (gamma_c * inv) if ctx.needs[0] else None
+    ggamma = g.sum(gy * xhat, axis=axes) if ctx.needs[1] else None
+    gbeta = g.sum(gy, axis=axes) if ctx.needs[2] else None
+    return gx, ggamma, gbeta, None, None
+
+
+# ---------------------------------------------------------------- group norm
+
+
+@defcomposite("group_norm")
+def group_norm(g, x, weight, bias, *, num_groups, eps=1e-5):
+    """Normalise (N, C, ...) inputs over each group of C / num_groups channels and all positions,
+    per sample, then scale and shift each channel by weight and bias (torch's group_norm)."""
+    from ..errors import ShapeError
+
+    shape = x.shape
+    if len(shape) < 2 or shape[1] is None:
+        raise ShapeError(f"group_norm takes (batch, channels, ...) inputs with a fixed channel count, got {fmt(shape)}")
+    c = shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) or num_groups < 1:
+        raise ShapeError(f"group_norm: num_groups must be a positive integer, got {num_groups!r}")
+    if c % num_groups:
+        raise ShapeError(f"group_norm: num_groups {num_groups} does not divide the {c} channels of {fmt(shape)}")
+    for what, p in (("weight", weight), ("bias", bias)):
+        if tuple(p.shape) != (c,):
+            raise ShapeError(f"group_norm: {what} must have shape {fmt((c,))}, got {fmt(p.shape)}")
+    if None in shape[2:]:
+        raise ShapeError(f"group_norm needs fixed sizes after the batch, got {fmt(shape)}")
+    batch = -1 if shape[0] is None else shape[0]
+    per_group = (c // num_groups) * int(np.prod(shape[2:], dtype=np.int64))
+    xg = g.reshape(x, shape=(batch, int(num_groups), per_group))
+    xc = xg - g.mean(xg, axis=2, keepdims=True)
+    var = g.mean(xc * xc, axis=2, keepdims=True)
+    y = g.reshape(xc / g.sqrt(var + eps), shape=(batch, *shape[1:]))
+    per_channel = (c,) + (1,) * (len(shape) - 2)
+    return y * g.reshape(weight, shape=per_channel) + g.reshape(bias, shape=per_channel)
 
 
 # ---------------------------------------------------------------- layer norm

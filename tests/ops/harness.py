@@ -96,6 +96,8 @@ COVERED_MODULES = (
     "onlytorch.ops.shape_ops",
     "onlytorch.ops.linalg",
     "onlytorch.ops.distributions",
+    "onlytorch.ops.conv",
+    "onlytorch.ops.pool",
 )
 
 
