@@ -153,7 +153,7 @@ def render_reference() -> str:
     for name, op in sorted(public_ops().items()):
         sig = op.signature()
         alias = f" (alias of `{op.name}`)" if name != op.name else ""
-        first = op.doc.split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
+        first = " ".join(op.doc.split("\n\n")[0].split()).replace("|", "\\|")
         add(f"| `{name}({sig})` | {first}{alias} |")
     add("\n### Diagnostic codes\n")
     add("| code | meaning |\n|---|---|")
