@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .safe_files import human_size
+from .spec.names import node_names
 
 if TYPE_CHECKING:
     from .compiler.result import BackwardInfo, Compiled
@@ -424,11 +425,11 @@ def blame(compiled: Compiled, index: int | None) -> Path:
         if node.index == index:
             return ("inputs", name, "shape")
     sections = {"nodes": compiled.spec.nodes, "losses": compiled.spec.losses, "metrics": compiled.spec.metrics}
+    # name -> its key: its own, or the key that unpacks it (mu, logvar: enc(x))
+    keys = {name: (s, key) for s, t in sections.items() for key in t for name in node_names([key])}
     for name, node in sorted(compiled.names.items(), key=lambda kv: kv[1].index):
-        if node.index >= index and index in {n.index for n in g.forward_order([node])}:
-            section = next((s for s, t in sections.items() if name in t), None)
-            if section is not None:
-                return (section, name)
+        if name in keys and node.index >= index and index in {n.index for n in g.forward_order([node])}:
+            return keys[name]
     return ()
 
 

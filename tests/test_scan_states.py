@@ -381,3 +381,67 @@ def test_a_registered_cell_may_declare_two_states(toy_lstm) -> None:
     assert compiled is None
     d = next(d for d in report.errors if d.code == "E-ARG")
     assert d.message == "cell cell is called as cell(x, h, c)"
+
+
+# ---------------------------------------------------------------- unpacking the scan result into names
+
+RECORD_FORM = '  r: scan(cell, x, h0, c0)\n  hs: r["h"]\n  cs: r["c"]\n  h_last: r["h_last"]\n  c_last: r["c_last"]\n'
+
+
+def test_unpacking_a_scan_binds_the_stacked_outputs_then_each_states_last_value() -> None:
+    """hs, cs, h_last, c_last: scan(cell, x, h0, c0): the cell's outputs stacked over time in its
+    output order (h, c), then STATE_last in the order of the states; the same values and gradients
+    (float64, exactly) as the names picked from r, with the cell unrolled once."""
+    assert RECORD_FORM in LSTM
+    unpacked = _compiled(LSTM.replace(RECORD_FORM, "  hs, cs, h_last, c_last: scan(cell, x, h0, c0)\n"))
+    picked = _compiled()
+    assert unpacked.modules["cell"].calls == T
+    rng = np.random.default_rng(5)
+    feed = {k: rng.normal(size=(3, *v.shape[1:])) for k, v in picked.inputs.items()}
+    params = {k: picked.graph.get_node_value(k) for k in ("cell.w_ih", "cell.w_hh", "cell.b")}
+    results = []
+    for c in (picked, unpacked):
+        g = c.graph
+        for k, v in {**feed, **params}.items():
+            g.set_value(k, v)
+        loss = float(g.forward_node(c.losses["loss"]))
+        values = [g.forward_node(c.names[k]) for k in ("hs", "cs", "h_last", "c_last")]
+        grads = g.grad(c.losses["loss"], [g.node(k) for k in (*params, "x", "h0", "c0")])
+        results.append((loss, values, grads))
+    (want_loss, want_values, want_grads), (loss, values, grads) = results
+    assert loss == want_loss
+    for got, want in zip([*values, *grads], [*want_values, *want_grads]):
+        np.testing.assert_array_equal(got, want)
+    assert [unpacked.names[k].shape for k in ("hs", "h_last")] == [(None, T, H), (None, H)]
+
+
+def test_unpacking_a_scan_into_too_few_names_lists_its_outputs_in_order() -> None:
+    text = LSTM.replace(RECORD_FORM, "  hs, cs: scan(cell, x, h0, c0)\n  h_last: hs[:, -1]\n  c_last: cs[:, -1]\n")
+    compiled, report = compile_text(text, "lstm.yaml")
+    assert compiled is None
+    (d,) = report.errors
+    assert (d.code, d.line, d.column) == ("E-OUTPUT", 29, 3), report.render()
+    assert d.message == (
+        "'hs, cs' gives 2 names, but scan(cell, x, h0, c0) has 4 outputs, in this order: h, c, h_last, c_last"
+    )
+    assert d.hint == "one name per output, in order (_ skips one): h, c, h_last, c_last: scan(cell, x, h0, c0)"
+    # with _ for the outputs it does not need
+    c = _compiled(LSTM.replace(RECORD_FORM, "  hs, _, h_last, c_last: scan(cell, x, h0, c0)\n  cs: hs\n"))
+    assert "cs" in c.names and "_" not in c.names
+
+
+def test_a_registered_two_state_cell_called_directly_unpacks_in_its_states_order(toy_lstm) -> None:
+    text = LSTM.replace(
+        LSTM[LSTM.index("  cell:\n") : LSTM.index("nodes:\n  r:")], f"  cell: {{cell: toy_lstm, hidden: {H}}}\n"
+    )
+    text = text.replace(RECORD_FORM, RECORD_FORM + "  h1, c1: cell(x[:, 0], h0, c0)\n")
+    c = _compiled(text.replace("+ 0.5 * sum(h_last * c_last)", "+ 0.5 * sum(h_last * c_last) + sum(h1 * c1)"))
+    g = c.graph
+    rng = np.random.default_rng(3)
+    for k, v in c.inputs.items():
+        g.set_value(k, rng.normal(size=(2, *v.shape[1:])))
+    g.forward_node(c.losses["loss"])
+    # the first step of the scan is the same cell on the same inputs: its h and c, in that order
+    np.testing.assert_allclose(g.forward_node(c.names["h1"]), g.forward_node(c.names["hs"])[:, 0], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(g.forward_node(c.names["c1"]), g.forward_node(c.names["cs"])[:, 0], rtol=0, atol=1e-14)
+    assert not np.allclose(g.forward_node(c.names["h1"]), g.forward_node(c.names["c1"]))

@@ -15,6 +15,7 @@ from ..graph import Graph
 from ..node import NodeId
 from ..ops.registry import public_ops
 from ..spec import expr as X
+from ..spec import names as N
 from ..spec import schema as S
 from ..spec.diagnostics import Diagnostic, Path, Report
 from ..spec.expr import SPECIAL_FUNCTIONS
@@ -41,6 +42,8 @@ class CompileContext:
     ops: dict[str, OpDef]
     names: dict[str, NodeId]  # every named node built so far: inputs, nodes, losses, metrics
     records: dict[str, X.Outputs]  # the named nodes that hold a call's several outputs (z: enc(x))
+    unpacked: dict[str, str]  # a name an unpacking key of nodes defines -> that key (mu -> "mu, logvar")
+    groups: dict[str, X.Outputs]  # an unpacking key -> the outputs it unpacked, once built
     calls_made: dict[tuple[str, tuple[int, ...]], X.Outputs]  # (module, argument nodes) -> its outputs
     subgraph_params: dict[str, dict[str, NodeId]]  # subgraph module -> its own parameters, once made
     lent: set[str]  # parameters param(...) made before their module's first call (not the caller's)
@@ -79,6 +82,8 @@ class CompileContext:
         self.ops = public_ops()
         self.names = {}
         self.records = {}
+        self.unpacked = {name: key for key in spec.nodes if N.unpacking(key) for name in N.defined(key)}
+        self.groups = {}
         self.calls_made = {}
         self.subgraph_params = {}
         self.lent = set()
@@ -122,7 +127,11 @@ class CompileContext:
         return True
 
     def known_names(self) -> list[str]:
-        return [*self.spec.inputs, *self.spec.nodes, *self.spec.losses, *self.spec.metrics]
+        return [*self.spec.inputs, *N.node_names(self.spec.nodes), *self.spec.losses, *self.spec.metrics]
+
+    def key_of(self, section: str, name: str) -> Path:
+        """Where name is defined: its own key, or the unpacking key that defines it (mu, logvar: ...)."""
+        return (section, self.unpacked[name]) if section == "nodes" and name in self.unpacked else (section, name)
 
     def used_by_broken(self, module: str) -> bool:
         """Whether a definition that failed names this module, or a misspelling of it (so that it may

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .. import phases
 from ..ops.shapes import fmt
 from ..spec import expr as X
+from ..spec import names as N
 from ..spec import schema as S
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def build(compiled: Compiled) -> Drawing:
             d.edges.append(("@" + m.spec.copy_of, "@" + name, "sync"))
         d.edges.extend(("@" + owner, "@" + name, "plain") for owner in _params_read(m.spec, modules - {name}))
     for kind, table in (("node", spec.nodes), ("loss", spec.losses), ("metric", spec.metrics)):
-        for name, text in table.items():
+        for name, text in ((n, t) for key, t in table.items() for n in N.defined(key)):  # mu, logvar: enc(x)
             built = compiled.names.get(name)
             shape = fmt(built.shape) if built is not None else ""
             several = compiled.records.get(name, {})  # a node holding several outputs: each one's shape

@@ -16,9 +16,11 @@ from ..node import NodeId
 from ..ops.shapes import fmt
 from ..plan import ancestors
 from ..spec import expr as X
+from ..spec import names as N
 from ..spec import schema as S
 from ..spec.diagnostics import Path, did_you_mean
 from ..spec.expr import SPECIAL_FUNCTIONS
+from . import unpack
 from .context import CompileContext, Poisoned, attr_problem
 from .layers import LayerError, build_layers, check_params
 from .result import ModuleInfo
@@ -33,8 +35,17 @@ def resolve_name(ctx: CompileContext, name: str, path: Path, offset: int, width:
         return ctx.names[name]
     if name in ctx.records:
         return ctx.records[name]
+    if name in ctx.groups:
+        return ctx.groups[name]
     if name in ctx.broken:
         raise Poisoned(name)
+    if name in ctx.unpacked:  # one name of mu, logvar: enc(x): building the key binds them all
+        try:
+            resolve_name(ctx, ctx.unpacked[name], path, offset, width)
+        except Poisoned:
+            ctx.broken.add(name)
+            raise
+        return ctx.names[name]
     section = next((s for s, t in ctx.sections.items() if name in t), None)
     if section is None:
         if name in ctx.spec.modules:
@@ -44,7 +55,8 @@ def resolve_name(ctx: CompileContext, name: str, path: Path, offset: int, width:
         cycle = ctx.building[ctx.building.index(name) :] + [name]
         ctx.error(
             "E-CYCLE",
-            "these definitions depend on each other in a circle: " + " -> ".join(cycle),
+            "these definitions depend on each other in a circle: "
+            + " -> ".join(f"({n})" if N.unpacking(n) else n for n in cycle),
             (section, name),
             key=True,
             width=len(name),
@@ -59,6 +71,11 @@ def resolve_name(ctx: CompileContext, name: str, path: Path, offset: int, width:
         built = (X.evaluate_value if section == "nodes" else X.evaluate)(tree, scope(ctx, own, {}))
         if name in ctx.broken:  # a cycle through it was found while building it
             raise Poisoned(name)
+        if section == "nodes" and N.unpacking(name) is not None:
+            unpack.bind(ctx, name, built, own, ctx.sections[section][name])
+            assert isinstance(built, X.Outputs)  # bind refuses one tensor
+            ctx.groups[name] = built
+            return built
         if isinstance(built, X.Outputs):
             ctx.records[name] = name_outputs(ctx, name, built)
             return ctx.records[name]
@@ -480,6 +497,12 @@ def build_subgraph(
             except X.ExprError as e:
                 ctx.expr_error(e, where)
                 raise Poisoned(m.name) from None
+            if holds and N.unpacking(key) is not None:  # mu, logvar: enc(a) among the module's nodes
+                try:
+                    local.update(unpack.pairs(key, local[key], spec.nodes[key]))
+                except unpack.UnpackError as e:
+                    ctx.error("E-OUTPUT", e.message, where, key=True, hint=e.hint, width=len(key))
+                    raise Poisoned(m.name) from None
         if several is None:
             return local[("<output>",)]
         return X.Outputs(f"module {m.name}", {k: local[("<output>", k)] for k in several})

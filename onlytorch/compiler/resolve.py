@@ -6,25 +6,21 @@ from __future__ import annotations
 import ast
 
 from ..spec import expr as X
+from ..spec import names as N
+from ..spec.diagnostics import Path
 from ..spec.expr import SPECIAL_FUNCTIONS
 from .context import CompileContext
 
 
 def check_duplicates(ctx: CompileContext) -> None:
-    seen: dict[str, str] = {}
+    seen: dict[str, Path] = {}  # name -> (section, the key that defines it)
     for section in ("inputs", "modules", "nodes", "losses", "metrics"):
-        for name in getattr(ctx.spec, section):
-            if name in seen:
-                ctx.error(
-                    "E-DUP",
-                    f"{name!r} is defined in both {seen[name]} and {section}",
-                    (section, name),
-                    key=True,
-                    width=len(name),
-                )
-                ctx.broken.add(name)
-            else:
-                seen[name] = section
+        for key in getattr(ctx.spec, section):
+            for name in N.defined(key) if section == "nodes" else [key]:
+                if name in seen:
+                    _defined_twice(ctx, name, seen[name], (section, key))
+                else:
+                    seen[name] = (section, key)
     for name in ctx.spec.modules:
         if name in ctx.ops or name in SPECIAL_FUNCTIONS:
             ctx.error(
@@ -35,6 +31,38 @@ def check_duplicates(ctx: CompileContext) -> None:
                 width=len(name),
             )
             ctx.broken.add(name)
+    for mname, m in ctx.spec.modules.items():  # a subgraph's own nodes, unpacking keys among them
+        mine: dict[str, Path] = {}
+        for key in m.nodes:
+            for name in N.defined(key):
+                where = ("modules", mname, "nodes", key)
+                if name in mine:
+                    _defined_twice(ctx, name, mine[name], where, module=mname)
+                else:
+                    mine[name] = where
+
+
+def _defined_twice(ctx: CompileContext, name: str, first: Path, again: Path, module: str | None = None) -> None:
+    """E-DUP at the second definition of name (each key that defines it: a plain key, or a key that
+    unpacks several outputs into names); the names of a broken unpacking key stay quiet."""
+    (section, key), (first_section, first_key) = again[-2:], first[-2:]
+    unpacking = [k for k in (first_key, key) if N.unpacking(k) is not None]
+    if again == first:
+        message = f"{name!r} is named twice in {key!r}"
+    elif section == first_section:
+        table = f"module {module}'s nodes" if module else section
+        message = f"{name!r} is defined twice in {table}: by {first_key!r} and by {key!r}"
+    else:
+        message = f"{name!r} is defined in both {first_section} and {section}"
+        message += f" (by {unpacking[0]!r})" if unpacking else ""
+    hint = "rename one of them; _ skips an output nobody uses" if unpacking else None
+    ctx.error("E-DUP", message, again, key=True, hint=hint, width=len(key))
+    if module is not None:
+        ctx.broken.add(module)
+        return
+    ctx.broken.add(name)
+    for k in unpacking:
+        ctx.broken.update([k, *N.defined(k)])
 
 
 def build_order(ctx: CompileContext) -> list[tuple[str, str]]:
@@ -44,16 +72,17 @@ def build_order(ctx: CompileContext) -> list[tuple[str, str]]:
     parameter with param("M.NAME") comes, where it can, after the definitions that call M (a
     layer list makes its parameters at its first call): an order wish, never a circle."""
     where = {name: section for section, table in ctx.sections.items() for name in table}
+    where.update({name: "nodes" for name in ctx.unpacked})  # each name an unpacking key defines
     trees: dict[str, ast.expr | None] = {}
     for name, section in where.items():
         try:
-            trees[name] = X.parse(ctx.sections[section][name])
+            trees[name] = X.parse(ctx.sections[section][name]) if name not in ctx.unpacked else None
         except X.ExprError:
             trees[name] = None
     uses: dict[str, list[tuple[str, bool]]] = {}  # name -> (dependency, whether it is a use by name)
     for name, tree in trees.items():
         if tree is None:
-            uses[name] = []
+            uses[name] = [(ctx.unpacked[name], True)] if name in ctx.unpacked else []
             continue
         called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
         names = [
@@ -144,13 +173,14 @@ def _param_order(ctx: CompileContext, trees: dict[str, ast.expr | None]) -> dict
 
 
 def report_cycle(ctx: CompileContext, cycle: list[str], where: dict[str, str]) -> None:
-    shown = cycle if len(cycle) <= 9 else [*cycle[:4], "...", *cycle[-4:]]
-    head = cycle[0]
+    shown = [f"({n})" if N.unpacking(n) else n for n in cycle]  # an unpacking key: (mu, logvar)
+    shown = shown if len(shown) <= 9 else [*shown[:4], "...", *shown[-4:]]
+    at = ctx.key_of(where[cycle[0]], cycle[0])
     ctx.error(
         "E-CYCLE",
         "these definitions depend on each other in a circle: " + " -> ".join(shown),
-        (where[head], head),
+        at,
         key=True,
-        width=len(head),
+        width=len(at[-1]),
     )
     ctx.broken.update(cycle)

@@ -11,6 +11,7 @@ import numpy as np
 from .. import phases
 from ..ops.shapes import fmt
 from ..optim.weights import WeightSchedule
+from ..spec import names as N
 from .lint import Flow, accumulated, simulate
 from .result import describe_params
 
@@ -69,7 +70,7 @@ def summarize(compiled: Compiled, max_memory: int | None = None) -> str:
         ("loss", spec.losses),
         ("metric", spec.metrics),
     ):
-        for name in table:
+        for name in N.node_names(table):  # mu, logvar: enc(x) lists mu and logvar
             node = compiled.names.get(name)
             if node is not None:
                 out.append(f"{name:<16} {section:<8} {fmt(node.shape)}")

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ..spec import names as N
 from ..spec import schema as S
 from ..spec.pydantic_errors import unwrap, validation_diagnostics
 from .context import CompileContext
@@ -33,15 +34,18 @@ def validate(ctx: CompileContext) -> S.Spec | None:
             adapter = TypeAdapter(item_type)
             good = {}
             for name, item in value.items():
+                unpacks = key == "nodes" and N.unpacking(name) is not None  # mu, logvar: enc(x)
                 try:
                     good[name] = adapter.validate_python(item)
                 except ValidationError:
                     ctx.broken.add(str(name))
                 else:
-                    if not isinstance(name, str) or not S.NAME.match(name):
+                    if not N.is_name(name) and not (unpacks and not N.bad_parts(name)):
                         ctx.broken.add(str(name))
                     else:
                         good[name] = good[name]
+                if unpacks and str(name) in ctx.broken:  # the names it would define: their uses stay quiet
+                    ctx.broken.update(N.defined(str(name)))
             kept[key] = {k: v for k, v in good.items() if k not in ctx.broken}
         else:
             try:
