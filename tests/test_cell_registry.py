@@ -152,7 +152,7 @@ def test_a_misspelt_cell_is_located_with_a_suggestion(scaled_rnn: nn.CellDef) ->
     assert compiled is None
     (d,) = report.errors
     assert (d.code, d.line, d.column) == ("E-TYPE", *_column(text, "scaled_rn")), report.render()
-    assert d.message == "modules.cell.cell: Input should be 'rnn', 'gru' or 'scaled_rnn'"
+    assert d.message == "modules.cell.cell: Input should be 'rnn', 'gru', 'lstm' or 'scaled_rnn'"
     assert d.hint == "did you mean 'scaled_rnn'?"
 
 
@@ -175,8 +175,11 @@ def _cell_field() -> dict:
 
 def test_the_json_schema_lists_a_new_cell(scaled_rnn: nn.CellDef) -> None:
     field = _cell_field()
-    assert {"enum": ["rnn", "gru", "scaled_rnn"], "type": "string"} in field["anyOf"]
-    assert field["description"] == "a recurrent cell called as cell(x, h): rnn, gru or scaled_rnn"
+    assert {"enum": ["rnn", "gru", "lstm", "scaled_rnn"], "type": "string"} in field["anyOf"]
+    assert (
+        field["description"]
+        == "a recurrent cell called as cell(x, h), or cell(x, h, c) for a cell with several states: rnn, gru, lstm or scaled_rnn"
+    )
     jsonschema = pytest.importorskip("jsonschema")
     schema = json_schema()
     validator = jsonschema.validators.validator_for(schema)(schema)
@@ -187,17 +190,24 @@ def test_the_json_schema_lists_a_new_cell(scaled_rnn: nn.CellDef) -> None:
 def test_the_docs_list_a_new_cell(scaled_rnn: nn.CellDef) -> None:
     ref = render_reference()
     assert "| `scaled_rnn` | h' = tanh(x W + h U + b) * 0.5 | `w` (D, H), `u` (H, H), `b` (H) |" in ref
-    assert "a recurrent cell called as cell(x, h): rnn, gru or scaled_rnn |" in ref
+    assert (
+        "a recurrent cell called as cell(x, h), or cell(x, h, c) for a cell with several states: rnn, gru, lstm or scaled_rnn |"
+        in ref
+    )
 
 
 def test_an_unregistered_cell_is_gone_everywhere() -> None:
     _declare_scaled_rnn()
     nn.unregister_cell("scaled_rnn")
-    assert {"enum": ["rnn", "gru"], "type": "string"} in _cell_field()["anyOf"]
+    assert {"enum": ["rnn", "gru", "lstm"], "type": "string"} in _cell_field()["anyOf"]
     ref = render_reference()
-    assert "`scaled_rnn`" not in ref and "a recurrent cell called as cell(x, h): rnn or gru |" in ref
+    assert (
+        "`scaled_rnn`" not in ref
+        and "a recurrent cell called as cell(x, h), or cell(x, h, c) for a cell with several states: rnn, gru or lstm |"
+        in ref
+    )
     _, report = compile_text(_spec(), "scaled.yaml")
-    assert [d.message for d in report.errors] == ["modules.cell.cell: Input should be 'rnn' or 'gru'"]
+    assert [d.message for d in report.errors] == ["modules.cell.cell: Input should be 'rnn', 'gru' or 'lstm'"]
 
 
 def test_a_cell_is_declared_once(scaled_rnn: nn.CellDef) -> None:

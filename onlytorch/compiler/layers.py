@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import footprint
 from ..errors import GraphError, ShapeError
-from ..nn.layers import LAYERS, LayerOptionError, is_op_layer, op_keeps_width
+from ..nn.layers import LAYERS, LayerOptionError, is_op_layer, op_keeps_width, op_out_shape
 from ..node import NodeId
 from ..ops.shapes import fmt
 from ..spec.diagnostics import Path, did_you_mean
@@ -28,8 +28,7 @@ def plan_layers(ctx: CompileContext, m: ModuleInfo, items: list[Any], x: NodeId,
     False (with a diagnostic at the layer that passes it) when they do not."""
     if not x.shape or x.shape[-1] is None:
         return True
-    dim, planned, outputs, widest = x.shape[-1], 0, 0, 0
-    rows = footprint.elements(x.shape[:-1], ctx.budget.batch)
+    shape, planned, outputs, widest = tuple(x.shape), 0, 0, 0
     itemsize = ctx.g.dtype.itemsize
     info = ctx.modules.get(m.name)
     copies = 1 if info is not None and info.kind == "copy" else ctx.budget.trained_copies
@@ -45,19 +44,34 @@ def plan_layers(ctx: CompileContext, m: ModuleInfo, items: list[Any], x: NodeId,
                 opts = defn.parse(arg)
             except LayerOptionError:
                 return True  # the layer's build reports it
-            out = defn.out_width(dim, opts)
-            if out is None or any(_elements(s) > MAX_ELEMENTS for s in defn.params(dim, opts).values()):
+            dim = defn.input_width(shape)
+            if dim is None:
+                return True  # the layer's build reports it
+            try:
+                out_shape = defn.out_shape(shape, opts)
+            except GraphError:
+                return True  # the layer's build reports it
+            if out_shape is None or any(_elements(s) > MAX_ELEMENTS for s in defn.params(dim, opts).values()):
                 return True  # the plan cannot follow it, or the layer's build reports it
             planned += defn.planned(dim, opts) * itemsize * copies
             if defn.width is not None:
-                what = f"layer {i} of module {m.name} ({kind} {dim} -> {out})"
-            dim = out
+                what = f"layer {i} of module {m.name} ({kind} {dim} -> {out_shape[-1]})"
+            elif defn.shape is not None:
+                what = f"layer {i} of module {m.name} ({kind} {fmt(shape)} -> {fmt(out_shape)})"
+            shape = out_shape
         else:
             op = ctx.ops.get(kind)
-            if op is None or not op_keeps_width(op, arg, dim):
+            if op is None or shape[-1] is None:
                 return True
-        outputs += rows * dim * itemsize
-        widest = max(widest, rows * dim * itemsize)
+            if len(shape) == 2 and op_keeps_width(op, arg, shape[-1]):
+                pass
+            elif (after := op_out_shape(op, arg, shape)) is not None and after[-1] is not None:
+                shape = after
+            else:
+                return True
+        size = footprint.elements(shape, ctx.budget.batch) * itemsize
+        outputs += size
+        widest = max(widest, size)
         # a backward through the widest output holds its gradient and its input's, of its size
         problem = ctx.budget.planned(what, planned, outputs + 2 * widest if copies > 1 else 0)
         if problem is not None:
@@ -176,17 +190,19 @@ def build_layer(
         raise LayerError(str(e)) from None
     width = None
     if defn.needs_width:
-        if not x.shape or x.shape[-1] is None:
-            raise LayerError(f"{kind} needs an input with a fixed last dimension, got {fmt(x.shape)}")
-        width = x.shape[-1]
+        width = defn.input_width(tuple(x.shape)) if x.shape else None
+        if width is None:
+            axis = "last dimension" if defn.axis == -1 else f"size at axis {defn.axis}"
+            raise LayerError(f"{kind} needs an input with a fixed {axis}, got {fmt(x.shape)}")
+    out_shape = defn.out_shape(tuple(x.shape), opts) if width is not None else None  # ShapeError: E-SHAPE
     shapes = list(defn.params(width, opts).values())
     if shapes:
         check_params(ctx, module, kind, shapes[0])
-    out = defn.out_width(width, opts) if width is not None else None
-    if out is not None:
-        too_big = ctx.budget.output("its output", (*x.shape[:-1], out), ctx.g.dtype.itemsize)
+    if out_shape is not None:
+        too_big = ctx.budget.output("its output", out_shape, ctx.g.dtype.itemsize)
         if too_big is not None:  # refused before the layer allocates its parameters
-            raise LayerError(f"{kind} {out}: {too_big}", footprint.HINT, code="E-MEMORY")
+            label = out_shape[-1] if defn.shape is None else fmt(out_shape)
+            raise LayerError(f"{kind} {label}: {too_big}", footprint.HINT, code="E-MEMORY")
     return defn.build(ctx.g, x, opts, f"{module}.{i}")
 
 

@@ -3,7 +3,9 @@ layer registry (``layers``: one declaration per layer with parameters) and the r
 registry (``cells``: one declaration per cell kind), both read by the spec schema, the compiler and
 the docs."""
 
+from .attention import MultiheadAttention, PositionalEmbedding
 from .cells import CELLS, CellDef, cell, unregister_cell
+from .conv import Conv, GroupNorm
 from .layers import (
     LAYERS,
     LayerDef,
@@ -11,7 +13,9 @@ from .layers import (
     LayerOptions,
     is_op_layer,
     layer,
+    op_keeps_shape,
     op_keeps_width,
+    op_out_shape,
     unregister,
 )
 from .modules import (
@@ -22,6 +26,7 @@ from .modules import (
     GRUCell,
     LayerNorm,
     Linear,
+    LSTMCell,
     Module,
     RNNCell,
     Sequential,
@@ -35,15 +40,20 @@ __all__ = [
     "MLP",
     "BatchNorm",
     "CellDef",
+    "Conv",
     "Dropout",
     "Embedding",
     "GRUCell",
+    "GroupNorm",
+    "LSTMCell",
     "LayerDef",
     "LayerNorm",
     "LayerOptionError",
     "LayerOptions",
     "Linear",
     "Module",
+    "MultiheadAttention",
+    "PositionalEmbedding",
     "RNNCell",
     "Sequential",
     "activation",
@@ -51,7 +61,9 @@ __all__ = [
     "copy_parameters",
     "is_op_layer",
     "layer",
+    "op_keeps_shape",
     "op_keeps_width",
+    "op_out_shape",
     "unregister",
     "unregister_cell",
 ]

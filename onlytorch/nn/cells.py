@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .modules import GRUCell, RNNCell
+from .modules import GRUCell, LSTMCell, RNNCell
 
 if TYPE_CHECKING:
     from ..graph import Graph
-    from ..node import NodeId
 
 Shape = tuple[int, ...]
-CellBuilder = Callable[["Graph", int, int, str], Callable[["NodeId", "NodeId"], "NodeId"]]
+# (x, h) -> h', or (x, h, c) -> (h', c') for a cell with several states
+CellBuilder = Callable[["Graph", int, int, str], Callable[..., Any]]
 CellShapes = Callable[[int, int], dict[str, Shape]]
 
 
@@ -138,3 +138,13 @@ def _rnn(g: Graph, in_width: int, hidden: int, name: str) -> RNNCell:
 )
 def _gru(g: Graph, in_width: int, hidden: int, name: str) -> GRUCell:
     return GRUCell(g, in_width, hidden, name=name)
+
+
+@cell(
+    "lstm",
+    doc="gates i, f, g, o; c' = f c + i g, h' = o tanh(c'), as torch.nn.LSTMCell; states (h, c)",
+    params=lambda d, h: {"w_ih": (d, 4 * h), "w_hh": (h, 4 * h), "b_ih": (4 * h,), "b_hh": (4 * h,)},
+    states=("h", "c"),
+)
+def _lstm(g: Graph, in_width: int, hidden: int, name: str) -> LSTMCell:
+    return LSTMCell(g, in_width, hidden, name=name)

@@ -27,6 +27,7 @@ from ..node import NodeId
 from .modules import BatchNorm, Embedding, LayerNorm, Linear
 
 Shape = tuple[int, ...]
+StaticShape = tuple[int | None, ...]  # None: the batch axis
 Builder = Callable[[Graph, NodeId, Any, str], Callable[[NodeId], NodeId]]
 
 
@@ -65,7 +66,12 @@ class LayerDef:
     output, or None when it does not follow from the input's (the memory plan stops there); no
     ``width`` at all: it keeps the input's last dimension.
     ``needs_width``: it needs an input with a fixed last dimension. ``usage``: when set, the one
-    message for any problem with its options. ``forms`` and ``doc`` are the docs' table row."""
+    message for any problem with its options. ``forms`` and ``doc`` are the docs' table row.
+    ``axis``: the input axis whose size is ``in_width`` (-1, the last, for features; 1 for the
+    channels of (N, C, ...) layouts). ``shape(in_shape, opts)``: for a layer whose output shape
+    is more than its input's with a new last dimension (a convolution), the output shape of an
+    input of shape ``in_shape`` (batch axis None), raising ShapeError for an input it cannot take:
+    its static shape rule, read by validate and the memory plan before anything is allocated."""
 
     name: str
     options: type[LayerOptions]
@@ -78,6 +84,24 @@ class LayerDef:
     needs_width: bool = True
     usage: str | None = None
     example: str | None = None  # the mapping form in the message for a bare value
+    axis: int = -1
+    shape: Callable[[Any, Any], StaticShape] | None = None
+
+    def input_width(self, in_shape: tuple[int | None, ...]) -> int | None:
+        """The size of the input axis the layer reads (``axis``), None when it has no fixed size."""
+        if len(in_shape) < (self.axis + 1 if self.axis >= 0 else -self.axis):
+            return None
+        return in_shape[self.axis]
+
+    def out_shape(self, in_shape: tuple[int | None, ...], opts: Any) -> tuple[int | None, ...] | None:
+        """The output shape for an input of shape in_shape (its width at ``axis`` fixed), or None
+        when it does not follow from the input's."""
+        if self.shape is not None:
+            return tuple(self.shape(in_shape, opts))
+        if self.width is None:
+            return tuple(in_shape)
+        out = self.width(self.input_width(in_shape), opts)
+        return None if out is None else (*in_shape[:-1], out)
 
     def parse(self, arg: Any) -> Any:
         """The options of an item ``{NAME: arg}`` (``arg`` None for the bare name), or
@@ -151,6 +175,8 @@ def layer(
     needs_width: bool = True,
     usage: str | None = None,
     example: str | None = None,
+    axis: int = -1,
+    shape: Callable[[Any, Any], StaticShape] | None = None,
 ) -> Callable[[Builder], LayerDef]:
     """Declare a layer with parameters: decorates its builder ``(g, x, opts, name)`` (see LayerDef
     for the arguments)."""
@@ -170,6 +196,8 @@ def layer(
             needs_width=needs_width,
             usage=usage,
             example=example,
+            axis=axis,
+            shape=shape,
         )
         LAYERS[name] = defn
         return defn
@@ -229,13 +257,14 @@ class BatchNormOptions(LayerOptions):
 @layer(
     "batch_norm",
     BatchNormOptions,
-    doc="batch statistics in train mode, running statistics in eval mode",
+    doc="per feature of (N, C) or channel of (N, C, L) and (N, C, H, W): batch statistics in train mode, running statistics in eval mode",
     forms=("batch_norm", "{batch_norm: {momentum: 0.1, eps: 1.0e-5}}"),
     params=lambda d, o: {"weight": (d,), "bias": (d,)},
     example="{batch_norm: {eps: 1.0e-5}}",
+    axis=1,  # the features of (N, C), the channels of (N, C, L) and (N, C, H, W)
 )
 def _batch_norm(g: Graph, x: NodeId, o: BatchNormOptions, name: str) -> BatchNorm:
-    return BatchNorm(g, x.shape[-1], momentum=o.momentum, eps=o.eps, name=name)
+    return BatchNorm(g, x.shape[1], momentum=o.momentum, eps=o.eps, name=name)
 
 
 @layer(
@@ -290,9 +319,28 @@ SHAPE_KEEPING_OPS = frozenset({"dropout"})
 def op_keeps_width(op: Any, arg: Any, width: int) -> bool:
     """Whether a parameter-free layer (an op) keeps the last dimension of a (batch, width) input,
     as far as the memory plan can tell without building it."""
+    return op_keeps_shape(op, arg, (None, width))
+
+
+def op_out_shape(op: Any, arg: Any, shape: tuple[int | None, ...]) -> tuple[int | None, ...] | None:
+    """The output shape of a parameter-free layer (an op) on an input of this shape, as far as the
+    memory plan can tell without building it (its shape rule, with options given by name), or None."""
+    if op_keeps_shape(op, arg, shape):
+        return tuple(shape)
+    if op.name in SHAPE_KEEPING_OPS or not isinstance(arg, dict):
+        return None
+    try:
+        return tuple(op.shape_rule(tuple(shape), **arg)[0])
+    except Exception:  # a composite without a rule, or a layer its build reports on
+        return None
+
+
+def op_keeps_shape(op: Any, arg: Any, shape: tuple[int | None, ...]) -> bool:
+    """Whether a parameter-free layer (an op) keeps the shape of its input, as far as the memory
+    plan can tell without building it."""
     if op.name in SHAPE_KEEPING_OPS:
         return True
     try:
-        return arg is None and op.shape_rule((None, width))[0] == (None, width)
+        return arg is None and tuple(op.shape_rule(tuple(shape))[0]) == tuple(shape)
     except Exception:  # a layer its build reports on
         return False

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import GraphError, ShapeError
 from ..graph import Graph
 from ..node import NodeId
 from ..ops.registry import REGISTRY
+from ..ops.shapes import fmt
 
 
 class Module:
@@ -275,6 +276,38 @@ class GRUCell(Module):
         z = g.sigmoid(gate(gi, 1) + gate(gh, 1))
         n = g.tanh(gate(gi, 2) + r * gate(gh, 2))
         return (1.0 - z) * n + z * h
+
+
+class LSTMCell(Module):
+    """torch.nn.LSTMCell: (x, h, c) -> (h', c'), gates i, f, g, o packed in that order along the
+    output axis of w_ih (in, 4H) and w_hh (H, 4H), the transposes of torch's weight_ih and
+    weight_hh; b_ih, b_hh are torch's bias_ih, bias_hh. Init U(±1/sqrt(hidden)), as torch."""
+
+    def __init__(self, g: Graph, input_size: int, hidden_size: int, name: str | None = None) -> None:
+        super().__init__(g, name, "lstm")
+        self.hidden_size = hidden_size
+        fan = dict(init="lecun_uniform", fan_in=hidden_size)
+        self.w_ih = self._param("w_ih", (input_size, 4 * hidden_size), **fan)  # type: ignore[arg-type]
+        self.w_hh = self._param("w_hh", (hidden_size, 4 * hidden_size), **fan)  # type: ignore[arg-type]
+        self.b_ih = self._param("b_ih", (4 * hidden_size,), **fan)  # type: ignore[arg-type]
+        self.b_hh = self._param("b_hh", (4 * hidden_size,), **fan)  # type: ignore[arg-type]
+
+    def __call__(self, x: NodeId, h: NodeId, c: NodeId) -> tuple[NodeId, NodeId]:  # type: ignore[override]
+        g, hs = self.g, self.hidden_size
+        for state, v in (("h", h), ("c", c)):
+            # said here, in the cell's terms: the broadcast error it would raise names no state
+            if not v.shape or v.shape[-1] != hs:
+                raise ShapeError(
+                    f"its state {state} has shape {fmt(v.shape)}, but the cell's hidden size is {hs}: "
+                    f"give the initial {state} the shape [{hs}]"
+                )
+        z = g.linear(x, self.w_ih, self.b_ih) + g.linear(h, self.w_hh, self.b_hh)
+
+        def gate(k: int) -> NodeId:
+            return z[..., k * hs : (k + 1) * hs]
+
+        c_next = g.sigmoid(gate(1)) * c + g.sigmoid(gate(0)) * g.tanh(gate(2))
+        return g.sigmoid(gate(3)) * g.tanh(c_next), c_next
 
 
 def copy_parameters(g: Graph, src: Sequence[NodeId], dst: Sequence[NodeId], tau: float = 1.0) -> None:

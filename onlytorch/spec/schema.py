@@ -292,7 +292,7 @@ def _cell_description() -> str:
 
     names = list(CELLS)
     listed = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-    return f"a recurrent cell called as cell(x, h): {listed}"
+    return f"a recurrent cell called as cell(x, h), or cell(x, h, c) for a cell with several states: {listed}"
 
 
 if TYPE_CHECKING:  # built from the cell registry at import: to the type checker, a name

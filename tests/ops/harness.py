@@ -98,6 +98,7 @@ COVERED_MODULES = (
     "onlytorch.ops.distributions",
     "onlytorch.ops.conv",
     "onlytorch.ops.pool",
+    "onlytorch.ops.attention",
 )
 
 
