@@ -46,7 +46,7 @@ def save_roundtrip(tmp_path: Path, state: dict[str, np.ndarray]) -> dict[str, np
 
 def test_registry_lists_the_promised_sources():
     expected = {
-        *(f"synthetic.{g}" for g in ("xor", "moons", "spirals", "ring", "grid", "sine", "regression")),
+        *(f"synthetic.{g}" for g in ("xor", "moons", "spirals", "ring", "grid", "sine", "regression", "reverse")),
         *(f"sklearn.{s}" for s in ("digits", "iris", "breast_cancer", "wine")),
         "file.npz",
         "file.csv",

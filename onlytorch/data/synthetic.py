@@ -260,3 +260,35 @@ register(
         doc="Linear regression: y = x @ w_true + noise, no bias.",
     )
 )
+
+
+# ---------------------------------------------------------------- token sequences
+
+
+class ReverseParams(Params):
+    n: int = Param(1000, gt=0, description="number of sequences")
+    length: int = Param(8, gt=0, description="tokens per sequence")
+    vocab: int = Param(10, ge=2, description="tokens are the integers 0 .. vocab - 1")
+
+
+def _reverse(p: ReverseParams, ctx: LoadContext) -> dict[str, np.ndarray]:
+    x = _rng(ctx).integers(0, p.vocab, (p.n, p.length), dtype=np.int64)
+    return {"x": x, "y": np.ascontiguousarray(x[:, ::-1])}
+
+
+register(
+    Source(
+        name="synthetic.reverse",
+        params=ReverseParams,
+        fields=lambda p: {
+            "x": Field((p.length,), "int64", "a sequence of tokens, each uniform over the vocabulary", p.vocab),
+            "y": Field((p.length,), "int64", "the same tokens in reverse order: y[i] = x[length - 1 - i]", p.vocab),
+        },
+        load=_reverse,
+        # Each split is drawn from its own seed, so held-out sequences are independent draws; they
+        # are not filtered against the train split: with n_train and n_test sequences out of
+        # vocab ** length, about n_train * n_test / vocab ** length of them repeat one.
+        doc="Sequence reversal: uniform random token sequences and the same tokens in reverse order "
+        "(a sequence-to-sequence task for attention; each split drawn from its own seed).",
+    )
+)
