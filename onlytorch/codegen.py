@@ -35,6 +35,7 @@ from .executor import (
     _CONTEXT,
     _REG,
     _REG_SHAPE,
+    _SCRATCH,
     FastStep,
     RegisterProgram,
     _failed,
@@ -47,6 +48,7 @@ from .executor import (
     make_function,
     quiet,
     run_fast,
+    scratch_call_source,
 )
 
 if TYPE_CHECKING:
@@ -116,6 +118,8 @@ def forward_code(steps: list[FastStep]) -> ForwardRunner:
         body.append(f"n = n{i}")
         if how == _CONTEXT:
             body += call_in_context_source(f"f{i}()", rt="g")
+        elif how == _SCRATCH:
+            body += scratch_call_source(f"f{i}()")
         else:
             body.append(f"out = f{i}({', '.join(args)})")
         body += coerce_source(f"t{i}")
@@ -160,8 +164,8 @@ def backward_code(prog: RegisterProgram, into: Into | None = None) -> BackwardRu
                     bound[f"s{i}_{j}"] = x
                     parts.append(f"s{i}_{j}.rshape")
             call = ", ".join(parts)
+        body += scratch_call_source(f"f{i}({call})", f"r{k}") if how == _SCRATCH else [f"r{k} = f{i}({call})"]
         body += [
-            f"r{k} = f{i}({call})",
             f"if type(r{k}) is not ndarray or (r{k}.dtype is not t{i} and r{k}.dtype != t{i}):",
             f"    r{k} = asarray(r{k}, dtype=t{i})",
             f"nbytes += r{k}.nbytes",

@@ -32,8 +32,10 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .runtime import Runtime
 
-# (node, thunk returning its new value, whether the op sees the graph (RunContext), mode-dependent)
-Step = tuple[Node, Callable[[], Any], bool, bool]
+# (node, thunk returning its new value, how to call it, mode-dependent). How: _THUNK, a plain call;
+# _CONTEXT, an op that sees the graph (RunContext); _SCRATCH, an op with scratch (OpDef.scratch),
+# whose thunk returns (value, the bytes it held at its height beyond its inputs).
+Step = tuple[Node, Callable[[], Any], int, bool]
 
 _ndarray = np.ndarray
 
@@ -82,7 +84,13 @@ quiet = _quiet_decorator()
 
 def compile_steps(g: Graph, nodes: Sequence[Node]) -> list[Step]:
     """One step per op node, in the given (topological) order."""
-    return [(n, _thunk(g, n), n.op.needs_ctx, n.op.mode_dependent) for n in nodes if n.op is not None]
+    return [(n, _thunk(g, n), _how(n), n.op.mode_dependent) for n in nodes if n.op is not None]
+
+
+def _how(n: Node) -> int:
+    op = n.op
+    assert op is not None
+    return _CONTEXT if op.needs_ctx else _SCRATCH if op.scratch is not None else _THUNK
 
 
 def _thunk(g: Graph, n: Node) -> Callable[[], Any]:
@@ -92,6 +100,8 @@ def _thunk(g: Graph, n: Node) -> Callable[[], Any]:
     ins = n.inputs
     if op.needs_ctx:
         fn = _with_context(g, n, fn)
+    elif op.scratch is not None:
+        fn = _counting(n, fn)
     if any(n.shape_mask):
         mask = n.shape_mask
         return lambda: fn(*[p.rshape if m else p.value for p, m in zip(ins, mask)])
@@ -113,6 +123,28 @@ def _with_context(g: Graph, n: Node, forward: Callable[..., Any]) -> Callable[..
     def call(*args: Any) -> Any:
         # The context carries the mode and RNG of the moment the node runs.
         return forward(RunContext(rt.rng, rt.train, g, n), *args)
+
+    return call
+
+
+def _counting(n: Node, forward: Callable[..., Any]) -> Callable[..., tuple[Any, int]]:
+    """forward, returning with its result the bytes it held at its height beyond its inputs: the
+    result's and its scratch's (OpDef.scratch, from the same arguments)."""
+    op = n.op
+    assert op is not None and op.scratch is not None
+    rule = functools.partial(op.scratch, **n.attrs) if n.attrs else op.scratch
+    # A rule depends on its arguments' layouts only: remembered per layout (a step sees a few).
+    known: dict[tuple[Any, ...], int] = {}
+
+    def call(*args: Any) -> tuple[Any, int]:
+        out = forward(*args)
+        key = tuple((a.shape, a.strides, a.dtype) if type(a) is _ndarray else a for a in args)
+        scratch = known.get(key)
+        if scratch is None:
+            if len(known) > 16:
+                known.clear()
+            scratch = known[key] = rule(*args)
+        return out, out.nbytes + scratch
 
     return call
 
@@ -182,6 +214,12 @@ def call_in_context_source(call: str, rt: str = "rt") -> list[str]:
         "finally:",
         f"    clock, nbytes, peak = {rt}.clock, {rt}.nbytes, {rt}.peak",
     ]
+
+
+def scratch_call_source(call: str, out: str = "out") -> list[str]:
+    """``{out} = ...`` for an op with scratch: ``{call}`` returns its result and the bytes it held at
+    its height beyond its inputs, which the peak counts on top of what was held before the call."""
+    return [f"{out}, held = {call}", "held += nbytes", "if held > peak:", "    peak = held"]
 
 
 def coerce_source(dt: str) -> list[str]:
@@ -298,23 +336,25 @@ def _failed(n: Node, e: Exception, shapes: Sequence[Any] | None = None) -> Graph
 
 # (node, the function to call, its 1 to 3 input nodes (None where absent), how to call it, the
 # node's dtype, the values to drop after it or None). How to call: with 1, 2 or 3 input values;
-# _THUNK: the step's thunk, without arguments; _CONTEXT: the thunk of an op that sees the graph.
+# _THUNK: the step's thunk, without arguments; _CONTEXT: the thunk of an op that sees the graph;
+# _SCRATCH: the thunk of an op with scratch (see Step).
 FastStep = tuple[Node, Callable[..., Any], Node | None, Node | None, Node | None, int, np.dtype, "list[Node] | None"]
 _THUNK = 0
 _CONTEXT = -1
+_SCRATCH = -2
 
 
 def fast_steps(steps: list[Step], drops: list[list[Node]] | None) -> list[FastStep]:
     """steps prepared for run_fast: plain ops of up to three value inputs are called directly,
     without their thunk; an empty drop list becomes None."""
     out: list[FastStep] = []
-    for i, (n, thunk, needs_ctx, _) in enumerate(steps):
+    for i, (n, thunk, how, _) in enumerate(steps):
         op = n.op
         assert op is not None
         drop = (drops[i] or None) if drops is not None else None
         ins = n.inputs
-        if needs_ctx or any(n.shape_mask) or not 1 <= len(ins) <= 3:
-            out.append((n, thunk, None, None, None, _CONTEXT if needs_ctx else _THUNK, n.dtype, drop))
+        if how != _THUNK or any(n.shape_mask) or not 1 <= len(ins) <= 3:
+            out.append((n, thunk, None, None, None, how, n.dtype, drop))
             continue
         fn: Callable[..., Any] = functools.partial(op.forward, **n.attrs) if n.attrs else op.forward
         a, b, c = (*ins, None, None)[:3]
@@ -323,7 +363,7 @@ def fast_steps(steps: list[Step], drops: list[list[Node]] | None) -> list[FastSt
 
 
 _RUN_BODY = [
-    "for pos, (n, thunk, needs_ctx, mode_dependent) in enumerate(steps):",
+    "for pos, (n, thunk, how, mode_dependent) in enumerate(steps):",
     "    if check and n.value is not None and (not mode_dependent or n.mode == train):",
     "        ver = n.ver",
     "        for p in n.train_reads if train else n.inputs:",
@@ -333,10 +373,12 @@ _RUN_BODY = [
     "            if grad_on:",
     "                n.tracked = True",
     "            continue",
-    "    if needs_ctx:",
+    f"    if how == {_THUNK}:",
+    "        out = thunk()",
+    f"    elif how == {_CONTEXT}:",
     *_indented(call_in_context_source("thunk()"), 8),
     "    else:",
-    "        out = thunk()",
+    *_indented(scratch_call_source("thunk()"), 8),
     "    dt = n.dtype",
     *_indented(coerce_source("dt"), 4),
     "    if anomaly and dt.kind == 'f' and not isfinite(out).all():",
@@ -356,8 +398,10 @@ _RUN_FAST_BODY = [
     "        out = fn(a.value, b.value, c.value)",
     f"    elif how == {_THUNK}:",
     "        out = fn()",
-    "    else:",
+    f"    elif how == {_CONTEXT}:",
     *_indented(call_in_context_source("fn()"), 8),
+    "    else:",
+    *_indented(scratch_call_source("fn()"), 8),
     *_indented(coerce_source("dt"), 4),
     *_indented(commit_source(), 4),
     "    if drop is not None:",
@@ -435,7 +479,8 @@ accumulate: Callable[..., None] = _make_accumulate()
 # The memory accounting is the same: what the steps compute counts while it is held.
 
 # (function, register of input a, of b, of c (-1 where absent), how to call it (1 to 3 values, or
-# _GENERAL: ``args`` below), the node's dtype, the registers freed after it or None, general args)
+# _GENERAL: ``args`` below, or _SCRATCH: as _GENERAL, for an op with scratch (see Step)), the node's
+# dtype, the registers freed after it or None, general args)
 RegStep = tuple[Callable[..., Any], int, int, int, int, np.dtype, "list[int] | None", "list[tuple[int, Any]] | None"]
 _GENERAL = 0
 # general args: (_REG, register) the value; (_REG_SHAPE, register) its shape; (_NODE_SHAPE, node) a
@@ -470,9 +515,11 @@ class RegisterProgram:
             op = n.op
             assert op is not None and not op.needs_ctx
             fn: Callable[..., Any] = functools.partial(op.forward, **n.attrs) if n.attrs else op.forward
+            if op.scratch is not None:
+                fn = _counting(n, fn)
             dropped = [base + position[d.index] for d in free] or None
             ins, mask = n.inputs, n.shape_mask or (False,) * len(n.inputs)
-            if any(mask) or not 1 <= len(ins) <= 3:
+            if op.scratch is not None or any(mask) or not 1 <= len(ins) <= 3:
                 args: list[tuple[int, Any]] = []
                 for p, masked in zip(ins, mask):
                     if not masked:
@@ -481,7 +528,7 @@ class RegisterProgram:
                         args.append((_REG_SHAPE, base + position[p.index]))
                     else:
                         args.append((_NODE_SHAPE, p))
-                prog.append((fn, -1, -1, -1, _GENERAL, n.dtype, dropped, args))
+                prog.append((fn, -1, -1, -1, _GENERAL if op.scratch is None else _SCRATCH, n.dtype, dropped, args))
                 continue
             a, b, c = ([reg(p) for p in ins] + [-1, -1])[:3]
             prog.append((fn, a, b, c, len(ins), n.dtype, dropped, None))
@@ -512,6 +559,11 @@ class RegisterProgram:
                     out = fn(r[a], r[b], r[c])
                 else:
                     out = fn(*[r[x] if k == _REG else r[x].shape if k == _REG_SHAPE else x.rshape for k, x in args])  # type: ignore[union-attr]
+                    if how == _SCRATCH:
+                        out, held = out
+                        held += nbytes
+                        if held > peak:
+                            peak = held
                 if type(out) is not _ndarray or (out.dtype is not dt and out.dtype != dt):
                     out = np.asarray(out, dtype=dt)
                 r.append(out)

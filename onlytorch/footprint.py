@@ -306,7 +306,9 @@ def training_peak(compiled: Compiled, batch: int) -> tuple[int, int | None]:
     """The most a training iteration holds besides the parameters, their gradients and the
     optimizer state: the fed inputs, the forward values each phase keeps for its backward calls,
     and a backward's working gradients (its compiled steps, each freed after its last use).
-    Follows the trainer: values stay held until a ``retain_graph: false`` backward releases its path."""
+    Follows the trainer: values stay held until a ``retain_graph: false`` backward releases its path.
+    An op's declared scratch (op_memory.scratch_bytes) counts while it runs."""
+    from .op_memory import scratch_bytes
     from .plan import gradient_flow
 
     g = compiled.graph
@@ -323,6 +325,9 @@ def training_peak(compiled: Compiled, batch: int) -> tuple[int, int | None]:
         for n in g.forward_order([b.loss_node for b in ph.backward]):
             if n.op is not None:
                 held[n.index] = node_bytes(n, batch)
+                scratch = scratch_bytes(n, batch)
+                if scratch:  # a convolution's window copy, while it runs
+                    note(scratch)
         note()
         for b in ph.backward:
             note(working_gradients(g, b, ph.detach, batch))
@@ -341,8 +346,11 @@ def working_gradients(g: Graph, b: BackwardInfo, detach: list[NodeId], batch: in
     Walking the path backwards, as the executor does, a node's gradient is held from its first
     contribution until the node passes it on to its inputs; a further contribution, the one held and
     their sum are live together (the executor adds the two); a target reached more than once (a
-    shared weight) holds each part until the parts are summed. On the example specs this is
-    0.93x-1.03x of what the built plan's steps hold."""
+    shared weight) holds each part until the parts are summed; while a node's derivative rule runs,
+    its own nodes are live too (op_memory.derivative_peak: batch norm's recomputes several values of
+    its input's size; a convolution's window copies). On the example specs this is 0.92x-1.02x of what
+    the built plan's steps hold (with their declared scratch)."""
+    from .op_memory import derivative_peak
     from .plan import gradient_edges, gradient_flow
 
     y = g.record(b.loss_node)
@@ -353,13 +361,20 @@ def working_gradients(g: Graph, b: BackwardInfo, detach: list[NodeId], batch: in
     live: dict[int, int] = {y.index: node_bytes(y, batch)} if y.op is not None else {}
     parts: dict[int, int] = {}
     top = sum(live.values())
+
+    def sized(r: Node) -> int:
+        return node_bytes(r, batch)
+
     for n in reversed(flow.path):
         if n.op is None:
             continue
         live.setdefault(n.index, node_bytes(n, batch))
-        for _, p in gradient_edges(n, cut):
-            if p.index not in on_path:
-                continue
+        edges = [(i, p) for i, p in gradient_edges(n, cut) if p.index in on_path]
+        needs = tuple(any(i == k for k, _ in edges) for i in range(len(n.inputs)))
+        if edges:  # the derivative's own nodes (results included), beside the gradients held
+            apart = tuple(needs[i] and p.index in targets and p.index not in parts for i, p in enumerate(n.inputs))
+            top = max(top, sum(live.values()) + derivative_peak(g, n, needs, apart, batch, sized))
+        for _, p in edges:
             size = node_bytes(p, batch)
             if p.index in targets:  # one part is the gradient itself (counted apart); more are summed at the end
                 parts[p.index] = parts.get(p.index, 0) + 1
@@ -375,7 +390,9 @@ def working_gradients(g: Graph, b: BackwardInfo, detach: list[NodeId], batch: in
 
 def no_grad_peak(g: Graph, targets: list[Node], batch: int, fed: dict[int, int]) -> tuple[int, int | None]:
     """The most a forward of targets under no_grad holds (inputs, and each value until its last
-    reader, as the executor drops them), and the node at that moment's largest value."""
+    reader, as the executor drops them, an op's declared scratch while it runs), and the node at
+    that moment's largest value."""
+    from .op_memory import scratch_bytes
     from .plan import ForwardPlan
 
     plan = ForwardPlan(targets)  # the executor's plan: what a no_grad forward drops where
@@ -384,8 +401,9 @@ def no_grad_peak(g: Graph, targets: list[Node], batch: int, fed: dict[int, int])
     ops = [n for n in plan.nodes if n.op is not None]
     for n, drops in zip(ops, plan.drops):
         live += node_bytes(n, batch)
-        if live > peak:
-            peak, at = live, n.index
+        now = live + scratch_bytes(n, batch)
+        if now > peak:
+            peak, at = now, n.index
         live -= sum(node_bytes(d, batch) for d in drops)
     return peak, at
 

@@ -21,7 +21,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .executor import RegisterProgram, Step, compile_steps, entry_nodes, fast_steps
+from .executor import _CONTEXT, RegisterProgram, Step, compile_steps, entry_nodes, fast_steps
 from .node import Node, NodeId
 from .ops.registry import VJPContext
 from .threads import is_big, plan_batch
@@ -232,7 +232,7 @@ class BackwardPlan:
         # The common case runs as a register program; plans with ops that see the graph, as steps.
         self.program = (
             RegisterProgram(self.compiled, self.frees, self.grads)
-            if not any(needs_ctx for _, _, needs_ctx, _ in self.compiled)
+            if not any(how == _CONTEXT for _, _, how, _ in self.compiled)
             else None
         )
         # Runners of the program, built on first use: one returns the gradients (grad), one adds

@@ -12,12 +12,14 @@ needs, is just more of the same three ops):
 - ``conv2d_weight_grad(x, gy)``: the adjoint in the weight.
 
 conv1d is conv2d on a height of 1. The forward takes a strided window view of the padded input
-(no copy), then one matrix product per group; the window copy that product needs is a temporary
-of the forward, freed when it returns, as every op's scratch arrays are.
+(no copy), then one matrix product per group; the window copy that product needs (about kh*kw
+times the input) and the padded input are temporaries of the forward, freed when it returns. The
+op declares them (``scratch=``): the graph's peak (``memory_stats``) counts them while it runs.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,15 +131,38 @@ def _pad(x: np.ndarray, pads: Pads) -> np.ndarray:
     return out
 
 
-def _cols(xp: np.ndarray, kernel, out, stride, dilation) -> np.ndarray:
-    """The windows of xp (N, C, Hp, Wp) as columns (N, C*kh*kw, oh*ow): a read-only strided view
-    (no copy), reshaped, which copies it once: the one copy the matrix product needs."""
+def _windows(xp: np.ndarray, kernel, out, stride, dilation) -> np.ndarray:
+    """The windows of xp (N, C, Hp, Wp): a read-only strided view (N, C, kh, kw, oh, ow), no copy."""
     n, c = xp.shape[:2]
     sn, sc, sh, sw = xp.strides
     shape = (n, c, kernel[0], kernel[1], out[0], out[1])
     strides = (sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1])
-    win = as_strided(xp, shape, strides, writeable=False)
-    return win.reshape(n, c * kernel[0] * kernel[1], out[0] * out[1])
+    return as_strided(xp, shape, strides, writeable=False)
+
+
+def _cols(xp: np.ndarray, kernel, out, stride, dilation) -> np.ndarray:
+    """The windows of xp (N, C, Hp, Wp) as columns (N, C*kh*kw, oh*ow): the window view, reshaped,
+    which copies it once (unless its strides allow a view: a 1x1 kernel at stride 1): the one copy
+    the matrix product needs."""
+    n, c = xp.shape[:2]
+    return _windows(xp, kernel, out, stride, dilation).reshape(n, c * kernel[0] * kernel[1], out[0] * out[1])
+
+
+@functools.lru_cache(maxsize=256)
+def _cols_bytes(shape, strides, dtype, kernel, out, stride, dilation, groups) -> int:
+    """The bytes of one group's column copy (_cols) of an array of that shape (N, C, Hp, Wp) and
+    strides, or 0 when the reshape is a view. Decided on the strides alone: the window view is
+    taken over a one-element buffer and never read (remembered per geometry: a training step
+    asks the same few each time)."""
+    n, c, hp, wp = shape
+    item = np.dtype(dtype).itemsize
+    probe = as_strided(np.empty(1, dtype), (n, c // groups, hp, wp), strides, writeable=False)
+    size = n * (c // groups) * kernel[0] * kernel[1] * out[0] * out[1]
+    try:
+        _windows(probe, kernel, out, stride, dilation).reshape((n, -1, out[0] * out[1]), copy=False)
+    except ValueError:
+        return size * item
+    return 0
 
 
 def _out_hw(padded: Sequence[int], kernel: Sequence[int], stride, dilation) -> tuple[int, int]:
@@ -154,7 +179,34 @@ def _conv_forward(x, w, stride, pads, dilation, groups):
         cols = _cols(xp[:, gi * cg : (gi + 1) * cg], (kh, kw), (oh, ow), stride, dilation)
         # (og, K) @ (N, K, L): the batch of products in one call, written in NCHW order
         np.matmul(w[gi * og : (gi + 1) * og].reshape(og, -1), cols, out=out[:, gi * og : (gi + 1) * og])
+        del cols  # before the next group's: one column copy at a time, as _conv_scratch counts
     return out.reshape(n, o, oh, ow)
+
+
+def _padded(x: np.ndarray, pads: Pads) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """The shape and strides of what _pad gives x, and its bytes when it is a new array (some pad
+    is positive; else it is a view of x, 0)."""
+    (t, b), (left, r) = pads
+    n, c, h, w = x.shape
+    shape = (n, c, h + t + b, w + left + r)
+    if not any(p > 0 for p in (t, b, left, r)):
+        return shape, x.strides, 0
+    item = x.itemsize
+    plane = shape[2] * shape[3] * item
+    return shape, (c * plane, plane, shape[3] * item, item), n * c * plane
+
+
+def _window_scratch(x, kernel, out, stride, pads, dilation, groups) -> int:
+    """The padded input's bytes (when it is a copy) and one group's column copy's."""
+    shape, strides, padded = _padded(x, pads)
+    return padded + _cols_bytes(shape, strides, x.dtype, kernel, out, stride, dilation, groups)
+
+
+def _conv_scratch(x, w, *, stride, pads, dilation, groups) -> int:
+    """What _conv_forward holds besides x, w and its result: the padded input and a column copy."""
+    shape, _, _ = _padded(x, pads)
+    out = _out_hw(shape[2:], w.shape[2:], stride, dilation)
+    return _window_scratch(x, w.shape[2:], out, stride, pads, dilation, groups)
 
 
 def _transpose_forward(u, w, stride, offset, dilation, groups, size):
@@ -178,8 +230,22 @@ def _transpose_forward(u, w, stride, offset, dilation, groups, size):
                 target[:, i * dh : i * dh + (uh - 1) * sh + 1 : sh, j * dw : j * dw + (uw - 1) * sw + 1 : sw] += cols[
                     :, i, j
                 ]
+        del cols  # before the next group's, as _transpose_scratch counts
     crop = full[:, offset[0] : offset[0] + size[0], offset[1] : offset[1] + size[1]]
     return np.ascontiguousarray(crop.transpose(3, 0, 1, 2))
+
+
+def _transpose_scratch(u, w, *, stride, offset, dilation, groups, size) -> int:
+    """What _transpose_forward holds besides u, w and its result at its height: u in (C, H, W, N)
+    order and the full (uncropped) output throughout, then one group's product, which is freed
+    before the result is made: the larger of the two counts."""
+    n, _, uh, uw = u.shape
+    _, cg, kh, kw = w.shape
+    span = [(m - 1) * s + d * (k - 1) + 1 for m, s, d, k in zip((uh, uw), stride, dilation, (kh, kw))]
+    full_h, full_w = (max(sp, off + sz) for sp, off, sz in zip(span, offset, size))
+    rows = u.nbytes if n > 1 else 0  # the transpose of a batch of 1 reshapes as a view
+    result = n * cg * groups * size[0] * size[1]
+    return rows + (cg * groups * full_h * full_w * n + max(cg * kh * kw * uh * uw * n - result, 0)) * u.itemsize
 
 
 def _weight_grad_forward(x, gy, stride, pads, dilation, groups, kernel):
@@ -197,7 +263,20 @@ def _weight_grad_forward(x, gy, stride, pads, dilation, groups, kernel):
             out[gi * og : (gi + 1) * og] = np.matmul(gyg, cols.transpose(0, 2, 1)).sum(axis=0)
         else:
             out[gi * og : (gi + 1) * og] = np.tensordot(gyg, cols, axes=([0, 2], [0, 2]))
+        del cols  # before the next group's, as _weight_grad_scratch counts
     return out.reshape((o, cg) + tuple(kernel))
+
+
+def _weight_grad_scratch(x, gy, *, stride, pads, dilation, groups, kernel) -> int:
+    """What _weight_grad_forward holds besides x, gy and its result: the padded input, a column
+    copy, and the products' operands: the per-sample products (N, og, K) before their sum, or
+    tensordot's copies of both operands in (K-major) matrix order."""
+    n, c = x.shape[:2]
+    o, oh, ow = gy.shape[1:]
+    og, k = o // groups, (c // groups) * kernel[0] * kernel[1]
+    cols = _window_scratch(x, kernel, (oh, ow), stride, pads, dilation, groups)
+    products = n * og * k if og <= oh * ow else n * og * oh * ow + n * k * oh * ow
+    return cols + products * x.itemsize
 
 
 # ---------------------------------------------------------------- the primitive ops
@@ -210,7 +289,7 @@ def _core_shape(x, w, *, stride, pads, dilation, groups):
     return (x[0], w[0], oh, ow), "f"
 
 
-@defop("conv2d_core", _core_shape, public=False)
+@defop("conv2d_core", _core_shape, public=False, scratch=_conv_scratch)
 def conv2d_core(x, w, *, stride, pads, dilation, groups):
     """Convolution (torch's conv2d, no bias) of x padded by pads ((top, bottom), (left, right));
     a negative pad crops."""
@@ -245,7 +324,7 @@ def _transpose_core_shape(u, w, *, stride, offset, dilation, groups, size):
     return (u[0], w[1] * groups, *size), "f"
 
 
-@defop("conv_transpose2d_core", _transpose_core_shape, public=False)
+@defop("conv_transpose2d_core", _transpose_core_shape, public=False, scratch=_transpose_scratch)
 def conv_transpose2d_core(u, w, *, stride, offset, dilation, groups, size):
     """Transposed convolution (no bias): the adjoint in the input of a convolution with weight w,
     read from (top, left) = offset at the given output size (the input gradient of conv2d)."""
@@ -273,7 +352,7 @@ def _weight_grad_shape(x, gy, *, stride, pads, dilation, groups, kernel):
     return (gy[1], x[1] // groups, *kernel), "f"
 
 
-@defop("conv2d_weight_grad", _weight_grad_shape, public=False)
+@defop("conv2d_weight_grad", _weight_grad_shape, public=False, scratch=_weight_grad_scratch)
 def conv2d_weight_grad(x, gy, *, stride, pads, dilation, groups, kernel):
     """The gradient in the weight of conv2d_core(x, w) with output gradient gy (the adjoint of
     the convolution in its weight)."""

@@ -85,6 +85,11 @@ class OpDef:
     # A composite op builds its result from other ops: build(g, *inputs, **attrs) -> NodeId.
     # Its forward and derivative are those of the ops it is made of.
     build: Callable[..., NodeId] | None = None
+    # The bytes of the temporaries the forward holds at its height besides its inputs and its
+    # result (a convolution's window copy), from the forward's own arguments: the executor counts
+    # them in the graph's peak for the duration of the call (see executor.py). Such an op returns
+    # an array and does not see the graph (no ``ctx``).
+    scratch: Callable[..., int] | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -122,13 +127,16 @@ def defop(
     keep_dtype: bool = False,
     writes: Sequence[int] = (),
     passes_input: bool = False,
+    scratch: Callable[..., int] | None = None,
 ) -> Callable[[Callable[..., np.ndarray]], OpDef]:
     """Register an op. The forward's signature declares it: positional parameters are the input
     nodes (``*xs`` for a variable number), keyword-only parameters are attributes with defaults,
-    and a first parameter named ``ctx`` asks for a RunContext."""
+    and a first parameter named ``ctx`` asks for a RunContext. ``scratch``: see OpDef.scratch."""
 
     def register(fn: Callable[..., np.ndarray]) -> OpDef:
         needs_ctx, inputs, attrs, variadic = _signature(fn, "ctx")
+        if needs_ctx and scratch is not None:
+            raise ValueError(f"op {name!r}: an op that sees the graph cannot declare scratch")
         op = OpDef(
             name=name,
             forward=fn,
@@ -147,6 +155,7 @@ def defop(
             keep_dtype=keep_dtype,
             writes=frozenset(writes),
             passes_input=passes_input,
+            scratch=scratch,
         )
         _add(op)
         return op
