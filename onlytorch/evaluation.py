@@ -43,7 +43,8 @@ def evaluate(
         fake = trainer.sample(ev.samples.node, ev.samples.n, inputs=inputs)
         scored = sample_scores(compiled, trainer, fake)
         values.update(scored)
-        if run_dir is not None and fake.ndim == 2 and fake.shape[1] == 2:
+        # saved whatever their shape: the report draws 2-D points, and image samples are scored offline
+        if run_dir is not None:
             extra: dict[str, np.ndarray] = {}
             train = trainer.data.get("train", {})
             # The real data a generator imitates: the training field shaped like its samples.

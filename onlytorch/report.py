@@ -4,7 +4,8 @@ A run directory (written by ``onlytorch train``) holds ``run.json`` (the run's f
 ``metrics.jsonl`` (one JSON row per logged step: ``{"step", "kind": "train"|"eval", ...}``; an
 evaluation on eval.split logs ``eval/<name>``, one on another split that chooses ``best.npz``
 ``val/<name>``, ``test/<name>`` or ``train_split/<name>``),
-``spec.yaml`` (the resolved spec), ``checkpoints/*.npz`` and, for 2-D generators, ``samples.npz``.
+``spec.yaml`` (the resolved spec), ``checkpoints/*.npz`` and, for generators, ``samples.npz``
+(2-D points drawn over the data; images drawn as a grid).
 :func:`read_run` reads it all (tolerating a run still writing or one that crashed),
 :func:`summary_table` renders the terminal summary, :func:`write_plots` draws the pictures
 (matplotlib, the optional ``plot`` extra, imported only there) and :func:`write_html` puts
@@ -203,6 +204,9 @@ def _read_samples(path: Path, notes: list[str]) -> dict[str, np.ndarray] | None:
     except Exception as e:  # a broken samples file must not stop the report
         notes.append(f"cannot read {path.name} ({type(e).__name__}: {e}); no samples picture")
         return None
+    images = _as_images(arrays.get("fake"))
+    if images is not None:  # image samples (n, 1, h, w) or flat square ones (n, h*w): drawn as a grid
+        return {"images": images}
     bad = [k for k, a in arrays.items() if a.ndim != 2 or a.shape[1] != 2]
     if "fake" not in arrays or bad:
         what = f"arrays {', '.join(bad)} are not (n, 2)" if bad else "there is no array 'fake'"
@@ -219,6 +223,17 @@ def _read_samples(path: Path, notes: list[str]) -> dict[str, np.ndarray] | None:
     if labels is not None:
         arrays[labels[0]] = labels[1]
     return arrays
+
+
+def _as_images(fake: np.ndarray | None) -> np.ndarray | None:
+    """Generated samples as (n, h, w) grey images: one-channel (n, 1, h, w) arrays, or flat rows
+    whose width is a square of at least 16 pixels (8x8 digits: 64); None for anything else."""
+    if fake is None or len(fake) == 0 or not np.isfinite(fake).all():
+        return None
+    if fake.ndim == 4 and fake.shape[1] == 1:
+        return fake[:, 0]
+    side = round(fake.shape[1] ** 0.5) if fake.ndim == 2 else 0
+    return fake.reshape(len(fake), side, side) if side >= 4 and side * side == fake.shape[1] else None
 
 
 def _condition_labels(path: Path, n: int) -> tuple[str, np.ndarray] | None:
@@ -617,6 +632,9 @@ def _draw_samples(run: Run) -> Figure | None:
     fig = _new_figure(6, 6)
     ax = fig.add_subplot()
     s = run.samples
+    if "images" in s:
+        _draw_image_grid(ax, run, s["images"])
+        return fig
     if "real" in s:
         ax.scatter(s["real"][:, 0], s["real"][:, 1], s=6, color="0.6", alpha=0.5, label=f"real data ({len(s['real'])})")
     cond = next((k for k in s if k.startswith(FIELD_PREFIX)), None)
@@ -654,6 +672,19 @@ def _draw_samples(run: Run) -> Figure | None:
     ax.grid(True, alpha=0.3)
     fig.legend(loc="outside lower center", ncols=3, fontsize=9, markerscale=1.5)
     return fig
+
+
+def _draw_image_grid(ax: Any, run: Run, images: np.ndarray) -> None:
+    n, h, w = min(100, len(images)), images.shape[1], images.shape[2]
+    rows = -(-n // 10)
+    lo, hi = float(images.min()), float(images.max())
+    tiles = np.full((rows * (h + 1) + 1, 10 * (w + 1) + 1), lo + 0.3 * (hi - lo))  # grey frames
+    for i in range(n):
+        r, c = divmod(i, 10)
+        tiles[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = images[i]
+    ax.imshow(tiles, cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(_run_title(run, f"the first {n} of {len(images)} generated samples"), fontsize=12)
 
 
 # ---------------------------------------------------------------- HTML
