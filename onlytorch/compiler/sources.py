@@ -159,7 +159,10 @@ def check_live_source(ctx: CompileContext) -> None:
     src = live_source(ctx)
     if src is None:
         for key in ("episodes", "policy"):
-            if ctx.spec.eval is not None and key in ctx.spec.eval.model_fields_set:
+            ev = ctx.spec.eval
+            # a value equal to the default is no request: a run directory's spec.yaml writes the
+            # defaults out (policy: greedy), and it must validate again
+            if ev is not None and key in ev.model_fields_set and getattr(ev, key) != type(ev).model_fields[key].default:
                 live = " or ".join(live_source_names())
                 ctx.error("E-ARG", f"eval.{key} needs a gym training source ({live})", ("eval", key))
         return

@@ -156,6 +156,8 @@ def test_train_each_example_writes_a_complete_run(name, tmp_path, monkeypatch):
         for part in key.split("."):
             node = node[part]
         assert node == yaml.safe_load(value)
+    # and compiles again as it is: a run directory's spec.yaml is a spec (defaults written out included)
+    ok("validate", run / "spec.yaml")
 
     # what it prints: a progress log (not a terminal: log lines), then the metric tables
     assert f"training, {steps} steps -> run" in result.output
