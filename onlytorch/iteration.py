@@ -99,7 +99,7 @@ class Iterations:
             out: dict[str, float] = {}
             for k in range(micro):
                 self._feed(k)
-                for key, value in self._forward_backward(phase, micro).items():
+                for key, value in self._forward_backward(phase).items():
                     out[key] = out.get(key, 0.0) + value
             if micro > 1:
                 out = {key: value / micro for key, value in out.items()}
@@ -121,8 +121,9 @@ class Iterations:
             for d in phase.detach:
                 g.attach_node(d)
 
-    def _forward_backward(self, phase: PhaseInfo, micro: int) -> dict[str, float]:
-        """One micro-batch of a phase: its losses (each undone of the 1/micro scale) and their gradients."""
+    def _forward_backward(self, phase: PhaseInfo) -> dict[str, float]:
+        """One micro-batch of a phase: its raw losses (and, for a weighted backward, the loss times its
+        weight at this step, as logged) and their gradients, through the weighted loss nodes."""
         g = self.g
         # the nodes differentiated (loss * weight node, where there is one) and the losses as defined
         vals = g.forward_node([b.loss_node for b in phase.backward] + [self.c.losses[b.loss] for b in phase.backward])

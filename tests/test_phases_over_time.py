@@ -78,10 +78,10 @@ class Seen:
         self.rows: list[tuple[int, str, list[int]]] = []  # (step, phase, row indices)
         inner = trainer._forward_backward
 
-        def spy(phase, micro):  # type: ignore[no-untyped-def]
+        def spy(phase):  # type: ignore[no-untyped-def]
             x = trainer.g.get_node_value(trainer.c.inputs["x"])
             self.rows.append((trainer.step, phase.name, [int(v) for v in np.asarray(x)[:, 0]]))
-            return inner(phase, micro)
+            return inner(phase)
 
         trainer._forward_backward = spy  # type: ignore[method-assign]
 
