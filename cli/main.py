@@ -12,6 +12,7 @@ import click
 from . import interrupts
 from .paths import CheckedPath
 from .report_cmd import report_command
+from .sweep_cmd import sweep_command
 
 if TYPE_CHECKING:
     from onlytorch.app import LoadedSpec
@@ -356,11 +357,18 @@ def graph_command(spec: str, fmt: str, output: str | None, init: tuple[str, ...]
 
 
 cli.add_command(report_command)
+cli.add_command(sweep_command)
 
 
 @cli.command("schema")
-def schema_command() -> None:
-    """Print the JSON Schema of the spec language (for editors' YAML support)."""
+@click.option("--sweep", "sweep", is_flag=True, help="the schema of sweep files (onlytorch sweep) instead of specs")
+def schema_command(sweep: bool) -> None:
+    """Print the JSON Schema of the spec language (for editors' YAML support), or of sweep files."""
+    if sweep:
+        from onlytorch.sweep.schema import json_schema as sweep_schema
+
+        click.echo(json.dumps(sweep_schema(), indent=2))
+        return
     from onlytorch.spec.schema import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))

@@ -21,10 +21,25 @@ from .paths import CheckedPath
 @click.option(
     "--no-plots", is_flag=True, help="Only the terminal summary (and the HTML page if --html is given), no pictures."
 )
-def report_command(run_dir: Path, html_file: Path | None, no_plots: bool) -> None:
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="For a sweep directory whose study is in a database: its full URL (sweep.json records it without the password).",
+)
+def report_command(run_dir: Path, html_file: Path | None, no_plots: bool, storage: str | None = None) -> None:
     """Summarise the run in RUN_DIR (a directory written by onlytorch train, also one still
     running or one that crashed): final and best value of every loss and metric, the pictures
-    (losses, metrics, learning rates, generated samples) in RUN_DIR/report/, and one HTML page."""
+    (losses, metrics, learning rates, generated samples) in RUN_DIR/report/, and one HTML page.
+    A sweep directory (one holding sweep.json, written by onlytorch sweep) gets the sweep's
+    report: the best trial, the optimisation history, parameter importances, parallel
+    coordinates, slices and the per-seed spread of the best trials."""
+    if (run_dir / "sweep.json").is_file():
+        from .sweep_report_cmd import report_sweep
+
+        report_sweep(run_dir, html_file, no_plots, storage)
+        return
+    if storage is not None:
+        raise click.BadParameter("--storage is for a sweep directory (one holding sweep.json)", param_hint="--storage")
     from onlytorch import report
 
     try:

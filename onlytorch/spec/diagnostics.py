@@ -65,6 +65,21 @@ CODES: dict[str, str] = {
     "E-EVAL-EVERY": "`train.early_stopping` or a `reduce_on_plateau` schedule with no evaluations to act on: no "
     "`train.eval_every`, no eval section, or nothing monitored",
     "W-SELECT": "best.npz is chosen on the test (or train) split that the final evaluation also reports; declare a `val` split or `train.monitor.split`",
+    "E-SWEEP-SPEC": "a sweep file's base spec is missing, unreadable or invalid (its own problems are shown in it)",
+    "E-SWEEP-PATH": "a sweep's `set` or `space` path that the base spec does not have (with a did-you-mean), the "
+    "seed, or a part of the spec that two entries both write",
+    "E-SWEEP-SPACE": "a sweep with nothing to search (no space and one seed), a seed study with several trials, or a "
+    "space entry that is not exactly one of loguniform, uniform, int, choice (or takes an option its kind does not)",
+    "E-SWEEP-BOUNDS": "a space entry's range is empty or wrong: low >= high, loguniform low <= 0, int bounds that are "
+    "not integers, an empty choice or one listed twice, a step <= 0 or not dividing high - low, log with step",
+    "E-SWEEP-METRIC": "a sweep's monitor cannot be optimised: a metric the base spec does not report (with a "
+    "did-you-mean), a mode against its direction, or a base spec that evaluates nothing",
+    "E-SWEEP-GRID": "the grid sampler over a continuous range (loguniform, or uniform without step), or more trials "
+    "than grid points",
+    "E-SWEEP-PRUNE": "a pruner with nothing to act on: a trial of one seed is evaluated only after its last step (no "
+    "`train.eval_every`, or one not below `train.steps`), so no trial would ever be pruned",
+    "W-SWEEP-TEST": "a sweep that chooses its parameters on the test split (no val split, or a monitor on test): its "
+    "best value is optimistic; declare a `val` split, or `monitor: {split: val}`",
 }
 
 

@@ -1,0 +1,1 @@
+"""Tests of onlytorch sweep (onlytorch/sweep/)."""
