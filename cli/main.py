@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import interrupts
+from .export_cmd import export_command
 from .paths import CheckedPath
 from .report_cmd import report_command
 from .sweep_cmd import sweep_command
@@ -358,6 +359,7 @@ def graph_command(spec: str, fmt: str, output: str | None, init: tuple[str, ...]
 
 cli.add_command(report_command)
 cli.add_command(sweep_command)
+cli.add_command(export_command)
 
 
 @cli.command("schema")
@@ -372,6 +374,16 @@ def schema_command(sweep: bool) -> None:
     from onlytorch.spec.schema import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+def _onnx_line(op: Any) -> str:
+    """Whether an op exports to ONNX (its ``onnx=`` mapping; a composite exports as its parts)."""
+    from onlytorch.export.builder import describe
+
+    label = describe(op.onnx)
+    if label is not None:
+        return label
+    return "as the ops it is made of" if op.build is not None else "no mapping"
 
 
 @cli.command("ops")
@@ -401,6 +413,7 @@ def ops_command(name: str | None) -> None:
         if op.aliases:
             click.echo(f"aliases: {', '.join(op.aliases)}")
         click.echo("derivative: " + ("yes" if op.vjp_rule or op.build else "none (no gradient flows through it)"))
+        click.echo("ONNX: " + _onnx_line(op))
         click.echo("")
         click.echo(op.doc)
         return
@@ -410,6 +423,8 @@ def ops_command(name: str | None) -> None:
         if key != op.name:
             continue
         summary = op.doc.splitlines()[0] if op.doc else ""
-        click.echo(f"{key:<{width}}  {summary}")
+        # (ONNX export: `onlytorch ops NAME` says how; the listing marks what does not export)
+        mark = "" if op.onnx is not None or op.build is not None else "  [no ONNX]"
+        click.echo(f"{key:<{width}}  {summary}{mark}")
     for key, text in SPECIAL_FUNCTIONS.items():
         click.echo(f"{key:<{width}}  (spec expressions) {text.partition(': ')[0]}")

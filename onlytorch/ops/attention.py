@@ -14,6 +14,7 @@ from numbers import Real
 import numpy as np
 
 from ..errors import ShapeError
+from ..export.builder import Builder, OnnxNode, onnx_rule
 from .registry import ShapeRuleError, defcomposite, defop
 from .shapes import broadcast, fmt
 
@@ -89,7 +90,16 @@ def _triangle_shape(x, *, diagonal=0):
     return x, "f"
 
 
-@defop("tril", _triangle_shape, keep_dtype=True)
+def _trilu_onnx(upper: bool):  # type: ignore[no-untyped-def]
+    @onnx_rule("Trilu")
+    def rule(b: Builder, n: OnnxNode) -> str:
+        k = b.const(np.int64(n.attrs["diagonal"]), "diagonal")
+        return b.op("Trilu", n.inputs[0], k, out=n.out, upper=int(upper))
+
+    return rule
+
+
+@defop("tril", _triangle_shape, keep_dtype=True, onnx=_trilu_onnx(False))
 def tril(x, *, diagonal=0):
     """The lower triangle of x's last two axes (the rest zero), as torch.tril: diagonal=0 keeps the
     main diagonal, 1 one more above it, -1 one fewer."""
@@ -101,7 +111,7 @@ def _(ctx, gy):
     return (ctx.g.tril(gy, diagonal=ctx.attrs["diagonal"]),)
 
 
-@defop("triu", _triangle_shape, keep_dtype=True)
+@defop("triu", _triangle_shape, keep_dtype=True, onnx=_trilu_onnx(True))
 def triu(x, *, diagonal=0):
     """The upper triangle of x's last two axes (the rest zero), as torch.triu: diagonal=0 keeps the
     main diagonal, 1 starts one above it (a causal mask's forbidden part), -1 one below."""

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..export.builder import Builder, MappingError, OnnxNode, onnx_rule
 from .registry import ShapeRuleError, defcomposite, defop
 from .shapes import fmt
 
@@ -279,6 +280,93 @@ def _weight_grad_scratch(x, gy, *, stride, pads, dilation, groups, kernel) -> in
     return cols + products * x.itemsize
 
 
+# ---------------------------------------------------------------- ONNX mappings
+
+
+def _uncropped(b: Builder, x: str, shape: Sequence[int | None], pads: Pads) -> tuple[str, list[int]]:
+    """x and its pads as ONNX takes them ([top, left, bottom, right], none negative): a negative
+    pad (a crop, only in derivative graphs) becomes a Slice of x."""
+    (t, bottom), (left, r) = pads
+    if min(t, bottom, left, r) < 0:
+        h, w = shape[2:]
+        if h is None or w is None:
+            raise MappingError(f"a convolution that crops its input needs fixed sizes, got {fmt(tuple(shape))}")
+        starts = (max(-t, 0), max(-left, 0))
+        ends = (h - max(-bottom, 0), w - max(-r, 0))
+        x = b.op("Slice", x, b.ints(starts), b.ints(ends), b.ints((2, 3)))
+    return x, [max(t, 0), max(left, 0), max(bottom, 0), max(r, 0)]
+
+
+@onnx_rule("Conv")
+def _conv_onnx(b: Builder, n: OnnxNode) -> str:
+    """Conv, after a Slice where the op crops (ONNX pads cannot be negative)."""
+    a = n.attrs
+    x, pads = _uncropped(b, n.inputs[0], n.input_shapes[0], a["pads"])
+    return b.op(
+        "Conv",
+        x,
+        n.inputs[1],
+        out=n.out,
+        kernel_shape=list(n.input_shapes[1][2:]),
+        strides=list(a["stride"]),
+        pads=pads,
+        dilations=list(a["dilation"]),
+        group=int(a["groups"]),
+    )
+
+
+@onnx_rule("Conv (the batch as channels)")
+def _weight_grad_onnx(b: Builder, n: OnnxNode) -> str:
+    """The weight's gradient correlates the input with the output gradient over the batch: per
+    group, a Conv of x as (C, N, H, W) with gy as (O, N, oh, ow) for its kernel, stride and
+    dilation swapped, cropped to the kernel and transposed to (O, C/groups, kh, kw)."""
+    a = n.attrs
+    (c, h, w), (o, oh, ow) = n.input_shapes[0][1:], n.input_shapes[1][1:]
+    if None in (c, h, w, o, oh, ow):
+        raise MappingError(f"a convolution's weight gradient needs fixed sizes, got {fmt(n.input_shapes[0])}")
+    assert c is not None and o is not None  # for mypy: checked above
+    x, pads = _uncropped(b, n.inputs[0], n.input_shapes[0], a["pads"])
+    xt = b.op("Transpose", x, perm=[1, 0, 2, 3])
+    gt = b.op("Transpose", n.inputs[1], perm=[1, 0, 2, 3])
+    groups = int(a["groups"])
+    cg, og = c // groups, o // groups
+    parts = []
+    for gi in range(groups):
+        xg = xt if groups == 1 else b.op("Slice", xt, b.ints((gi * cg,)), b.ints(((gi + 1) * cg,)), b.ints((0,)))
+        gg = gt if groups == 1 else b.op("Slice", gt, b.ints((gi * og,)), b.ints(((gi + 1) * og,)), b.ints((0,)))
+        y = b.op(
+            "Conv", xg, gg, kernel_shape=[oh, ow], strides=list(a["dilation"]), dilations=list(a["stride"]), pads=pads
+        )
+        y = b.op("Slice", y, b.ints((0, 0)), b.ints(a["kernel"]), b.ints((2, 3)))
+        parts.append(b.op("Transpose", y, perm=[1, 0, 2, 3], **({"out": n.out} if groups == 1 else {})))
+    return parts[0] if groups == 1 else b.op("Concat", *parts, out=n.out, axis=0)
+
+
+@onnx_rule("ConvTranspose")
+def _conv_transpose_onnx(b: Builder, n: OnnxNode) -> str:
+    """ConvTranspose: the full output's span cropped at offset to size, as begin pads and end
+    pads, or output_padding where the size reaches past the span (ONNX pads cannot be negative)."""
+    u, w = n.inputs
+    a = n.attrs
+    kernel, sizes = n.input_shapes[1][2:], n.input_shapes[0][2:]
+    if None in sizes:
+        raise MappingError(f"a transposed convolution needs fixed spatial sizes, got {fmt(n.input_shapes[0])}")
+    spans = [(m - 1) * s + d * (k - 1) + 1 for m, s, d, k in zip(sizes, a["stride"], a["dilation"], kernel)]  # type: ignore[operator]
+    ends = [sp - off - sz for sp, off, sz in zip(spans, a["offset"], a["size"])]
+    return b.op(
+        "ConvTranspose",
+        u,
+        w,
+        out=n.out,
+        kernel_shape=list(kernel),
+        strides=list(a["stride"]),
+        pads=[*a["offset"], *(max(e, 0) for e in ends)],
+        output_padding=[max(-e, 0) for e in ends],
+        dilations=list(a["dilation"]),
+        group=int(a["groups"]),
+    )
+
+
 # ---------------------------------------------------------------- the primitive ops
 
 
@@ -289,7 +377,7 @@ def _core_shape(x, w, *, stride, pads, dilation, groups):
     return (x[0], w[0], oh, ow), "f"
 
 
-@defop("conv2d_core", _core_shape, public=False, scratch=_conv_scratch)
+@defop("conv2d_core", _core_shape, public=False, scratch=_conv_scratch, onnx=_conv_onnx)
 def conv2d_core(x, w, *, stride, pads, dilation, groups):
     """Convolution (torch's conv2d, no bias) of x padded by pads ((top, bottom), (left, right));
     a negative pad crops."""
@@ -324,7 +412,9 @@ def _transpose_core_shape(u, w, *, stride, offset, dilation, groups, size):
     return (u[0], w[1] * groups, *size), "f"
 
 
-@defop("conv_transpose2d_core", _transpose_core_shape, public=False, scratch=_transpose_scratch)
+@defop(
+    "conv_transpose2d_core", _transpose_core_shape, public=False, scratch=_transpose_scratch, onnx=_conv_transpose_onnx
+)
 def conv_transpose2d_core(u, w, *, stride, offset, dilation, groups, size):
     """Transposed convolution (no bias): the adjoint in the input of a convolution with weight w,
     read from (top, left) = offset at the given output size (the input gradient of conv2d)."""
@@ -352,7 +442,7 @@ def _weight_grad_shape(x, gy, *, stride, pads, dilation, groups, kernel):
     return (gy[1], x[1] // groups, *kernel), "f"
 
 
-@defop("conv2d_weight_grad", _weight_grad_shape, public=False, scratch=_weight_grad_scratch)
+@defop("conv2d_weight_grad", _weight_grad_shape, public=False, scratch=_weight_grad_scratch, onnx=_weight_grad_onnx)
 def conv2d_weight_grad(x, gy, *, stride, pads, dilation, groups, kernel):
     """The gradient in the weight of conv2d_core(x, w) with output gradient gy (the adjoint of
     the convolution in its weight)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GraphError, ShapeError
+from ..export.builder import onnx_rule
 from .registry import ShapeRuleError, defcomposite, defop
 from .shapes import class_count, fmt
 
@@ -39,7 +40,18 @@ def categorical_sample(ctx, logits):
     return np.argmax(logits + noise, axis=-1)
 
 
-@defop("categorical_actions", lambda actions, *, num_classes: (actions, "i"), public=False, keep_dtype=True)
+@onnx_rule("its input (Identity; the range check does not export)")
+def _actions_onnx(b, n):
+    return n.inputs[0]
+
+
+@defop(
+    "categorical_actions",
+    lambda actions, *, num_classes: (actions, "i"),
+    public=False,
+    keep_dtype=True,
+    onnx=_actions_onnx,
+)
 def categorical_actions(ctx, actions, *, num_classes):
     """The integer actions themselves, after checking that they lie in [0, num_classes)."""
     bad = (actions < 0) | (actions >= num_classes)

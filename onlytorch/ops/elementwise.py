@@ -9,13 +9,84 @@ import math
 
 import numpy as np
 
+from ..export.builder import onnx_rule
+from ..export.rules import alias, cast_to, with_attrs
+from ..export.rules import comparison as onnx_comparison
+from ..export.rules import elementwise as onnx_elementwise
 from .registry import ShapeRuleError, defop
 from .shapes import comparison, elementwise, same
+
+# ---------------------------------------------------------------- ONNX mappings (onnx=)
+
+
+@onnx_rule("Max and Min")
+def _clip_onnx(b, n):
+    x, lo, hi = (cast_to(b, v, d, n.dtype) for v, d in zip(n.inputs, n.input_dtypes))
+    return b.op("Min", b.op("Max", x, lo), hi, out=n.out)
+
+
+@onnx_rule("Where (the condition cast to bool)")
+def _where_onnx(b, n):
+    cond = b.cast(n.inputs[0], np.bool_)
+    x, y = (cast_to(b, v, d, n.dtype) for v, d in zip(n.inputs[1:], n.input_dtypes[1:]))
+    return b.op("Where", cond, x, y, out=n.out)
+
+
+@onnx_rule("x * Phi(x) with Erf (opset 17 has no Gelu), or the tanh form")
+def _gelu_onnx(b, n):
+    x = n.inputs[0]
+    if n.attrs.get("approximate", "none") == "tanh":
+        cube = b.op("Mul", b.op("Mul", x, x), x)
+        inner = b.op("Mul", b.op("Add", x, b.op("Mul", cube, b.scalar(0.044715))), b.scalar(math.sqrt(2 / math.pi)))
+        cdf = b.op("Add", b.scalar(1.0), b.op("Tanh", inner))
+    else:
+        cdf = b.op("Add", b.scalar(1.0), b.op("Erf", b.op("Mul", x, b.scalar(1 / math.sqrt(2)))))
+    return b.op("Mul", b.op("Mul", x, b.scalar(0.5)), cdf, out=n.out)
+
+
+@onnx_rule("Softplus with beta and threshold (Where)")
+def _softplus_onnx(b, n):
+    x = n.inputs[0]
+    beta, threshold = float(n.attrs["beta"]), float(n.attrs["threshold"])
+    z = b.op("Mul", x, b.scalar(beta))
+    soft = b.op("Div", b.op("Softplus", z), b.scalar(beta))
+    return b.op("Where", b.op("Greater", z, b.scalar(threshold)), x, soft, out=n.out)
+
+
+@onnx_rule("Mul")
+def _square_onnx(b, n):
+    return b.op("Mul", n.inputs[0], n.inputs[0], out=n.out)
+
+
+# The derivative ops, for exported grad(...) nodes: the same formulas as their forwards.
+
+
+@onnx_rule("gy * (1 - y * y)")
+def _tanh_grad_onnx(b, n):
+    gy, y = n.inputs
+    return b.op("Mul", gy, b.op("Sub", b.scalar(1.0), b.op("Mul", y, y)), out=n.out)
+
+
+@onnx_rule("gy * y * (1 - y)")
+def _sigmoid_grad_onnx(b, n):
+    gy, y = n.inputs
+    return b.op("Mul", b.op("Mul", gy, y), b.op("Sub", b.scalar(1.0), y), out=n.out)
+
+
+@onnx_rule("gy * (x > 0) (leaky: negative_slope where x <= 0)")
+def _relu_grad_onnx(b, n):
+    gy, x = n.inputs
+    pos = b.cast(b.op("Greater", x, b.const(np.zeros((), dtype=n.input_dtypes[1]))), n.dtype)
+    if n.op == "leaky_relu_grad":
+        slope = float(n.attrs["negative_slope"])
+        pos = b.op("Add", b.op("Mul", pos, b.scalar(1.0 - slope)), b.scalar(slope))
+    return b.op("Mul", cast_to(b, gy, n.input_dtypes[0], n.dtype), pos, out=n.out)
+
 
 # ---------------------------------------------------------------- arithmetic
 
 
-@defop("add", elementwise)
+@defop("add", elementwise, onnx=onnx_elementwise("Add"))
 def add(a, b):
     """a + b"""
     return np.add(a, b)
@@ -26,7 +97,7 @@ def _(ctx, gy):
     return gy, gy
 
 
-@defop("sub", elementwise)
+@defop("sub", elementwise, onnx=onnx_elementwise("Sub"))
 def sub(a, b):
     """a - b"""
     return np.subtract(a, b)
@@ -37,7 +108,7 @@ def _(ctx, gy):
     return gy, (-gy if ctx.needs[1] else None)
 
 
-@defop("mul", elementwise)
+@defop("mul", elementwise, onnx=onnx_elementwise("Mul"))
 def mul(a, b):
     """a * b"""
     return np.multiply(a, b)
@@ -49,7 +120,7 @@ def _(ctx, gy):
     return (gy * b if ctx.needs[0] else None), (gy * a if ctx.needs[1] else None)
 
 
-@defop("div", elementwise)
+@defop("div", elementwise, onnx=onnx_elementwise("Div"))
 def div(a, b):
     """a / b"""
     return np.divide(a, b)
@@ -63,7 +134,7 @@ def _(ctx, gy):
     return ga, gb
 
 
-@defop("pow", elementwise)
+@defop("pow", elementwise, onnx=onnx_elementwise("Pow"))
 def pow_(a, b):
     """a ** b"""
     return np.power(a, b)
@@ -91,7 +162,7 @@ def _(ctx, gy):
     return ga, gb
 
 
-@defop("neg", same)
+@defop("neg", same, onnx="Neg")
 def neg(x):
     """-x"""
     return np.negative(x)
@@ -102,7 +173,7 @@ def _(ctx, gy):
     return (-gy,)
 
 
-@defop("maximum", elementwise)
+@defop("maximum", elementwise, onnx=onnx_elementwise("Max"))
 def maximum(a, b):
     """Elementwise maximum; ties split the gradient equally (as torch)."""
     return np.maximum(a, b)
@@ -116,7 +187,7 @@ def _(ctx, gy):
     return (gy * share_a if ctx.needs[0] else None), (gy * (1 - share_a) if ctx.needs[1] else None)
 
 
-@defop("minimum", elementwise)
+@defop("minimum", elementwise, onnx=onnx_elementwise("Min"))
 def minimum(a, b):
     """Elementwise minimum; ties split the gradient equally (as torch)."""
     return np.minimum(a, b)
@@ -134,7 +205,7 @@ def _clip_shape(x, lo, hi, **attrs):
     return elementwise(x, lo, hi)
 
 
-@defop("clip", _clip_shape, aliases=("clamp",))
+@defop("clip", _clip_shape, aliases=("clamp",), onnx=_clip_onnx)
 def clip(x, lo, hi):
     """x limited to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
     return np.minimum(np.maximum(x, lo), hi)
@@ -157,7 +228,7 @@ def _where_shape(cond, a, b, **attrs):
     return elementwise(cond, a, b)
 
 
-@defop("where", _where_shape, nondiff=(0,))
+@defop("where", _where_shape, nondiff=(0,), onnx=_where_onnx)
 def where(cond, a, b):
     """a where cond is true (non-zero), else b."""
     return np.where(cond.astype(bool), a, b)
@@ -177,26 +248,26 @@ def _(ctx, gy):
 # ---------------------------------------------------------------- comparisons (no gradient)
 
 
-def _comparison(name: str, fn, doc: str) -> None:
+def _comparison(name: str, fn, doc: str, onnx) -> None:
     def forward(a, b):
         return fn(a, b)
 
     forward.__doc__ = doc
-    defop(name, comparison, nondiff=(0, 1))(forward)
+    defop(name, comparison, nondiff=(0, 1), onnx=onnx)(forward)
 
 
-_comparison("greater", np.greater, "1.0 where a > b, else 0.0")
-_comparison("greater_equal", np.greater_equal, "1.0 where a >= b, else 0.0")
-_comparison("less", np.less, "1.0 where a < b, else 0.0")
-_comparison("less_equal", np.less_equal, "1.0 where a <= b, else 0.0")
-_comparison("equal", np.equal, "1.0 where a == b, else 0.0")
-_comparison("not_equal", np.not_equal, "1.0 where a != b, else 0.0")
+_comparison("greater", np.greater, "1.0 where a > b, else 0.0", onnx_comparison("Greater"))
+_comparison("greater_equal", np.greater_equal, "1.0 where a >= b, else 0.0", onnx_comparison("GreaterOrEqual"))
+_comparison("less", np.less, "1.0 where a < b, else 0.0", onnx_comparison("Less"))
+_comparison("less_equal", np.less_equal, "1.0 where a <= b, else 0.0", onnx_comparison("LessOrEqual"))
+_comparison("equal", np.equal, "1.0 where a == b, else 0.0", onnx_comparison("Equal"))
+_comparison("not_equal", np.not_equal, "1.0 where a != b, else 0.0", onnx_comparison("Equal", negate=True))
 
 
 # ---------------------------------------------------------------- unary math
 
 
-@defop("exp", same)
+@defop("exp", same, onnx="Exp")
 def exp(x):
     """e ** x"""
     return np.exp(x)
@@ -207,7 +278,7 @@ def _(ctx, gy):
     return (gy * ctx.out,)
 
 
-@defop("log", same)
+@defop("log", same, onnx="Log")
 def log(x):
     """Natural logarithm."""
     return np.log(x)
@@ -218,7 +289,7 @@ def _(ctx, gy):
     return (gy / ctx.inputs[0],)
 
 
-@defop("sqrt", same)
+@defop("sqrt", same, onnx="Sqrt")
 def sqrt(x):
     """Square root."""
     return np.sqrt(x)
@@ -229,7 +300,7 @@ def _(ctx, gy):
     return (gy / (2 * ctx.out),)
 
 
-@defop("abs", same)
+@defop("abs", same, onnx="Abs")
 def abs_(x):
     """|x|; the gradient at 0 is 0 (as torch)."""
     return np.abs(x)
@@ -240,13 +311,13 @@ def _(ctx, gy):
     return (gy * ctx.g.sign(ctx.inputs[0]),)
 
 
-@defop("sign", same, nondiff=(0,))
+@defop("sign", same, nondiff=(0,), onnx="Sign")
 def sign(x):
     """-1, 0 or 1 (no gradient)."""
     return np.sign(x)
 
 
-@defop("sin", same)
+@defop("sin", same, onnx="Sin")
 def sin(x):
     """Sine."""
     return np.sin(x)
@@ -257,7 +328,7 @@ def _(ctx, gy):
     return (gy * ctx.g.cos(ctx.inputs[0]),)
 
 
-@defop("cos", same)
+@defop("cos", same, onnx="Cos")
 def cos(x):
     """Cosine."""
     return np.cos(x)
@@ -276,7 +347,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return np.asarray(_erf_elementwise(x), dtype=np.asarray(x).dtype)
 
 
-@defop("erf", same)
+@defop("erf", same, onnx="Erf")
 def erf(x):
     """The error function."""
     return _erf(x)
@@ -291,7 +362,7 @@ def _(ctx, gy):
 # ---------------------------------------------------------------- activations
 
 
-@defop("tanh", same)
+@defop("tanh", same, onnx="Tanh")
 def tanh(x):
     """Hyperbolic tangent."""
     return np.tanh(x)
@@ -307,7 +378,7 @@ def _(ctx, gy):
 # compute the same expressions, in the same order, as the chains of graph ops they replace.
 
 
-@defop("tanh_grad", elementwise, public=False)
+@defop("tanh_grad", elementwise, public=False, onnx=_tanh_grad_onnx)
 def tanh_grad(gy, y):
     """gy * (1 - y * y): the derivative of tanh through its output y."""
     d = np.multiply(y, y)
@@ -324,7 +395,7 @@ def _(ctx, gz):
     return g_gy, (-2 * (gz * gy * y) if ctx.needs[1] else None)
 
 
-@defop("sigmoid", same)
+@defop("sigmoid", same, onnx="Sigmoid")
 def sigmoid(x):
     """1 / (1 + e ** -x), computed without overflow."""
     # 1 / (1 + e ** -x) where x >= 0 and e ** x / (1 + e ** x) elsewhere, both from e ** -|x|
@@ -346,7 +417,7 @@ def _(ctx, gy):
     return (ctx.g.sigmoid_grad(gy, ctx.out),)
 
 
-@defop("sigmoid_grad", elementwise, public=False)
+@defop("sigmoid_grad", elementwise, public=False, onnx=_sigmoid_grad_onnx)
 def sigmoid_grad(gy, y):
     """gy * y * (1 - y): the derivative of sigmoid through its output y."""
     d = np.multiply(gy, y)
@@ -360,7 +431,7 @@ def _(ctx, gz):
     return g_gy, (gz * gy * (1 - 2 * y) if ctx.needs[1] else None)
 
 
-@defop("relu", same)
+@defop("relu", same, onnx="Relu")
 def relu(x):
     """max(x, 0); the gradient at 0 is 0 (as torch)."""
     return np.maximum(x, 0)
@@ -371,7 +442,7 @@ def _(ctx, gy):
     return (ctx.g.relu_grad(gy, ctx.inputs[0]),)
 
 
-@defop("relu_grad", elementwise, public=False, nondiff=(1,))
+@defop("relu_grad", elementwise, public=False, nondiff=(1,), onnx=_relu_grad_onnx)
 def relu_grad(gy, x):
     """gy where x > 0, else 0: the derivative of relu (zero almost everywhere in x)."""
     return np.multiply(gy, x > 0)
@@ -382,7 +453,7 @@ def _(ctx, gz):
     return ctx.g.relu_grad(gz, ctx.inputs[1]), None
 
 
-@defop("leaky_relu", same)
+@defop("leaky_relu", same, onnx=with_attrs("LeakyRelu", {"negative_slope": "alpha"}))
 def leaky_relu(x, *, negative_slope=0.01):
     """x where x > 0, else negative_slope * x."""
     return np.where(x > 0, x, x * negative_slope)
@@ -393,7 +464,7 @@ def _(ctx, gy):
     return (ctx.g.leaky_relu_grad(gy, ctx.inputs[0], negative_slope=ctx.attrs["negative_slope"]),)
 
 
-@defop("leaky_relu_grad", elementwise, public=False, nondiff=(1,))
+@defop("leaky_relu_grad", elementwise, public=False, nondiff=(1,), onnx=_relu_grad_onnx)
 def leaky_relu_grad(gy, x, *, negative_slope):
     """gy where x > 0, else negative_slope * gy: the derivative of leaky_relu."""
     pos = np.greater(x, 0).astype(np.result_type(gy, x))
@@ -405,7 +476,7 @@ def _(ctx, gz):
     return ctx.g.leaky_relu_grad(gz, ctx.inputs[1], negative_slope=ctx.attrs["negative_slope"]), None
 
 
-@defop("elu", same)
+@defop("elu", same, onnx=with_attrs("Elu", {"alpha": "alpha"}))
 def elu(x, *, alpha=1.0):
     """x where x > 0, else alpha * (e ** x - 1)."""
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
@@ -428,7 +499,7 @@ def _gelu_shape(x, *, approximate="none"):
     return x, "f"
 
 
-@defop("gelu", _gelu_shape)
+@defop("gelu", _gelu_shape, onnx=_gelu_onnx)
 def gelu(x, *, approximate="none"):
     """Gaussian error linear unit: x * Phi(x) (approximate='tanh' for the tanh form)."""
     if approximate == "tanh":
@@ -457,7 +528,7 @@ def _softplus_shape(x, *, beta=1.0, threshold=20.0):
     return x, "f"
 
 
-@defop("softplus", _softplus_shape)
+@defop("softplus", _softplus_shape, onnx=_softplus_onnx)
 def softplus(x, *, beta=1.0, threshold=20.0):
     """log(1 + e ** (beta x)) / beta, linear where beta x > threshold (as torch)."""
     z = x * beta
@@ -473,7 +544,7 @@ def _(ctx, gy):
     return (gy * g.where(g.greater(z, threshold), 1.0, g.sigmoid(z)),)
 
 
-@defop("square", same)
+@defop("square", same, onnx=_square_onnx)
 def square(x):
     """x * x"""
     return np.square(x)
@@ -484,7 +555,7 @@ def _(ctx, gy):
     return (gy * 2 * ctx.inputs[0],)
 
 
-@defop("identity", same, keep_dtype=True, passes_input=True)
+@defop("identity", same, keep_dtype=True, passes_input=True, onnx=alias)
 def identity(x):
     """x itself (a named view of a node)."""
     return x
@@ -495,7 +566,7 @@ def _(ctx, gy):
     return (gy,)
 
 
-@defop("stop_gradient", same, nondiff=(0,), aliases=("detach",), keep_dtype=True, passes_input=True)
+@defop("stop_gradient", same, nondiff=(0,), aliases=("detach",), keep_dtype=True, passes_input=True, onnx=alias)
 def stop_gradient(x):
     """x's value with no gradient path (PyTorch .detach(), JAX stop_gradient): a permanent cut."""
     return x

@@ -7,13 +7,28 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GraphError
+from ..export.builder import Builder, OnnxNode, onnx_rule
 from .registry import ShapeRuleError, defcomposite, defop
 from .shapes import axes_tuple, broadcast, fmt
 
 # ---------------------------------------------------------------- dropout
 
 
-@defop("dropout_mask", lambda x, *, p: (x, "f"), nondiff=(0,), random=True, mode_dependent=True, public=False)
+@onnx_rule("ones shaped like x (eval mode: dropout is the identity)")
+def _dropout_mask_onnx(b, n):
+    one = np.ones((1,), dtype=n.dtype)
+    return b.op("ConstantOfShape", b.op("Shape", n.inputs[0]), out=n.out, value=one)
+
+
+@defop(
+    "dropout_mask",
+    lambda x, *, p: (x, "f"),
+    nondiff=(0,),
+    random=True,
+    mode_dependent=True,
+    public=False,
+    onnx=_dropout_mask_onnx,
+)
 def dropout_mask(ctx, x, *, p):
     """In train mode a fresh mask of 0 and 1/(1-p) shaped like x; in eval mode ones."""
     if not ctx.train or p == 0:
@@ -49,7 +64,21 @@ def _batch_norm_shape(x, gamma, beta, running_mean, running_var, *, momentum, ep
     return x, "f"
 
 
-@defop("batch_norm", _batch_norm_shape, nondiff=(3, 4), mode_dependent=True, writes=(3, 4))
+@onnx_rule("BatchNormalization (inference)")
+def _batch_norm_onnx(b: Builder, n: OnnxNode) -> str:
+    """Eval mode: the running statistics (states, exported as initializers); ONNX's
+    BatchNormalization takes (N, C) as well as (N, C, ...) inputs."""
+    return b.op("BatchNormalization", *n.inputs, out=n.out, epsilon=float(n.attrs["eps"]))
+
+
+@defop(
+    "batch_norm",
+    _batch_norm_shape,
+    nondiff=(3, 4),
+    mode_dependent=True,
+    writes=(3, 4),
+    onnx=_batch_norm_onnx,
+)
 def batch_norm(ctx, x, gamma, beta, running_mean, running_var, *, momentum=0.1, eps=1e-5):
     """Normalise features (axis 1) over the batch, and over the positions of (N, C, L) or
     (N, C, H, W) inputs, as torch's BatchNorm1d/2d. Train mode: batch statistics, and the running
@@ -220,7 +249,15 @@ def _embedding_shape(idx, weight):
     return tuple(idx) + (weight[1],), "f"
 
 
-@defop("embedding", _embedding_shape, nondiff=(0,))
+@onnx_rule("Gather")
+def _embedding_onnx(b: Builder, n: OnnxNode) -> str:
+    """Gather of the table's rows (axis 0) at the indices: (idx, weight) in the op, (data,
+    indices) in ONNX."""
+    idx, weight = n.inputs
+    return b.op("Gather", weight, idx, out=n.out, axis=0)
+
+
+@defop("embedding", _embedding_shape, nondiff=(0,), onnx=_embedding_onnx)
 def embedding(idx, weight):
     """Rows of weight at the integer positions idx (a lookup table)."""
     idx = np.asarray(idx)
@@ -237,7 +274,25 @@ def _(ctx, gy):
     return None, ctx.g.scatter_rows(gy, weight, idx)
 
 
-@defop("scatter_rows", lambda v, like, idx: (like, "f"), shape_only=(1,), nondiff=(2,), public=False)
+@onnx_rule("ScatterND (reduction add)")
+def _scatter_rows_onnx(b: Builder, n: OnnxNode) -> str:
+    """Zeros of the table's shape with the rows of v added at idx: ScatterND over the first axis,
+    repeated indices summed (embedding's derivative in its weight)."""
+    v, _, idx = n.inputs
+    table = [d for d in n.shape if d is not None]  # the weight's shape: fixed
+    zeros = b.op("ConstantOfShape", b.ints(table), value=np.zeros((1,), dtype=b.float_dtype))
+    rows = b.op("Unsqueeze", idx, b.ints((-1,)))
+    return b.op("ScatterND", zeros, rows, v, out=n.out, reduction="add")
+
+
+@defop(
+    "scatter_rows",
+    lambda v, like, idx: (like, "f"),
+    shape_only=(1,),
+    nondiff=(2,),
+    public=False,
+    onnx=_scatter_rows_onnx,
+)
 def scatter_rows(v, like_shape, idx):
     """Zeros shaped like_shape with the rows of v added at the integer positions idx."""
     out = np.zeros(like_shape, dtype=v.dtype)

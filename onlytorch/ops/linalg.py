@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..export.builder import onnx_rule
 from .registry import ShapeRuleError, defop
 from .shapes import broadcast, fmt, matmul_shape
 
@@ -18,13 +19,34 @@ def _swap(shape):
     return shape[:-2] + (shape[-1], shape[-2])
 
 
+@onnx_rule("Gemm (MatMul + Add beyond 2-D inputs)")
+def _linear_onnx(b, n):
+    x, w, bias = n.inputs
+    if len(n.input_shapes[0]) == 2 and len(n.input_shapes[2]) <= 1:
+        return b.op("Gemm", x, w, bias, out=n.out)
+    return b.op("Add", b.op("MatMul", x, w), bias, out=n.out)
+
+
+def _transposed_onnx(which):
+    @onnx_rule(f"MatMul of a transposed operand ({which})")
+    def rule(b, n):
+        a, m = n.inputs
+        i = 1 if which == "matmul_nt" else 0
+        nd = len(n.input_shapes[i])
+        perm = [*range(nd - 2), nd - 1, nd - 2]
+        t = b.op("Transpose", n.inputs[i], perm=perm)
+        return b.op("MatMul", t, m, out=n.out) if i == 0 else b.op("MatMul", a, t, out=n.out)
+
+    return rule
+
+
 def _matmul_rule(a, b):
     if (len(a) == 1 and len(b) > 2) or (len(b) == 1 and len(a) > 2):
         raise ShapeRuleError(f"matmul of {fmt(a)} and {fmt(b)}: reshape the vector to 2-D first")
     return matmul_shape(a, b), "f"
 
 
-@defop("matmul", _matmul_rule)
+@defop("matmul", _matmul_rule, onnx="MatMul")
 def matmul(a, b):
     """a @ b (numpy/torch matmul: batched, broadcast over leading axes)."""
     return np.matmul(a, b)
@@ -58,7 +80,12 @@ def _transposed_rule(a, b, *, which):
     return _matmul_rule(_swap(a), b)
 
 
-@defop("matmul_nt", lambda a, b: _transposed_rule(a, b, which="matmul_nt"), public=False)
+@defop(
+    "matmul_nt",
+    lambda a, b: _transposed_rule(a, b, which="matmul_nt"),
+    public=False,
+    onnx=_transposed_onnx("matmul_nt"),
+)
 def matmul_nt(a, b):
     """a @ b.T over the last two axes."""
     return np.matmul(a, b.mT)
@@ -71,7 +98,12 @@ def _(ctx, gy):
     return (g.matmul(gy, b) if ctx.needs[0] else None), (g.matmul_tn(gy, a) if ctx.needs[1] else None)
 
 
-@defop("matmul_tn", lambda a, b: _transposed_rule(a, b, which="matmul_tn"), public=False)
+@defop(
+    "matmul_tn",
+    lambda a, b: _transposed_rule(a, b, which="matmul_tn"),
+    public=False,
+    onnx=_transposed_onnx("matmul_tn"),
+)
 def matmul_tn(a, b):
     """a.T @ b over the last two axes."""
     return np.matmul(a.mT, b)
@@ -95,7 +127,7 @@ def _linear_rule(x, w, b):
     return out, "f"
 
 
-@defop("linear", _linear_rule)
+@defop("linear", _linear_rule, onnx=_linear_onnx)
 def linear(x, w, b):
     """x @ w + b, fused (w is (in, out))."""
     out = np.matmul(x, w)

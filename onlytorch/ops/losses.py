@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError, ShapeError
+from ..export.builder import onnx_rule
+from ..export.rules import alias, cast_to
 from .elementwise import sigmoid
 from .reduce import log_softmax
 from .registry import ShapeRuleError, defcomposite, defop
@@ -40,6 +42,61 @@ def reduce_loss(g, pointwise, reduction: str, op: str):
 def _check_reduction(op: str, reduction: str) -> None:
     if reduction == "batchmean" and op != "kl_div":
         raise GraphError(f"{op}: reduction 'batchmean' is only for kl_div; use 'mean', 'sum' or 'none'")
+
+
+# ---------------------------------------------------------------- ONNX mappings (onnx=)
+# The losses' forwards (a loss node can be exported: --node LOSS); their derivative ops do not map.
+
+
+def _onnx_reduced(b, n, pointwise):
+    """The mean or sum of every element (no axes: ReduceSum's axes input and ReduceMean's
+    attribute both mean all)."""
+    return b.op("ReduceMean" if n.attrs["reduction"] == "mean" else "ReduceSum", pointwise, out=n.out, keepdims=0)
+
+
+def _onnx_floats(b, n):
+    return [cast_to(b, v, d, n.dtype) for v, d in zip(n.inputs, n.input_dtypes)]
+
+
+def _onnx_bce_logits(b, x, t):
+    """max(x, 0) - x t + log(1 + e ** -|x|)"""
+    soft = b.op("Log", b.op("Add", b.scalar(1.0), b.op("Exp", b.op("Neg", b.op("Abs", x)))))
+    return b.op("Add", b.op("Sub", b.op("Relu", x), b.op("Mul", x, t)), soft)
+
+
+@onnx_rule("ReduceMean/ReduceSum of the squared difference")
+def _mse_loss_onnx(b, n):
+    pred, target = _onnx_floats(b, n)
+    d = b.op("Sub", pred, target)
+    return _onnx_reduced(b, n, b.op("Mul", d, d))
+
+
+@onnx_rule("-(t log p + (1 - t) log(1 - p)), logs clamped at -100")
+def _bce_pointwise_onnx(b, n):
+    p, t = _onnx_floats(b, n)
+    floor = b.scalar(-100.0)
+    log_p = b.op("Max", b.op("Log", p), floor)
+    log_q = b.op("Max", b.op("Log", b.op("Sub", b.scalar(1.0), p)), floor)
+    total = b.op("Add", b.op("Mul", t, log_p), b.op("Mul", b.op("Sub", b.scalar(1.0), t), log_q))
+    return b.op("Neg", total, out=n.out)
+
+
+@onnx_rule("max(x, 0) - x t + log(1 + e ** -|x|)")
+def _bce_logits_pointwise_onnx(b, n):
+    return b.finish(_onnx_bce_logits(b, *_onnx_floats(b, n)), n.out)
+
+
+@onnx_rule("ReduceMean/ReduceSum of max(x, 0) - x t + log(1 + e ** -|x|)")
+def _bce_logits_loss_onnx(b, n):
+    return _onnx_reduced(b, n, _onnx_bce_logits(b, *_onnx_floats(b, n)))
+
+
+@onnx_rule("LogSoftmax, GatherElements at the labels, ReduceMean/ReduceSum")
+def _softmax_ce_onnx(b, n):
+    logits = cast_to(b, n.inputs[0], n.input_dtypes[0], n.dtype)
+    labels = b.op("Unsqueeze", cast_to(b, n.inputs[1], n.input_dtypes[1], np.int64), b.ints([-1]))
+    picked = b.op("GatherElements", b.op("LogSoftmax", logits, axis=-1), labels, axis=-1)
+    return _onnx_reduced(b, n, b.op("Neg", picked))
 
 
 def _reduced_pair(a, b, *, reduction):
@@ -105,7 +162,7 @@ def _difference(a, b):
     return d.astype(a.dtype) if d.dtype != a.dtype and a.dtype.kind == "f" else d
 
 
-@defop("mse_loss", _reduced_pair, public=False)
+@defop("mse_loss", _reduced_pair, public=False, onnx=_mse_loss_onnx)
 def mse_loss(pred, target, *, reduction):
     """(pred - target) ** 2, reduced by mean or sum."""
     sq = np.square(_difference(pred, target))
@@ -164,7 +221,7 @@ def huber(g, pred, target, *, delta=1.0, reduction="mean"):
     return reduce_loss(g, pointwise, reduction, "huber")
 
 
-@defop("bce_pointwise", elementwise, public=False)
+@defop("bce_pointwise", elementwise, public=False, onnx=_bce_pointwise_onnx)
 def bce_pointwise(ctx, p, t):
     """-(t log p + (1 - t) log(1 - p)), each log clamped at -100 (as torch)."""
     outside = (p < 0) | (p > 1)
@@ -198,7 +255,7 @@ def bce(g, prob, target, *, reduction="mean"):
     return reduce_loss(g, g.bce_pointwise(prob, target), reduction, "bce")
 
 
-@defop("bce_logits_pointwise", elementwise, public=False)
+@defop("bce_logits_pointwise", elementwise, public=False, onnx=_bce_logits_pointwise_onnx)
 def bce_logits_pointwise(x, t):
     """max(x, 0) - x t + log(1 + e ** -|x|): binary cross-entropy of logits, without overflow."""
     return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
@@ -211,7 +268,7 @@ def _(ctx, gy):
     return (gy * (g.sigmoid(x) - t) if ctx.needs[0] else None), (-(gy * x) if ctx.needs[1] else None)
 
 
-@defop("bce_logits_loss", _reduced_pair, public=False)
+@defop("bce_logits_loss", _reduced_pair, public=False, onnx=_bce_logits_loss_onnx)
 def bce_logits_loss(x, t, *, reduction):
     """bce_logits_pointwise(x, t), reduced by mean or sum."""
     pointwise = bce_logits_pointwise.forward(x, t)
@@ -262,7 +319,12 @@ def _same_shape(a: tuple, b: tuple) -> bool:
 
 
 @defop(
-    "class_labels", lambda labels, *, num_classes, loss: (labels, "i"), public=False, keep_dtype=True, passes_input=True
+    "class_labels",
+    lambda labels, *, num_classes, loss: (labels, "i"),
+    public=False,
+    keep_dtype=True,
+    passes_input=True,
+    onnx=alias,
 )
 def class_labels(ctx, labels, *, num_classes, loss):
     """The integer labels themselves, after checking that they lie in [0, num_classes)."""
@@ -294,6 +356,7 @@ def _label_column(labels):
     lambda logits, labels, *, num_classes, reduction: _reduced_pair((), (), reduction=reduction),
     nondiff=(1,),
     public=False,
+    onnx=_softmax_ce_onnx,
 )
 def softmax_ce(ctx, logits, labels, *, num_classes, reduction):
     """Softmax cross-entropy of integer labels over the last axis, reduced by mean or sum."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ShapeError
+from ..export.builder import Builder, MappingError, OnnxNode, onnx_rule
 from .registry import Shape, ShapeRuleError, defcomposite, defop
 from .shapes import fmt, norm_axis
 
@@ -107,10 +108,116 @@ def _pool_shape(op: str):  # type: ignore[no-untyped-def]
     return rule
 
 
+# ---------------------------------------------------------------- ONNX mappings
+
+
+def _pool_onnx(onnx_op: str, op: str):  # type: ignore[no-untyped-def]
+    """The rule of a window pooling: kernel, strides and symmetric pads as ONNX takes them (MaxPool
+    ignores padded positions, as the -inf borders here; AveragePool counts them as zeros when
+    count_include_pad is set, as here)."""
+
+    @onnx_rule(onnx_op)
+    def rule(b: Builder, n: OnnxNode) -> str:
+        k, s, p, _ = _geometry(op, n.input_shapes[0], n.attrs["kernel"], n.attrs.get("stride"), n.attrs["padding"])
+        extra = {"count_include_pad": int(bool(n.attrs["count_include_pad"]))} if "count_include_pad" in n.attrs else {}
+        return b.op(onnx_op, n.inputs[0], out=n.out, kernel_shape=list(k), strides=list(s), pads=[*p, *p], **extra)
+
+    return rule
+
+
+@onnx_rule("GlobalAveragePool, AveragePool or MatMul")
+def _adaptive_onnx(b: Builder, n: OnnxNode) -> str:
+    """Global pooling for one bin; AveragePool where the bins tile the input (the output size
+    divides it); else torch's overlapping bins as two products with averaging matrices."""
+    shape = n.input_shapes[0]
+    out = _adaptive_size(shape, n.attrs["output_size"])
+    if out == (1, 1):
+        return b.op("GlobalAveragePool", n.inputs[0], out=n.out)
+    h, w = shape[2:]
+    if h is None or w is None or out[0] is None or out[1] is None:
+        raise MappingError(f"adaptive_avg_pool2d needs fixed spatial sizes, got {fmt(shape)}")
+    if h % out[0] == 0 and w % out[1] == 0:
+        k = [h // out[0], w // out[1]]
+        return b.op("AveragePool", n.inputs[0], out=n.out, kernel_shape=k, strides=k)
+    rows = b.const(_bins(h, out[0], b.float_dtype), "adaptive_rows")
+    cols = b.const(_bins(w, out[1], b.float_dtype).T, "adaptive_cols")
+    return b.op("MatMul", b.op("MatMul", rows, n.inputs[0]), cols, out=n.out)
+
+
+@onnx_rule("Resize (nearest)")
+def _upsample_onnx(b: Builder, n: OnnxNode) -> str:
+    """Resize with integer scales: 'asymmetric' coordinates and 'floor' rounding give output pixel
+    i the input pixel floor(i / scale), each pixel repeated scale times as here."""
+    sh, sw = _pair("upsample_nearest2d", "scale_factor", n.attrs["scale_factor"], 1)
+    scales = b.const(np.asarray([1.0, 1.0, sh, sw], dtype=np.float32), "scales", dtype=np.float32)
+    return b.op(
+        "Resize",
+        n.inputs[0],
+        "",
+        scales,
+        out=n.out,
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
+
+
+@onnx_rule("ConvTranspose with a constant kernel")
+def _avg_grad_onnx(b: Builder, n: OnnxNode) -> str:
+    """avg_pool2d's transpose: each output's share spread over its window is a transposed
+    convolution of the shares with a kernel of ones per channel (group = channels), cropped to the
+    input by the padding."""
+    like = n.input_shapes[1]
+    k, s, p, out = _geometry("avg_pool2d", like, n.attrs["kernel"], n.attrs.get("stride"), n.attrs["padding"])
+    c, h, w = like[1:]
+    oh, ow = out
+    if c is None or h is None or w is None or oh is None or ow is None:
+        raise MappingError(f"avg_pool2d's derivative needs fixed channel and spatial sizes, got {fmt(like)}")
+    divisor = _divisor((0, c, h, w), k, s, p, (oh, ow), n.attrs["count_include_pad"], b.float_dtype)
+    share = b.op("Div", n.inputs[0], b.const(divisor, "divisor"))
+    ones = b.const(np.ones((c, 1, *k), dtype=b.float_dtype), "window")
+    ends = [(o - 1) * st + kk - pp - size for o, st, kk, pp, size in zip((oh, ow), s, k, p, (h, w))]
+    return b.op(
+        "ConvTranspose",
+        share,
+        ones,
+        out=n.out,
+        kernel_shape=list(k),
+        strides=list(s),
+        group=c,
+        pads=[*p, *(max(e, 0) for e in ends)],
+        output_padding=[max(-e, 0) for e in ends],
+    )
+
+
+@onnx_rule("MatMul (transposed bins)")
+def _adaptive_grad_onnx(b: Builder, n: OnnxNode) -> str:
+    """adaptive_avg_pool2d's transpose: the averaging matrices' transposes on either side."""
+    like = n.input_shapes[1]
+    oh, ow = _adaptive_size(like, n.attrs["output_size"])
+    h, w = like[2:]
+    if h is None or w is None or oh is None or ow is None:
+        raise MappingError(f"adaptive_avg_pool2d's derivative needs fixed spatial sizes, got {fmt(like)}")
+    rows = b.const(_bins(h, oh, b.float_dtype).T, "adaptive_rows_t")
+    cols = b.const(_bins(w, ow, b.float_dtype), "adaptive_cols_t")
+    return b.op("MatMul", b.op("MatMul", rows, n.inputs[0]), cols, out=n.out)
+
+
+@onnx_rule("Reshape + ReduceSum")
+def _upsample_grad_onnx(b: Builder, n: OnnxNode) -> str:
+    """The sum of each scale_factor block: the blocks as axes of their own, summed away."""
+    sh, sw = _pair("upsample_nearest2d", "scale_factor", n.attrs["scale_factor"], 1)
+    c, h, w = n.input_shapes[0][1:]
+    if c is None or h is None or w is None:
+        raise MappingError(f"upsample_nearest2d's derivative needs fixed sizes, got {fmt(n.input_shapes[0])}")
+    blocks = b.op("Reshape", n.inputs[0], b.ints((-1, c, h // sh, sh, w // sw, sw)))
+    return b.op("ReduceSum", blocks, b.ints((3, 5)), out=n.out, keepdims=0)
+
+
 # ---------------------------------------------------------------- max pooling
 
 
-@defop("max_pool2d", _pool_shape("max_pool2d"))
+@defop("max_pool2d", _pool_shape("max_pool2d"), onnx=_pool_onnx("MaxPool", "max_pool2d"))
 def max_pool2d(x, *, kernel, stride=None, padding=0):
     """The largest value of each kernel window (stride: the kernel by default; padding: -inf
     borders, at most half the kernel), as torch's max_pool2d. Its derivative goes to the first
@@ -239,7 +346,7 @@ def _divisor(shape: tuple[int, ...], k: Pair, s: Pair, p: Pair, out: Pair, count
     return np.outer(counts[0], counts[1]).astype(dtype)
 
 
-@defop("avg_pool2d", _pool_shape("avg_pool2d"))
+@defop("avg_pool2d", _pool_shape("avg_pool2d"), onnx=_pool_onnx("AveragePool", "avg_pool2d"))
 def avg_pool2d(x, *, kernel, stride=None, padding=0, count_include_pad=True):
     """The mean of each kernel window (stride: the kernel by default; padding: zero borders, at
     most half the kernel, counted in the mean unless count_include_pad=False), as torch."""
@@ -266,7 +373,7 @@ def _avg_grad_shape(v, like, *, kernel, stride=None, padding=0, count_include_pa
     return like, "f"
 
 
-@defop("avg_pool2d_grad", _avg_grad_shape, shape_only=(1,), public=False)
+@defop("avg_pool2d_grad", _avg_grad_shape, shape_only=(1,), public=False, onnx=_avg_grad_onnx)
 def avg_pool2d_grad(v, like_shape, *, kernel, stride=None, padding=0, count_include_pad=True):
     """Each output's share (v over its divisor) spread back over its window (avg_pool2d's
     transpose)."""
@@ -317,7 +424,7 @@ def _adaptive_shape(x, *, output_size=1):  # type: ignore[no-untyped-def]
     return (x[0], x[1], *_adaptive_size(x, output_size)), "f"
 
 
-@defop("adaptive_avg_pool2d", _adaptive_shape)
+@defop("adaptive_avg_pool2d", _adaptive_shape, onnx=_adaptive_onnx)
 def adaptive_avg_pool2d(x, *, output_size=1):
     """The mean over torch's adaptive bins, giving output_size (height, width) whatever the input
     size; output_size=1 is global average pooling to (batch, channels, 1, 1)."""
@@ -338,7 +445,7 @@ def _adaptive_grad_shape(v, like, *, output_size=1):  # type: ignore[no-untyped-
     return like, "f"
 
 
-@defop("adaptive_avg_pool2d_grad", _adaptive_grad_shape, shape_only=(1,), public=False)
+@defop("adaptive_avg_pool2d_grad", _adaptive_grad_shape, shape_only=(1,), public=False, onnx=_adaptive_grad_onnx)
 def adaptive_avg_pool2d_grad(v, like_shape, *, output_size=1):
     """adaptive_avg_pool2d's transpose: each output spread back over its bin, over the bin's size."""
     oh, ow = _adaptive_size(like_shape, output_size)
@@ -365,7 +472,7 @@ def _upsample_shape(x, *, scale_factor):  # type: ignore[no-untyped-def]
     return (x[0], x[1], *(n if n is None else n * f for n, f in zip(x[2:], s))), "f"
 
 
-@defop("upsample_nearest2d", _upsample_shape)
+@defop("upsample_nearest2d", _upsample_shape, onnx=_upsample_onnx)
 def upsample_nearest2d(x, *, scale_factor):
     """Each pixel repeated scale_factor times along height and width (an integer or a pair), as
     torch's interpolate(mode='nearest')."""
@@ -388,7 +495,7 @@ def _upsample_grad_shape(v, *, scale_factor):  # type: ignore[no-untyped-def]
     return (v[0], v[1], *(n if n is None else n // f for n, f in zip(v[2:], s))), "f"
 
 
-@defop("upsample_nearest2d_grad", _upsample_grad_shape, public=False)
+@defop("upsample_nearest2d_grad", _upsample_grad_shape, public=False, onnx=_upsample_grad_onnx)
 def upsample_nearest2d_grad(v, *, scale_factor):
     """The sum of each scale_factor block (upsample_nearest2d's transpose)."""
     sh, sw = _pair("upsample_nearest2d", "scale_factor", scale_factor, 1)

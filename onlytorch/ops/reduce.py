@@ -5,8 +5,62 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..export.builder import onnx_rule
+from ..export.rules import axes_of, cast_to, with_attrs
 from .registry import ShapeRuleError, defop
 from .shapes import axes_tuple, broadcast, fmt, reduction
+
+
+def _reduce_onnx(op_type):
+    """A reduction over the op's axis (None: all) with its keepdims; opset 17's ReduceSum takes
+    the axes as an input, the others as an attribute."""
+
+    @onnx_rule(op_type)
+    def rule(b, n):
+        x = cast_to(b, n.inputs[0], n.input_dtypes[0], n.dtype)
+        axes = axes_of(n.attrs["axis"], len(n.input_shapes[0]))
+        if axes == [] or not n.input_shapes[0]:  # nothing to reduce
+            return b.op("Identity", x, out=n.out)
+        keep = int(bool(n.attrs["keepdims"]))
+        if op_type == "ReduceSum":
+            return b.op(op_type, x, *([b.ints(axes)] if axes is not None else []), out=n.out, keepdims=keep)
+        return b.op(op_type, x, out=n.out, keepdims=keep, **({"axes": axes} if axes is not None else {}))
+
+    return rule
+
+
+@onnx_rule("Unsqueeze and Expand to the input's shape (divided by the count for a mean)")
+def _expand_onnx(b, n):
+    v, like = n.inputs
+    ndim = len(n.input_shapes[1])
+    axes = list(axes_tuple(_np_axis(n.attrs["axis"]), ndim))
+    if not n.attrs["keepdims"] and axes:
+        v = b.op("Unsqueeze", v, b.ints(axes))
+    shape = b.op("Shape", like)
+    out = b.op("Expand", cast_to(b, v, n.input_dtypes[0], n.dtype), shape)
+    if n.attrs["mean"] and axes:
+        count = b.op("ReduceProd", b.op("Gather", shape, b.ints(axes), axis=0), keepdims=0)
+        out = b.op("Div", out, b.cast(count, n.dtype))
+    return b.finish(out, n.out)
+
+
+@onnx_rule("ReduceSum over the broadcast axes (static shapes)")
+def _sum_to_onnx(b, n):
+    v, _ = n.inputs
+    have, want = n.input_shapes
+    lead = len(have) - len(want)
+    axes = [i + lead for i, d in enumerate(want) if d == 1 and have[i + lead] != 1]
+    if axes:
+        v = b.op("ReduceSum", v, b.ints(axes), keepdims=1)
+    if lead:
+        v = b.op("ReduceSum", v, b.ints(range(lead)), keepdims=0)
+    return b.finish(v, n.out) if v != n.inputs[0] else b.op("Identity", v, out=n.out)
+
+
+@onnx_rule("Expand to the broadcast shape")
+def _broadcast_like_onnx(b, n):
+    v, like = n.inputs
+    return b.op("Expand", cast_to(b, v, n.input_dtypes[0], n.dtype), b.op("Shape", like), out=n.out)
 
 
 def _np_axis(axis):
@@ -18,7 +72,7 @@ def _expand(ctx, v, *, mean: bool = False):
     return ctx.g.expand(v, ctx.inputs[0], axis=ctx.attrs["axis"], keepdims=ctx.attrs["keepdims"], mean=mean)
 
 
-@defop("sum", reduction)
+@defop("sum", reduction, onnx=_reduce_onnx("ReduceSum"))
 def sum_(x, *, axis=None, keepdims=False):
     """Sum over axis (all axes when None)."""
     # np.sum's own reduction, without its Python wrapper (it is a gradient's hot path).
@@ -30,7 +84,7 @@ def _(ctx, gy):
     return (_expand(ctx, gy),)
 
 
-@defop("mean", reduction)
+@defop("mean", reduction, onnx=_reduce_onnx("ReduceMean"))
 def mean(x, *, axis=None, keepdims=False):
     """Mean over axis (all axes when None)."""
     return np.mean(x, axis=_np_axis(axis), keepdims=keepdims)
@@ -50,7 +104,7 @@ def _extreme_vjp(ctx, gy):
     return (_expand(ctx, gy) * hit / count,)
 
 
-@defop("max", reduction)
+@defop("max", reduction, onnx=_reduce_onnx("ReduceMax"))
 def max_(x, *, axis=None, keepdims=False):
     """Maximum over axis (all axes when None)."""
     return np.max(x, axis=_np_axis(axis), keepdims=keepdims)
@@ -59,7 +113,7 @@ def max_(x, *, axis=None, keepdims=False):
 max_.vjp(_extreme_vjp)
 
 
-@defop("min", reduction)
+@defop("min", reduction, onnx=_reduce_onnx("ReduceMin"))
 def min_(x, *, axis=None, keepdims=False):
     """Minimum over axis (all axes when None)."""
     return np.min(x, axis=_np_axis(axis), keepdims=keepdims)
@@ -68,7 +122,7 @@ def min_(x, *, axis=None, keepdims=False):
 min_.vjp(_extreme_vjp)
 
 
-@defop("logsumexp", reduction)
+@defop("logsumexp", reduction, onnx=_reduce_onnx("ReduceLogSumExp"))
 def logsumexp(x, *, axis=None, keepdims=False):
     """log(sum(exp(x))) over axis, computed without overflow."""
     ax = _np_axis(axis)
@@ -85,7 +139,7 @@ def _(ctx, gy):
     return (_expand(ctx, gy) * g.exp(x - _expand(ctx, ctx.out)),)
 
 
-@defop("norm", reduction)
+@defop("norm", reduction, onnx=_reduce_onnx("ReduceL2"))
 def norm(x, *, axis=None, keepdims=False):
     """Euclidean (2-) norm over axis (all axes when None); its gradient at 0 is 0."""
     return np.sqrt(np.sum(x * x, axis=_np_axis(axis), keepdims=keepdims))
@@ -105,7 +159,7 @@ def _softmax_shape(x, *, axis=-1):
     return x, "f"
 
 
-@defop("softmax", _softmax_shape)
+@defop("softmax", _softmax_shape, onnx=with_attrs("Softmax", {"axis": "axis"}, cast={"axis": int}))
 def softmax(x, *, axis=-1):
     """exp(x) / sum(exp(x)) along axis, computed without overflow."""
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
@@ -118,7 +172,7 @@ def _(ctx, gy):
     return (y * (gy - ctx.g.sum(gy * y, axis=ctx.attrs["axis"], keepdims=True)),)
 
 
-@defop("log_softmax", _softmax_shape)
+@defop("log_softmax", _softmax_shape, onnx=with_attrs("LogSoftmax", {"axis": "axis"}, cast={"axis": int}))
 def log_softmax(x, *, axis=-1):
     """x - logsumexp(x) along axis."""
     m = np.max(x, axis=axis, keepdims=True)
@@ -139,7 +193,7 @@ def _like_shape(x, like, **attrs):
     return like, "f"
 
 
-@defop("expand", _like_shape, shape_only=(1,), public=False)
+@defop("expand", _like_shape, shape_only=(1,), public=False, onnx=_expand_onnx)
 def expand(v, like_shape, *, axis=None, keepdims=False, mean=False):
     """v, reduced over axis of a tensor shaped like_shape, broadcast back to like_shape
     (divided by the number of reduced elements when mean)."""
@@ -172,7 +226,7 @@ def sum_to_shape(v: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return v
 
 
-@defop("sum_to", _like_shape, shape_only=(1,), public=False, passes_input=True)
+@defop("sum_to", _like_shape, shape_only=(1,), public=False, passes_input=True, onnx=_sum_to_onnx)
 def sum_to(v, like_shape):
     """v summed over the axes along which it was broadcast from like_shape."""
     return sum_to_shape(v, tuple(like_shape))
@@ -190,7 +244,7 @@ def _broadcast_like_shape(x, like, **attrs):
         raise ShapeRuleError(f"cannot broadcast {fmt(x)} to {fmt(like)}") from None
 
 
-@defop("broadcast_like", _broadcast_like_shape, shape_only=(1,), public=False)
+@defop("broadcast_like", _broadcast_like_shape, shape_only=(1,), public=False, onnx=_broadcast_like_onnx)
 def broadcast_like(v, like_shape):
     """v broadcast to like_shape."""
     return np.broadcast_to(v, np.broadcast_shapes(v.shape, tuple(like_shape)))

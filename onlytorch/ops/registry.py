@@ -90,6 +90,10 @@ class OpDef:
     # them in the graph's peak for the duration of the call (see executor.py). Such an op returns
     # an array and does not see the graph (no ``ctx``).
     scratch: Callable[..., int] | None = None
+    # How the op exports to ONNX (onlytorch/export/builder.py): an ONNX operator's name or a rule
+    # rule(builder, node) -> value name(s); None: it does not export (a composite exports as the
+    # ops it is made of).
+    onnx: str | Callable[..., Any] | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -128,10 +132,12 @@ def defop(
     writes: Sequence[int] = (),
     passes_input: bool = False,
     scratch: Callable[..., int] | None = None,
+    onnx: str | Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., np.ndarray]], OpDef]:
     """Register an op. The forward's signature declares it: positional parameters are the input
     nodes (``*xs`` for a variable number), keyword-only parameters are attributes with defaults,
-    and a first parameter named ``ctx`` asks for a RunContext. ``scratch``: see OpDef.scratch."""
+    and a first parameter named ``ctx`` asks for a RunContext. ``scratch``: see OpDef.scratch;
+    ``onnx``: see OpDef.onnx."""
 
     def register(fn: Callable[..., np.ndarray]) -> OpDef:
         needs_ctx, inputs, attrs, variadic = _signature(fn, "ctx")
@@ -156,6 +162,7 @@ def defop(
             writes=frozenset(writes),
             passes_input=passes_input,
             scratch=scratch,
+            onnx=onnx,
         )
         _add(op)
         return op
@@ -163,9 +170,12 @@ def defop(
     return register
 
 
-def defcomposite(name: str, *, aliases: Sequence[str] = ()) -> Callable[[Callable[..., NodeId]], OpDef]:
+def defcomposite(
+    name: str, *, aliases: Sequence[str] = (), onnx: str | Callable[..., Any] | None = None
+) -> Callable[[Callable[..., NodeId]], OpDef]:
     """Register an op made of other ops: ``build(g, *inputs, **attrs)`` returns the result node.
-    The signature rules are those of ``defop`` (after the leading ``g``)."""
+    The signature rules are those of ``defop`` (after the leading ``g``). The graph holds the
+    ops it is made of, which export on their own; ``onnx`` documents a mapping for the whole."""
 
     def register(fn: Callable[..., NodeId]) -> OpDef:
         _, inputs, attrs, variadic = _signature(fn, "g")
@@ -179,6 +189,7 @@ def defcomposite(name: str, *, aliases: Sequence[str] = ()) -> Callable[[Callabl
             doc=(fn.__doc__ or "").strip(),
             aliases=tuple(aliases),
             build=fn,
+            onnx=onnx,
         )
         _add(op)
         return op

@@ -5,8 +5,162 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..export.builder import onnx_rule
+from ..export.rules import cast_to
 from .registry import ShapeRuleError, defop
 from .shapes import fmt, norm_axis
+
+# ---------------------------------------------------------------- ONNX mappings (onnx=)
+
+_INT64_MAX, _INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+
+
+@onnx_rule("Reshape")
+def _reshape_onnx(b, n):
+    return b.op("Reshape", n.inputs[0], b.ints(n.attrs["shape"]), out=n.out)
+
+
+@onnx_rule("Transpose")
+def _transpose_onnx(b, n):
+    return b.op("Transpose", n.inputs[0], out=n.out, perm=list(_perm(n.attrs["axes"], len(n.input_shapes[0]))))
+
+
+@onnx_rule("Concat")
+def _concat_onnx(b, n):
+    xs = [cast_to(b, x, d, n.dtype) for x, d in zip(n.inputs, n.input_dtypes)]
+    return b.op("Concat", *xs, out=n.out, axis=norm_axis(n.attrs["axis"], len(n.shape)))
+
+
+@onnx_rule("Unsqueeze and Concat")
+def _stack_onnx(b, n):
+    axis = b.ints([norm_axis(n.attrs["axis"], len(n.shape))])
+    xs = [b.op("Unsqueeze", cast_to(b, x, d, n.dtype), axis) for x, d in zip(n.inputs, n.input_dtypes)]
+    return b.op("Concat", *xs, out=n.out, axis=norm_axis(n.attrs["axis"], len(n.shape)))
+
+
+def _index_chain(b, x, key, ndim):
+    """x[key] as ONNX nodes: one Slice for the slices and integers, Squeeze for the integers,
+    Unsqueeze for None, Gather for an index list (kept in place, as the op does)."""
+    split = _list_split(key, ndim)
+    key = _key_tuple(key) if split is None else split[0]
+    n_real = sum(1 for k in key if k is not None and k is not Ellipsis)
+    full = []
+    for k in key:
+        full += [slice(None)] * (ndim - n_real) if k is Ellipsis else [k]
+    full += [slice(None)] * (ndim - sum(1 for k in full if k is not None))
+    starts, ends, axes, steps, squeeze, unsqueeze = [], [], [], [], [], []
+    d = o = 0
+    for k in full:
+        if k is None:
+            unsqueeze.append(o)
+            o += 1
+            continue
+        if isinstance(k, (int, np.integer)):
+            k = int(k)
+            starts.append(k), ends.append(_INT64_MAX if k == -1 else k + 1), axes.append(d), steps.append(1)
+            squeeze.append(d)
+        elif k != slice(None):
+            step = 1 if k.step is None else int(k.step)
+            starts.append(k.start if k.start is not None else (0 if step > 0 else _INT64_MAX))
+            ends.append(k.stop if k.stop is not None else (_INT64_MAX if step > 0 else _INT64_MIN))
+            axes.append(d), steps.append(step)
+            o += 1
+        else:
+            o += 1
+        d += 1
+    if axes:
+        x = b.op("Slice", x, b.ints(starts), b.ints(ends), b.ints(axes), b.ints(steps))
+    if squeeze:
+        x = b.op("Squeeze", x, b.ints(squeeze))
+    if unsqueeze:
+        x = b.op("Unsqueeze", x, b.ints(unsqueeze))
+    if split is not None:
+        x = b.op("Gather", x, b.const(np.asarray(split[1], dtype=np.int64)), axis=int(split[2]))
+    return x
+
+
+@onnx_rule("Slice, Squeeze, Unsqueeze (and Gather for an index list)")
+def _index_onnx(b, n):
+    x = _index_chain(b, n.inputs[0], n.attrs["key"], len(n.input_shapes[0]))
+    return b.op("Identity", x, out=n.out) if x == n.inputs[0] else b.finish(x, n.out)
+
+
+def _zeros(b, like, dtype):
+    return b.op("ConstantOfShape", b.op("Shape", like), value=np.zeros((1,), dtype=dtype))
+
+
+@onnx_rule("ScatterElements (add) of v at x[key]'s positions into zeros")
+def _index_grad_onnx(b, n):
+    v, like = n.inputs
+    shape = b.op("Shape", like)
+    count = b.op("ReduceProd", shape, keepdims=0)
+    positions = b.op("Reshape", b.op("Range", b.const(np.asarray(0)), count, b.const(np.asarray(1))), shape)
+    picked = b.op("Reshape", _index_chain(b, positions, n.attrs["key"], len(n.input_shapes[1])), b.ints([-1]))
+    flat = b.op("Reshape", _zeros(b, like, n.dtype), b.ints([-1]))
+    values = b.op("Reshape", cast_to(b, v, n.input_dtypes[0], n.dtype), b.ints([-1]))
+    out = b.op("ScatterElements", flat, picked, values, axis=0, reduction="add")
+    return b.op("Reshape", out, shape, out=n.out)
+
+
+@onnx_rule("ScatterElements (add) into zeros")
+def _put_along_onnx(b, n):
+    v, like, idx = n.inputs
+    axis = norm_axis(n.attrs["axis"], len(n.input_shapes[1]))
+    zeros = _zeros(b, like, n.dtype)
+    idx = cast_to(b, idx, n.input_dtypes[2], np.int64)
+    v = cast_to(b, v, n.input_dtypes[0], n.dtype)
+    return b.op("ScatterElements", zeros, idx, v, out=n.out, axis=axis, reduction="add")
+
+
+@onnx_rule("ConstantOfShape")
+def _zeros_like_onnx(b, n):
+    return b.finish(_zeros(b, n.inputs[0], n.dtype), n.out)
+
+
+@onnx_rule("Reshape to the input's shape")
+def _reshape_like_onnx(b, n):
+    return b.op("Reshape", n.inputs[0], b.op("Shape", n.inputs[1]), out=n.out)
+
+
+@onnx_rule("Slice between the blocks' sizes")
+def _slice_like_onnx(b, n):
+    v, *likes = n.inputs
+    ax = norm_axis(n.attrs["axis"], len(n.input_shapes[0]))
+    part = int(n.attrs["part"])
+    sizes = [b.op("Gather", b.op("Shape", like), b.ints([ax]), axis=0) for like in likes[: part + 1]]
+    start = b.ints([0])
+    for size in sizes[:-1]:
+        start = b.op("Add", start, size)
+    end = b.op("Add", start, sizes[-1])
+    return b.op("Slice", v, start, end, b.ints([ax]), out=n.out)
+
+
+@onnx_rule("GatherElements")
+def _take_along_onnx(b, n):
+    x, idx = n.inputs
+    xs, ids = n.input_shapes
+    axis = norm_axis(n.attrs["axis"], len(xs))
+    # as the op (torch.gather): off the axis, idx may be shorter than x and reads its leading part
+    cut = [d for d in range(len(xs)) if d != axis and xs[d] is not None and ids[d] is not None and ids[d] < xs[d]]
+    if cut:
+        x = b.op("Slice", x, b.ints([0] * len(cut)), b.ints([ids[d] for d in cut]), b.ints(cut))
+    return b.op("GatherElements", x, cast_to(b, idx, n.input_dtypes[1], np.int64), out=n.out, axis=axis)
+
+
+@onnx_rule("OneHot")
+def _one_hot_onnx(b, n):
+    idx = cast_to(b, n.inputs[0], n.input_dtypes[0], np.int64)
+    depth = b.const(np.asarray(int(n.attrs["num_classes"]), dtype=np.int64), "depth")
+    values = b.const(np.asarray([0.0, 1.0], dtype=n.dtype), "off_on")
+    return b.op("OneHot", idx, depth, values, out=n.out, axis=-1)
+
+
+@onnx_rule("ArgMax")
+def _argmax_onnx(b, n):
+    x = n.inputs[0]
+    axis = norm_axis(n.attrs["axis"], len(n.input_shapes[0]))
+    return b.op("ArgMax", x, out=n.out, axis=axis, keepdims=0, select_last_index=0)
+
 
 # ---------------------------------------------------------------- reshape / transpose
 
@@ -30,7 +184,7 @@ def _reshape_shape(x, *, shape):
     return shape, "f"
 
 
-@defop("reshape", _reshape_shape, keep_dtype=True)
+@defop("reshape", _reshape_shape, keep_dtype=True, onnx=_reshape_onnx)
 def reshape(x, *, shape):
     """x with a new shape (one size may be -1)."""
     return np.reshape(x, shape)
@@ -41,7 +195,7 @@ def _(ctx, gy):
     return (ctx.g.reshape_like(gy, ctx.inputs[0]),)
 
 
-@defop("reshape_like", lambda x, like: (like, "f"), shape_only=(1,), public=False)
+@defop("reshape_like", lambda x, like: (like, "f"), shape_only=(1,), public=False, onnx=_reshape_like_onnx)
 def reshape_like(v, like_shape):
     """v reshaped to like_shape."""
     return np.reshape(v, like_shape)
@@ -65,7 +219,7 @@ def _transpose_shape(x, *, axes=None):
     return tuple(x[a] for a in _perm(axes, len(x))), "f"
 
 
-@defop("transpose", _transpose_shape, keep_dtype=True)
+@defop("transpose", _transpose_shape, keep_dtype=True, onnx=_transpose_onnx)
 def transpose(x, *, axes=None):
     """x with its axes permuted (reversed when axes is None)."""
     return np.transpose(x, axes)
@@ -95,7 +249,7 @@ def _concat_shape(*shapes, axis=0):
     return first[:ax] + (total,) + first[ax + 1 :], "f"
 
 
-@defop("concat", _concat_shape, aliases=("concatenate",))
+@defop("concat", _concat_shape, aliases=("concatenate",), onnx=_concat_onnx)
 def concat(*xs, axis=0):
     """The inputs joined along axis."""
     return np.concatenate(xs, axis=axis)
@@ -112,7 +266,7 @@ def _slice_like_shape(v, *likes, part, axis):
     return likes[part], "f"
 
 
-@defop("slice_like", _slice_like_shape, shape_only="rest", public=False)
+@defop("slice_like", _slice_like_shape, shape_only="rest", public=False, onnx=_slice_like_onnx)
 def slice_like(v, *like_shapes, part, axis):
     """The part-th block of v along axis, where v is the concatenation of blocks shaped like_shapes."""
     ax = axis % v.ndim
@@ -131,7 +285,7 @@ def _(ctx, gy):
     return (g.concat(*blocks, axis=axis),) + (None,) * len(likes)
 
 
-@defop("zeros_like", lambda like: (like, "f"), shape_only=(0,), public=False)
+@defop("zeros_like", lambda like: (like, "f"), shape_only=(0,), public=False, onnx=_zeros_like_onnx)
 def zeros_like(like_shape):
     """Zeros shaped like the input."""
     return np.zeros(like_shape)
@@ -147,7 +301,7 @@ def _stack_shape(*shapes, axis=0):
     return shapes[0][:ax] + (len(shapes),) + shapes[0][ax:], "f"
 
 
-@defop("stack", _stack_shape)
+@defop("stack", _stack_shape, onnx=_stack_onnx)
 def stack(*xs, axis=0):
     """The inputs stacked along a new axis."""
     return np.stack(xs, axis=axis)
@@ -221,7 +375,7 @@ def index_shape(x, key):
     return tuple(out)
 
 
-@defop("index", lambda x, *, key: (index_shape(x, key), "f"), aliases=("slice",), keep_dtype=True)
+@defop("index", lambda x, *, key: (index_shape(x, key), "f"), aliases=("slice",), keep_dtype=True, onnx=_index_onnx)
 def index(x, *, key):
     """x[key] with numpy's basic indexing (integers, slices, None, ...) and one integer list
     (whose axis stays in place, as in torch)."""
@@ -256,7 +410,7 @@ def _(ctx, gy):
     return (ctx.g.index_grad(gy, ctx.inputs[0], key=ctx.attrs["key"]),)
 
 
-@defop("index_grad", lambda v, like, *, key: (like, "f"), shape_only=(1,), public=False)
+@defop("index_grad", lambda v, like, *, key: (like, "f"), shape_only=(1,), public=False, onnx=_index_grad_onnx)
 def index_grad(v, like_shape, *, key):
     """Zeros shaped like_shape with v added at key (the gradient of index)."""
     out = np.zeros(like_shape, dtype=v.dtype)
@@ -284,7 +438,7 @@ def _take_along_shape(x, idx, *, axis=-1):
     return idx, "f"
 
 
-@defop("take_along", _take_along_shape, nondiff=(1,), aliases=("gather",))
+@defop("take_along", _take_along_shape, nondiff=(1,), aliases=("gather",), onnx=_take_along_onnx)
 def take_along(x, idx, *, axis=-1):
     """Values of x at the integer positions idx along axis (numpy take_along_axis, torch gather)."""
     # As torch.gather (and the shape rule): off the axis, idx may be shorter than x and reads its
@@ -302,7 +456,14 @@ def _(ctx, gy):
     return ctx.g.put_along(gy, x, idx, axis=ctx.attrs["axis"]), None
 
 
-@defop("put_along", lambda v, like, idx, *, axis: (like, "f"), shape_only=(1,), nondiff=(2,), public=False)
+@defop(
+    "put_along",
+    lambda v, like, idx, *, axis: (like, "f"),
+    shape_only=(1,),
+    nondiff=(2,),
+    public=False,
+    onnx=_put_along_onnx,
+)
 def put_along(v, like_shape, idx, *, axis):
     """Zeros shaped like_shape with v added at the positions idx along axis."""
     out = np.zeros(like_shape, dtype=v.dtype)
@@ -323,7 +484,7 @@ def _one_hot_shape(idx, *, num_classes):
     return idx + (int(num_classes),), "f"
 
 
-@defop("one_hot", _one_hot_shape, nondiff=(0,))
+@defop("one_hot", _one_hot_shape, nondiff=(0,), onnx=_one_hot_onnx)
 def one_hot(idx, *, num_classes):
     """1.0 at each integer label's position along a new last axis of size num_classes."""
     idx = np.asarray(idx)
@@ -344,7 +505,7 @@ def _argmax_shape(x, *, axis=-1):
     return x[:ax] + x[ax + 1 :], "i"
 
 
-@defop("argmax", _argmax_shape, nondiff=(0,))
+@defop("argmax", _argmax_shape, nondiff=(0,), onnx=_argmax_onnx)
 def argmax(x, *, axis=-1):
     """Integer position of the largest value along axis (no gradient)."""
     return np.argmax(x, axis=axis)

@@ -1,0 +1,1 @@
+"""ONNX export: models checked by onnx and run by onnxruntime against onlytorch."""
