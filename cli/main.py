@@ -255,6 +255,15 @@ def _load(spec: str, sets: tuple[str, ...], seed: int | None, init: tuple[str, .
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="With --resume: continue even though the spec changed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
+@click.option(
+    "--no-tensorboard",
+    "no_tensorboard",
+    is_flag=True,
+    help="Write no TensorBoard event files (written to RUN_DIR/tensorboard/ when tensorboardX is installed).",
+)
+@click.option(
+    "--mlflow", "mlflow", metavar="URI", help="Log the run to MLflow at this tracking URI (the mlflow extra)."
+)
 def train_command(
     spec: str,
     out: str | None,
@@ -264,12 +273,17 @@ def train_command(
     resume: bool,
     force: bool,
     quiet: bool,
+    no_tensorboard: bool,
+    mlflow: str | None,
 ) -> None:
     """Train SPEC: run its schedule, log metrics, write checkpoints, evaluate under no_grad.
     Exit 0 done, 1 failed, 2 invalid spec or usage, 3 diverged, 130 interrupted (resumable)."""
     from onlytorch_cli.train_cmd import run_training
 
-    sys.exit(run_training(_load(spec, sets, seed, init), out, resume, force, quiet))
+    loaded = _load(spec, sets, seed, init)
+    sys.exit(
+        run_training(loaded, out, resume, force, quiet, tensorboard=False if no_tensorboard else None, mlflow=mlflow)
+    )
 
 
 @cli.command("eval")

@@ -6,8 +6,12 @@ Nothing here imports optuna or ray until the command runs."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import pathlib
 import sys
+from contextlib import AbstractContextManager
+from typing import Any
 
 import click
 
@@ -51,6 +55,12 @@ def _needs(module: str, extra: str, what: str) -> None:
 )
 @click.option("--check", is_flag=True, help="Validate the sweep file and print the plan, without running it.")
 @click.option("--quiet", is_flag=True, help="No progress lines; only the closing summary.")
+@click.option(
+    "--mlflow",
+    "mlflow",
+    metavar="URI",
+    help="Log the sweep to MLflow at this tracking URI: one parent run, each trial's run (per seed) a child of it (the mlflow extra).",
+)
 @click.pass_context
 def sweep_command(
     ctx: click.Context,
@@ -62,6 +72,7 @@ def sweep_command(
     out: str | None,
     check: bool,
     quiet: bool,
+    mlflow: str | None = None,
 ) -> None:
     """Run a sweep (a search over the spec's hyperparameters) or a seed study on Optuna: trials on
     local worker processes or a Ray cluster, each an ordinary run directory, the best as best.yaml
@@ -81,32 +92,47 @@ def sweep_command(
         click.echo(f"{file}: invalid; fix it before running (onlytorch sweep --check {file})", err=True)
         sys.exit(EXIT_USAGE)
     if check:
-        sweep_dir = sweeping.pathlib.Path(out) if out else sweeping.default_dir(sweep)
+        sweep_dir = pathlib.Path(out) if out else sweeping.default_dir(sweep)
         click.echo(sweeping.describe_plan(sweep, sweep_dir, storage, workers, executor))
         click.echo(f"{file}: ok")
         return
     modules = (ctx.parent.params.get("modules") if ctx.parent is not None else None) or ()
-    try:
-        result = sweeping.run(
-            file,
-            out,
-            workers=workers,
-            storage=storage,
-            executor=executor,
-            address=address,
-            quiet=quiet,
-            imports=tuple(modules),
-            say=_say,
-        )
-    except sweeping.InvalidSweep as e:  # the file changed since it was loaded above
-        click.echo(e.report.render(), err=True)
+    with _mlflow_parent(mlflow, sweep, pathlib.Path(out) if out else sweeping.default_dir(sweep)):
+        try:
+            result = sweeping.run(
+                file,
+                out,
+                workers=workers,
+                storage=storage,
+                executor=executor,
+                address=address,
+                quiet=quiet,
+                imports=tuple(modules),
+                say=_say,
+            )
+        except sweeping.InvalidSweep as e:  # the file changed since it was loaded above
+            click.echo(e.report.render(), err=True)
+            sys.exit(EXIT_USAGE)
+        except sweeping.SweepError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        if quiet:
+            click.echo(sweeping.summary(result, sweep), err=True)
+        sys.exit(result.exit_code)  # the MLflow parent run's status follows the exit code
+
+
+def _mlflow_parent(uri: str | None, sweep: Any, sweep_dir: Any) -> AbstractContextManager[Any]:
+    """With --mlflow: the sweep's parent MLflow run (onlytorch/tracking/mlflow_sweep.py)."""
+    if uri is None:
+        return contextlib.nullcontext()
+    from onlytorch.tracking.mlflow_tracker import redacted
+
+    if importlib.util.find_spec("mlflow") is None:
+        click.echo(f"error: --mlflow {redacted(uri)} needs mlflow: pip install 'onlytorch[mlflow]'", err=True)
         sys.exit(EXIT_USAGE)
-    except sweeping.SweepError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    if quiet:
-        click.echo(sweeping.summary(result, sweep), err=True)
-    sys.exit(result.exit_code)
+    from onlytorch.tracking.mlflow_sweep import sweep_parent
+
+    return sweep_parent(uri, sweep, sweep_dir)
 
 
 def _say(text: str) -> None:

@@ -148,8 +148,18 @@ class _Shown:
             self.progress.log(record.step, record.values)
 
 
-def run_training(loaded: LoadedSpec, out: str | None, resume: bool, force: bool, quiet: bool) -> int:
-    """Train into a run directory held locked for the whole run (see docs/runs.md)."""
+def run_training(
+    loaded: LoadedSpec,
+    out: str | None,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+    *,
+    tensorboard: bool | None = None,
+    mlflow: str | None = None,
+) -> int:
+    """Train into a run directory held locked for the whole run (see docs/runs.md); ``tensorboard``
+    and ``mlflow`` as onlytorch.fit's."""
     from onlytorch.app import BadInput, fit
 
     its = interrupts.current()
@@ -167,6 +177,8 @@ def run_training(loaded: LoadedSpec, out: str | None, resume: bool, force: bool,
                 on_note=shown.note,
                 should_stop=its.stop_requested,
                 guard=its,
+                tensorboard=tensorboard,
+                mlflow=mlflow,
             )
     except BadInput as e:
         click.echo(f"error: {e}", err=True)

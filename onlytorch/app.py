@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .metrics_log import Record
     from .run import Run
     from .spec.diagnostics import Report
+    from .tracking.wiring import Session
     from .train import Trainer
 
 __all__ = [
@@ -289,6 +290,8 @@ def fit(
     on_note: Callable[[Note], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     guard: Guard | None = None,
+    tensorboard: bool | None = None,
+    mlflow: str | None = None,
 ) -> FitResult:
     """Train ``spec`` (a spec file, compiled with ``seed`` and ``key=value`` ``overrides``, or a
     compiled spec) into ``run_dir`` (default: runs/NAME, numbered when taken), locked for the whole
@@ -302,7 +305,10 @@ def fit(
     Callbacks: ``on_start`` once training begins,
     ``on_progress(step, losses)`` after every iteration, ``on_log(record)`` for every logged row,
     ``on_eval(step, metrics)`` after every evaluation, ``on_note`` for what it notices before;
-    ``should_stop()`` between iterations. Raises FitError (InvalidSpec, Refused, RunDirUnusable,
+    ``should_stop()`` between iterations. Trackers (docs/runs.md): TensorBoard event files in
+    RUN_DIR/tensorboard/ when tensorboardX is installed (``tensorboard=False`` or the spec's
+    ``logging: {tensorboard: false}``: none); ``mlflow``: an MLflow tracking URI to log the run to
+    (over the spec's ``logging.mlflow``). Raises FitError (InvalidSpec, Refused, RunDirUnusable,
     BadInput) for what it refuses before training; returns how the training ended."""
     from .threads import num_threads
 
@@ -310,7 +316,10 @@ def fit(
     with num_threads(threads) if threads is not None else contextlib.nullcontext():
         inits = [init] if isinstance(init, (str, os.PathLike)) else list(init)
         loaded = _loaded(spec, seed, overrides, allow_outside, max_memory, inits)
-        return _Fit(loaded, hooks, guard or _NoGuard(), resume, force).run(run_dir)
+        from .tracking.wiring import Session, choose_trackers
+
+        tracking = Session(choose_trackers(loaded.compiled, tensorboard, mlflow))
+        return _Fit(loaded, hooks, guard or _NoGuard(), resume, force, tracking).run(run_dir)
 
 
 def _trainer(compiled: Compiled) -> Trainer:
@@ -339,7 +348,13 @@ def _writing(name: pathlib.Path | str) -> Iterator[None]:
 class _Fit:
     """One fit: claim the run directory, apply the resume rules, train, evaluate, record the end."""
 
-    def __init__(self, loaded: LoadedSpec, hooks: Hooks, guard: Guard, resume: bool, force: bool) -> None:
+    def __init__(
+        self, loaded: LoadedSpec, hooks: Hooks, guard: Guard, resume: bool, force: bool, tracking: Session | None = None
+    ) -> None:
+        from .tracking.hub import Trackers
+        from .tracking.wiring import Session
+
+        self.tracking = tracking if tracking is not None else Session(Trackers())
         self.c = loaded.compiled
         self.loaded = loaded
         self.hooks = hooks
@@ -367,6 +382,7 @@ class _Fit:
                 raise KeyboardInterrupt
             return self._locked(claim)
         finally:
+            self.tracking.close()
             with self.guard.critical(deliver=False):
                 claim.release()
 
@@ -477,6 +493,7 @@ class _Fit:
 
                 where = target_of_temporary(str(e.filename)) if e.filename else f"the run directory {path}"
                 return FitResult("failed", path, message=f"cannot write {where}: {e.strerror or e}", error=e)
+            self.tracking.start(run, resumed)
             total = trainer.total_steps()
             if self.hooks.on_start is not None:
                 self.hooks.on_start(Started(self.c.spec.name, path, trainer.step, total, resumed))
@@ -488,6 +505,7 @@ class _Fit:
                 run.checkpoint()
             if evaluates and not evaluation.evaluated_at(trainer.step):
                 final_eval = evaluation.evaluate(trainer.step)
+                self.tracking.after_evaluation(trainer.step)
                 if self.hooks.on_eval is not None:
                     self.hooks.on_eval(trainer.step, final_eval)
             else:
@@ -523,6 +541,7 @@ class _Fit:
 
         def on_eval(rec: Record) -> None:
             values = evaluation.evaluate(rec.step)
+            self.tracking.after_evaluation(rec.step)
             if hooks.on_eval is not None:
                 hooks.on_eval(rec.step, values)
 
@@ -551,6 +570,7 @@ class _Fit:
         live = trainer.live is not None
         kwargs.setdefault("checkpoint", last if last.exists() else None)
         kwargs.setdefault("message", run.info.get("message"))
+        self.tracking.end(status, run.info)  # every ending of a started run comes here, once recorded
         return FitResult(
             status,
             run.path,

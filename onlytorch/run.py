@@ -20,6 +20,7 @@ import math
 import pathlib
 import platform
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -39,7 +40,18 @@ if TYPE_CHECKING:
 SUCCEEDED = ("completed", "early_stopped")
 
 # Keys that may change between a run and its resume without changing what it computes.
-RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every", "train.checkpoint_every")
+RESUMABLE_CHANGES = (
+    "train.steps",
+    "train.epochs",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    # where the metrics are mirrored (spec/logging_spec.py)
+    "logging.tensorboard",
+    "logging.mlflow.tracking_uri",
+    "logging.mlflow.experiment",
+    "logging.mlflow.run_name",
+)
 
 
 def resolved_spec(compiled: Compiled) -> dict[str, Any]:
@@ -121,6 +133,8 @@ class Run:
             "directions": monitor.directions(compiled.spec),
         }
         self.rows: list[dict[str, Any]] = []
+        # called with every row once it is in the log (the experiment trackers: onlytorch/tracking/)
+        self.row_listeners: list[Callable[[dict[str, Any]], None]] = []
         # The columns metrics.csv was last written with (None: not written by this process yet).
         self._csv_columns: list[str] | None = None
         self._csv_known: dict[str, None] = {}
@@ -178,6 +192,8 @@ class Run:
             metrics_log.append_line(self.path / metrics_log.TABLE, line)
         else:
             self._write_csv()
+        for listener in self.row_listeners:
+            listener(row)
 
     def _write_csv(self) -> None:
         """The whole table (replaced atomically), with a column for every key any row has."""

@@ -17,6 +17,7 @@ from pydantic_core import PydanticUndefined
 
 from . import schema as S
 from .diagnostics import CODES
+from .logging_spec import MlflowSpec
 
 BEGIN = "<!-- BEGIN GENERATED: python -m onlytorch.spec.docs -->"
 END = "<!-- END GENERATED -->"
@@ -106,6 +107,8 @@ def render_reference() -> str:
         ("`train.schedule[i].backward[j]`", S.BackwardSpec),
         ("`eval`", S.EvalSpec),
         ("`data.val` / `data.test` held out of train", S.SplitSpec),
+        ("`logging`", S.LoggingSpec),
+        ("`logging.mlflow`", MlflowSpec),
     ):
         add(f"\n### {title}\n")
         add(_doc(model) + "\n")

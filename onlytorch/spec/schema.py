@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 from ..safe_files import short_repr
 from . import names as N
 from . import weights as W
+from .logging_spec import LoggingSpec
 from .numbers import MAX_INT, _int_slot, exact_int_problem, float_problem, number_problem  # noqa: F401  (the number rule: see numbers.py)
 
 NAME = N.NAME  # one definition of a name (spec/names.py, with the keys that unpack several outputs)
@@ -732,6 +733,7 @@ class Spec(Strict):
         description="modules to start from checkpoints of other runs (pretrain then fine-tune, a teacher), in "
         "order: a later entry wins for a module two entries load",
     )
+    logging: LoggingSpec | None = Field(None, description="experiment trackers: TensorBoard, MLflow")
 
     @field_validator("name")
     @classmethod

@@ -128,14 +128,33 @@ def refuse_journal(address: str) -> RayUsageError:
     )
 
 
+def forwarded_env() -> dict[str, str]:
+    """The command's settings a task needs wherever it runs (a node of a cluster does not inherit
+    the command's environment): the MLflow parent run of the trials, the heartbeat and grace."""
+    from ..tracking.mlflow_sweep import URI_ENV
+    from ..tracking.mlflow_tracker import PARENT_ENV
+    from .faults import GRACE_ENV, INTERVAL_ENV
+
+    return {k: os.environ[k] for k in (URI_ENV, PARENT_ENV, INTERVAL_ENV, GRACE_ENV) if os.environ.get(k)}
+
+
 def run_task(
-    sweep_dir: str, index: int, storage: str | None, stop_file: str | None, imports: Sequence[str] = (), cwd: str = ""
+    sweep_dir: str,
+    index: int,
+    storage: str | None,
+    stop_file: str | None,
+    imports: Sequence[str] = (),
+    cwd: str = "",
+    env: dict[str, str] | None = None,
 ) -> int:
-    """The body of one Ray task (it runs on whichever node Ray picks): worker ``index``'s loop."""
+    """The body of one Ray task (it runs on whichever node Ray picks): worker ``index``'s loop,
+    with the command's ``env`` (forwarded_env) set first."""
     import importlib
     import sys
 
     from .worker import WorkerError, run_worker
+
+    os.environ.update(env or {})
 
     if not (pathlib.Path(sweep_dir) / "sweep.json").is_file():
         raise WorkerError(
@@ -171,7 +190,8 @@ def run_ray(
             if not journal_allowed(hosts, here, os.environ.get(SHARED_DIR_ENV) == "1"):
                 raise refuse_journal(address)
         task = ray.remote(num_cpus=1)(run_task)
-        refs = [task.remote(sweep_dir, i, storage, stop_file, tuple(imports), os.getcwd()) for i in range(workers)]
+        env = forwarded_env()
+        refs = [task.remote(sweep_dir, i, storage, stop_file, tuple(imports), os.getcwd(), env) for i in range(workers)]
         return _collect(ray, refs, stop_file)
 
 

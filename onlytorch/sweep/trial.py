@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pathlib
 import statistics
 import time
@@ -291,6 +292,7 @@ def _run_seed(
 ) -> SeedRun:
     """One seed's run into SWEEP_DIR/trials/NNNN/seed-S and how it ended."""
     from ..app import FitError, InvalidSpec, fit, load_spec
+    from ..tracking.mlflow_sweep import URI_ENV
 
     rel = run_dir_of(trial.number, seed)
     path = sweep_dir / rel
@@ -311,7 +313,11 @@ def _run_seed(
         return stopped[0]
 
     try:
-        result = fit(loaded, path, threads=1, on_start=pruning.on_start, on_eval=pruning.on_eval, should_stop=stop)
+        # onlytorch sweep --mlflow URI: each seed's run is a child of the sweep's MLflow run
+        mlflow = os.environ.get(URI_ENV) or None
+        result = fit(
+            loaded, path, threads=1, on_start=pruning.on_start, on_eval=pruning.on_eval, should_stop=stop, mlflow=mlflow
+        )
     except FitError as e:
         return SeedRun(seed, FAILED, error=f"seed {seed}: {e}", run_dir=rel)
     if result.status == "interrupted":

@@ -142,6 +142,27 @@ def test_a_task_on_a_node_that_cannot_see_the_sweep_directory_says_so(tmp_path):
         rx.run_task(str(tmp_path / "elsewhere"), 0, None, None)
 
 
+def test_a_task_gets_the_commands_mlflow_parent_and_heartbeat_settings(tmp_path, monkeypatch):
+    """A node of a cluster does not inherit the command's environment: the settings the trials
+    need (the MLflow parent run, the heartbeat and grace) travel with each task."""
+    wanted = {
+        "ONLYTORCH_MLFLOW_TRACKING_URI": "sqlite:///x.db",
+        "ONLYTORCH_MLFLOW_PARENT_RUN_ID": "abc123",
+        "ONLYTORCH_SWEEP_HEARTBEAT": "2",
+        "ONLYTORCH_SWEEP_GRACE": "30",
+    }
+    for k, v in wanted.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("UNRELATED_SETTING", "1")
+    assert rx.forwarded_env() == wanted
+    for k in wanted:
+        monkeypatch.setenv(k, "")  # the task's node starts without them (restored after the test)
+    assert rx.forwarded_env() == {}
+    with pytest.raises(WorkerError):
+        rx.run_task(str(tmp_path / "elsewhere"), 0, None, None, env=wanted)
+    assert {k: os.environ[k] for k in wanted} == wanted
+
+
 def test_ctrl_c_stops_the_tasks_and_the_ray_instance_and_leaves_a_resumable_study(tmp_path):
     """A terminal's Ctrl-C (SIGINT to the whole foreground group) while Ray tasks train: exit 130,
     every running trial failed as interrupted with its retry queued, the local Ray instance gone."""
