@@ -724,7 +724,7 @@ def write_html(run: Run, pictures: list[Path], path: str | Path) -> Path:
         "<h2>Summary</h2>",
         _html_facts(facts(run)),
         _html_quantities(run),
-        _html_pictures(pictures),
+        html_pictures(pictures),
         "<h2>run.json</h2>",
         _html_facts([(k, _json_text(v)) for k, v in run.info.items()]),
         "<h2>Resolved spec</h2>",
@@ -762,7 +762,8 @@ def _html_quantities(run: Run) -> str:
     return f'<table class="q"><tr>{head}</tr>{"".join(body)}</table>'
 
 
-def _html_pictures(pictures: list[Path]) -> str:
+def html_pictures(pictures: list[Path]) -> str:
+    """The pictures embedded in an HTML page (base64 PNGs with captions), under one heading."""
     if not pictures:
         return ""
     figures = []

@@ -238,36 +238,48 @@ def cell_table() -> str:
     return "\n".join(out)
 
 
-def splice(text: str, generated: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"the docs file needs the markers {BEGIN!r} and {END!r}")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{generated}{END}{tail}"
+def splice(text: str, generated: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with what lies between the markers ``begin`` and ``end`` replaced by ``generated``."""
+    if begin not in text or end not in text:
+        raise ValueError(f"the docs file needs the markers {begin!r} and {end!r}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{generated}{end}{tail}"
+
+
+def regenerate(
+    argv: list[str], prog: str, description: str, default: str, render: Any, begin: str = BEGIN, end: str = END
+) -> int:
+    """The command line of a generated reference (``prog [FILE] [--stdout]``): write ``render()``
+    between FILE's markers (default ``default``), or print it. Exit 0, or 2 when FILE cannot be
+    read or written or lacks the markers."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("file", nargs="?", default=default, help=f"a Markdown file holding {begin} ... {end}")
+    ap.add_argument("--stdout", action="store_true", help="print the generated reference instead of writing it")
+    args = ap.parse_args(argv[1:])
+    if args.stdout:
+        print(render(), end="")
+        return 0
+    path = pathlib.Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+        path.write_text(splice(text, render(), begin, end), encoding="utf-8")
+    except (OSError, ValueError) as e:
+        print(f"error: {path}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
     """``python -m onlytorch.spec.docs [FILE] [--stdout]``: regenerate the reference between FILE's
     markers (default docs/spec.md), or print it. Declarations imported before calling main (your
     own layers, sources, optimizers) are listed too."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m onlytorch.spec.docs", description="Regenerate the spec reference.")
-    ap.add_argument("file", nargs="?", default="docs/spec.md", help=f"a Markdown file holding {BEGIN} ... {END}")
-    ap.add_argument("--stdout", action="store_true", help="print the generated reference instead of writing it")
-    args = ap.parse_args(argv[1:])
-    if args.stdout:
-        print(render_reference(), end="")
-        return 0
-    path = pathlib.Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8")
-        path.write_text(splice(text, render_reference()), encoding="utf-8")
-    except (OSError, ValueError) as e:
-        print(f"error: {path}: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
+    return regenerate(
+        argv, "python -m onlytorch.spec.docs", "Regenerate the spec reference.", "docs/spec.md", render_reference
+    )
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ FILE (default docs/sweeps.md); a test fails when the file is out of date."""
 
 from __future__ import annotations
 
-import pathlib
 import sys
 
+from ..spec import docs as spec_docs
 from ..spec.diagnostics import CODES
 from ..spec.docs import _doc, model_table
 from ..spec.schema import MonitorSpec
@@ -56,37 +56,22 @@ def _words(table: str) -> str:
 
 
 def splice(text: str, generated: str) -> str:
-    """text with the part between this generator's markers replaced by generated."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"the docs file needs the markers {BEGIN!r} and {END!r}")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{generated}{END}{tail}"
+    """``text`` with its generated part (between this reference's markers) replaced."""
+    return spec_docs.splice(text, generated, BEGIN, END)
 
 
 def main(argv: list[str]) -> int:
     """``python -m onlytorch.sweep.docs [FILE] [--stdout]``: regenerate the key tables between FILE's
     markers (default docs/sweeps.md), or print them."""
-    import argparse
-
-    ap = argparse.ArgumentParser(
-        prog="python -m onlytorch.sweep.docs", description="Regenerate the sweep file reference."
+    return spec_docs.regenerate(
+        argv,
+        "python -m onlytorch.sweep.docs",
+        "Regenerate the sweep file reference.",
+        "docs/sweeps.md",
+        render_reference,
+        BEGIN,
+        END,
     )
-    ap.add_argument("file", nargs="?", default="docs/sweeps.md", help=f"a Markdown file holding {BEGIN} ... {END}")
-    ap.add_argument("--stdout", action="store_true", help="print the generated reference instead of writing it")
-    args = ap.parse_args(argv[1:])
-    if args.stdout:
-        print(render_reference(), end="")
-        return 0
-    path = pathlib.Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8")
-        path.write_text(splice(text, render_reference()), encoding="utf-8")
-    except (OSError, ValueError) as e:
-        print(f"error: {path}: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

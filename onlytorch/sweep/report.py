@@ -12,7 +12,6 @@ per-seed spread of the best trials drawn here), :func:`write_plots` saves them a
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from ..report import DPI, PlotsUnavailable, ReportError, require_matplotlib
+from ..report import DPI, PlotsUnavailable, ReportError, html_pictures, require_matplotlib
 
 if TYPE_CHECKING:  # annotations only: matplotlib and optuna are imported lazily
     from matplotlib.axes import Axes
@@ -644,7 +643,7 @@ def write_html(record: SweepRecord, pictures: list[Path], absent: dict[str, str]
         _table([(k, v) for k, v in facts(record)]),
         _html_best(record),
         _html_importances(record),
-        _html_pictures(pictures),
+        html_pictures(pictures),
         "<h2>Trials</h2>",
         _html_trials(record),
         "<h2>sweep.json</h2>",
@@ -693,18 +692,6 @@ def _html_importances(record: SweepRecord) -> str:
     return (
         f"<h2>Parameter importances (PED-ANOVA)</h2><table><tr><th>parameter</th><th>importance</th></tr>{rows}</table>"
     )
-
-
-def _html_pictures(pictures: list[Path]) -> str:
-    if not pictures:
-        return ""
-    figures = []
-    for p in pictures:
-        data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
-        figures.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{_e(p.stem)}"><figcaption>{_e(p.name)}</figcaption></figure>'
-        )
-    return "<h2>Pictures</h2>" + "".join(figures)
 
 
 def _html_trials(record: SweepRecord) -> str:
