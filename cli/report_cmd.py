@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .paths import CheckedPath
+from .report_page import finish_report
 
 
 @click.command("report")
@@ -68,22 +69,9 @@ def report_command(run_dir: Path, html_file: Path | None, no_plots: bool, storag
             if not pictures:
                 click.echo("note: no pictures: nothing logged to draw yet")
 
-    written = list(pictures)
-    default_html = html_file is None and not no_plots
-    if default_html:
-        html_file = run_dir / "report" / "report.html"
-    if html_file is not None:
-        try:
-            if default_html:
-                html_file.parent.mkdir(parents=True, exist_ok=True)
-            written.append(report.write_html(run, pictures, html_file))
-        except OSError as e:
-            raise click.ClickException(f"cannot write {html_file}: {e}") from None
-
-    if written:
-        click.echo("\nwrote:")
-        for path in written:
-            click.echo(f"  {path}")
+    finish_report(
+        pictures, html_file, no_plots, run_dir / "report", lambda path: report.write_html(run, pictures, path)
+    )
 
 
 def _settle_running(run: Any) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .report_page import finish_report
+
 
 def report_sweep(sweep_dir: Path, html_file: Path | None, no_plots: bool, storage: str | None = None) -> None:
     """Print the sweep's summary, write the pictures into SWEEP_DIR/report/ and the HTML page
@@ -40,19 +42,6 @@ def report_sweep(sweep_dir: Path, html_file: Path | None, no_plots: bool, storag
         if name in absent and not no_plots:
             click.echo(f"note: {absent[name]}")
 
-    written = list(pictures)
-    default_html = html_file is None and not no_plots
-    if default_html:
-        html_file = out_dir / "report.html"
-    if html_file is not None:
-        try:
-            if default_html:
-                html_file.parent.mkdir(parents=True, exist_ok=True)
-            written.append(report.write_html(record, pictures, absent, html_file))
-        except OSError as e:
-            raise click.ClickException(f"cannot write {html_file}: {e}") from None
-
-    if written:
-        click.echo("\nwrote:")
-        for path in written:
-            click.echo(f"  {path}")
+    finish_report(
+        pictures, html_file, no_plots, out_dir, lambda path: report.write_html(record, pictures, absent, path)
+    )
