@@ -74,7 +74,7 @@ def check_differentiable(g: Graph, y: Node, what: str) -> None:
         changed = next((p for p in (a.train_reads if train else a.inputs) if p.ver > a.ver), None)
         if changed is not None:
             raise StaleValueError(
-                f"{what}: {changed.describe()} changed after {y.name!r} was computed (by set_value, an optimizer "
+                f"{what}: {changed.describe()} changed after {y.label()} was computed (by set_value, an optimizer "
                 f"step or another forward); run forward_node({y.name!r}) again first"
             )
         if a.op.mode_dependent and a.mode != train:
@@ -97,7 +97,7 @@ def check_needed(plan: BackwardPlan, kind: str) -> None:
     "grad") names the call."""
     for n in plan.needed:
         if n.value is None:
-            what = f"{kind} of {plan.y.name!r}"
+            what = f"{kind} of {plan.y.label()}"
             if n.released_by is not None:
                 raise released(what, n, plan.y)
             raise GraphError(
@@ -265,6 +265,6 @@ def check_unused(y: Node, xs: list[Node], grads: Sequence[Any], allow_unused: bo
     for x, gv in zip(xs, grads):
         if gv is None:
             raise GraphError(
-                f"{x.describe()} is not reachable from {y.name!r} (unrelated, or cut by a detach or stop_gradient); "
+                f"{x.describe()} is not reachable from {y.label()} (unrelated, or cut by a detach or stop_gradient); "
                 "pass allow_unused=True to get None for it"
             )

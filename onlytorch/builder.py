@@ -67,16 +67,19 @@ def build(g: Graph, op: OpDef, args: list[Any], attrs: dict[str, Any], name: str
     inputs = tuple(g._as_node(a, op.name) for a in args)
     if op.build is not None:
         return _build_composite(g, op, inputs, full, name)
-    label = name if name is not None else f"{op.name}_{len(g._nodes)}"
     try:
         shape, kind = op.shape_rule(*(p.shape for p in inputs), **full)
     except (ShapeRuleError, TypeError, ValueError) as e:
-        shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs) or "no inputs"
+        # Inside a spec node's definition, the node that could not be built is that spec node's part
+        # (its internal name would name nothing that exists).
+        owner = g.spec_node_building() if name is None else None
+        shown = ", ".join(f"{p.label(owner)} {fmt(p.shape)}" for p in inputs) or "no inputs"
+        label = f"{name or f'{op.name}_{len(g._nodes)}'!r} (" if owner is None else f"{owner!r} (its "
         if isinstance(e, ShapeRuleError):
-            raise ShapeError(f"cannot build node {label!r} ({op.name} of {shown}): {e}") from None
+            raise ShapeError(f"cannot build node {label}{op.name} of {shown}): {e}") from None
         # An attribute of the wrong type (axis="a") fails inside the shape rule.
         given = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
-        raise GraphError(f"cannot build node {label!r} ({op.name} of {shown}, {given}): {e}") from e
+        raise GraphError(f"cannot build node {label}{op.name} of {shown}, {given}): {e}") from e
     if op.keep_dtype:
         dt = inputs[0].dtype
     else:
@@ -96,8 +99,9 @@ def _build_composite(g: Graph, op: OpDef, inputs: tuple[Node, ...], attrs: dict[
     try:
         out = op.build(g, *args, **attrs)
     except (ShapeError, TypeError, ValueError) as e:
-        shown = ", ".join(f"{p.name!r} {fmt(p.shape)}" for p in inputs)
-        label = f"{name!r} " if name is not None else ""
+        owner = g.spec_node_building() if name is None else None
+        shown = ", ".join(f"{p.label(owner)} {fmt(p.shape)}" for p in inputs)
+        label = f"{name!r} " if name is not None else f"node {owner!r}: its " if owner is not None else ""
         if isinstance(e, ShapeError):
             raise ShapeError(f"cannot build {label}{op.name}({shown}): {e}") from None
         given = ", ".join(f"{k}={v!r}" for k, v in attrs.items())

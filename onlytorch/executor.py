@@ -315,11 +315,11 @@ def nonfinite(n: Node, out: np.ndarray) -> NonFiniteError:
         None,
     )
     if culprit is not None:
-        cause = f"because its input {culprit.name!r} already holds NaN or infinity"
+        cause = f"because its input {culprit.label(n.spec_node)} already holds NaN or infinity"
     elif n.grad_of is not None:
         cause = "from finite values"
     else:
-        cause = f"from finite inputs ({', '.join(repr(p.name) for p in n.inputs)})"
+        cause = f"from finite inputs ({', '.join(p.label(n.spec_node) for p in n.inputs)})"
     if n.grad_of is not None:
         where = f"the gradient through {n.grad_of.describe()} (gradient node {n.name!r})"
         return NonFiniteError(f"{where} produced {bad} {cause}", n.grad_of.name)
@@ -328,7 +328,9 @@ def nonfinite(n: Node, out: np.ndarray) -> NonFiniteError:
 
 def _failed(n: Node, e: Exception, shapes: Sequence[Any] | None = None) -> GraphError:
     """The error for node n's op raising e; ``shapes`` of its inputs when they are not on them."""
-    shown = ", ".join(f"{p.name!r} {p.rshape if shapes is None else s}" for p, s in zip(n.inputs, shapes or n.inputs))
+    shown = ", ".join(
+        f"{p.label(n.spec_node)} {p.rshape if shapes is None else s}" for p, s in zip(n.inputs, shapes or n.inputs)
+    )
     return GraphError(f"{n.describe()} failed on inputs {shown}: {e}")
 
 

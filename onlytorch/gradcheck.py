@@ -61,7 +61,7 @@ def gradcheck(
             err = np.abs(a - num)
             where = np.unravel_index(int(np.argmax(err)), err.shape) if err.ndim else ()
             msg = (
-                f"gradcheck of {g.record(y).name!r} with respect to {g.record(x).name!r}: analytic "
+                f"gradcheck of {g.record(y).label()} with respect to {g.record(x).label()}: analytic "
                 f"{a[where]!r} vs numeric {num[where]!r} at index {where} (max abs error {err.max():.3g})"
             )
             if raise_exception:

@@ -36,7 +36,7 @@ from .init import initial_value
 from .node import Node, NodeId
 from .ops.registry import REGISTRY
 from .ops.shapes import fmt
-from .plan import BackwardPlan, ForwardPlan
+from .plan import BackwardPlan, ForwardPlan, ancestors
 from .runtime import Runtime
 from .suggest import did_you_mean_suffix
 from .threads import apply as _set_threads
@@ -59,6 +59,7 @@ class Graph:
         self._by_name: dict[str, Node] = {}
         self._consts: dict[tuple, Node] = {}
         self._detached: set[int] = set()
+        self._building: list[str] = []  # Graph.building: the spec nodes whose definitions are being built
         self._fwd_plans: dict[tuple[int, ...], ForwardPlan] = {}
         self._bwd_plans: dict[tuple, BackwardPlan] = {}
         self._single_plans: dict[int, ForwardPlan] = {}  # _fwd_plans' one-target plans, by node index
@@ -111,8 +112,25 @@ class Graph:
         if name is not None:
             node.user_named = True
             self._by_name[name] = node
+        elif self._building:
+            node.spec_node = self._building[-1]
         self._nodes.append(node)
         return node
+
+    @contextlib.contextmanager
+    def building(self, spec_node: str) -> Iterator[None]:
+        """The unnamed nodes built inside belong to ``spec_node`` (a spec's named node, whose
+        definition is being built): messages name it first (``node 'h' (its tanh, graph node
+        tanh_5)``, see Node.label). Nested: the innermost one wins."""
+        self._building.append(spec_node)
+        try:
+            yield
+        finally:
+            self._building.pop()
+
+    def spec_node_building(self) -> str | None:
+        """The spec node whose definition is being built (Graph.building), if any."""
+        return self._building[-1] if self._building else None
 
     @staticmethod
     def _check_shape(name: str, shape: Sequence[int | None], allow_batch: bool) -> tuple:
@@ -263,6 +281,11 @@ class Graph:
     def forward_order(self, targets: Sequence[NodeId | str | Node]) -> list[Node]:
         """The targets and every node they depend on, in topological order: what a forward of them runs."""
         return self._forward_plan([t if isinstance(t, Node) else self._node(t) for t in targets]).nodes
+
+    def ancestors(self, targets: Sequence[NodeId | str]) -> list[Node]:
+        """What forward_order returns, without making a plan for the targets: for questions asked
+        before their first forward (a plan sizes its thread policy by the batch its inputs hold)."""
+        return ancestors([self._node(t) for t in targets])
 
     def apply(
         self, opname: str, args: Sequence[Any], attrs: dict[str, Any] | None = None, name: str | None = None

@@ -38,6 +38,7 @@ class Node:
         "rshape",
         "shape",
         "shape_mask",
+        "spec_node",
         "tracked",
         "train_reads",
         "user_named",
@@ -65,6 +66,8 @@ class Node:
         self.pass_id = 0
         self.hidden = False
         self.user_named = False
+        # The spec node whose definition built this unnamed node (Graph.building), for messages.
+        self.spec_node: str | None = None
         # Per input: True where the op reads only that input's runtime shape, not its value.
         self.shape_mask: tuple[bool, ...] = ()
         # The inputs whose changes make its value stale in train mode (all but those it writes).
@@ -83,9 +86,23 @@ class Node:
         return self.dtype.kind == "f"
 
     def describe(self) -> str:
+        if self.spec_node is not None and not self.user_named:
+            return self.label()
         if self.kind == "op":
             return f"node {self.name!r} ({self.op.name if self.op else '?'})"
         return f"{self.kind} {self.name!r}"
+
+    def label(self, within: str | None = None) -> str:
+        """The node as messages name it: its quoted name, or for an unnamed node that a spec's
+        definition built, that spec node first and the internal name only as a detail:
+        ``node 'h' (its tanh, graph node tanh_5)``; just ``its tanh`` in a message that is
+        already about a part of spec node ``within`` (the same one)."""
+        if self.spec_node is None or self.user_named:
+            return repr(self.name)
+        what = self.op.name if self.op is not None else self.kind
+        if self.spec_node == within:
+            return f"its {what}"
+        return f"node {self.spec_node!r} (its {what}, graph node {self.name})"
 
 
 def _binary(opname: str, reflected: bool = False):
@@ -118,6 +135,10 @@ class NodeId:
     @property
     def name(self) -> str:
         return self.node.name
+
+    def label(self) -> str:
+        """The node as messages name it (Node.label): the spec node first for a part of one."""
+        return self.node.label()
 
     @property
     def shape(self) -> tuple:

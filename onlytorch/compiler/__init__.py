@@ -204,6 +204,7 @@ def run(ctx: CompileContext) -> Compiled | None:
         base_dir=ctx.base_dir,
         init=init,
         records={name: dict(r.values) for name, r in ctx.records.items()},
+        defined_at=_defined_at(ctx),
     )
     over = footprint.over_limit(compiled, footprint.estimate(compiled, ctx.data_fields), ctx.limit)
     if over is not None:
@@ -211,3 +212,14 @@ def run(ctx: CompileContext) -> Compiled | None:
         return None
     ctx.report.extend(lint_schedule(compiled, ctx.loc))  # legal but suspicious gradient setups (W- warnings)
     return compiled
+
+
+def _defined_at(ctx: CompileContext) -> dict[str, str]:
+    """Each named definition's position, "FILE:LINE:COL" of its key, for messages at run time."""
+    out = {}
+    for section, names in ctx.sections.items():
+        for name in names:
+            line, col = ctx.loc.at((section, name), key=True)
+            if line is not None:
+                out[name] = f"{ctx.report.filename}:{line}:{col}"
+    return out

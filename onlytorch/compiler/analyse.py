@@ -234,7 +234,7 @@ def check_released(
             for j in later:
                 hit = sorted(hits(k, j))
                 if hit:
-                    shown = ", ".join(repr(g.record(NodeId(g, i)).name) for i in hit[:3])
+                    shown = ", ".join(g.record(NodeId(g, i)).label() for i in hit[:3])
                     ctx.error(
                         "E-RELEASED",
                         f"phase {info.name}: backward {j + 1} ({info.backward[j].loss}) needs values that backward {k + 1} ({b.loss}) releases: {shown}",

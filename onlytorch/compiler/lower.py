@@ -68,7 +68,8 @@ def resolve_name(ctx: CompileContext, name: str, path: Path, offset: int, width:
     own = (section, name)
     try:
         tree = X.parse(ctx.sections[section][name])
-        built = (X.evaluate_value if section == "nodes" else X.evaluate)(tree, scope(ctx, own, {}))
+        with ctx.g.building(name):  # messages about its parts name it (Node.label)
+            built = (X.evaluate_value if section == "nodes" else X.evaluate)(tree, scope(ctx, own, {}))
         if name in ctx.broken:  # a cycle through it was found while building it
             raise Poisoned(name)
         if section == "nodes" and N.unpacking(name) is not None:

@@ -92,6 +92,8 @@ class Compiled:
     base_dir: pathlib.Path
     records: dict[str, dict[str, NodeId]] = field(default_factory=dict)  # node -> its several outputs (z: enc(x))
     init: list[InitEntry] = field(default_factory=list)  # checkpoints to load modules from (initfrom.py)
+    # where each named node of the spec is defined, "FILE:LINE:COL" (its key), for messages at run time
+    defined_at: dict[str, str] = field(default_factory=dict)
 
 
 def describe_params(compiled: Compiled, names: list[str]) -> str:

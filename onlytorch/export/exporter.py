@@ -204,25 +204,29 @@ def _map_op(
 def where(compiled: Compiled, rec: Node, order: list[Node], targets: dict[int, list[str]] | None = None) -> str:
     """The spec node a graph node belongs to: itself when the spec names it, else the first named
     node (or exported output) computed from it, with the module whose parameters it uses: "spec
-    node 'h' (its tanh_5 in module 'backbone')"."""
+    node 'h' (its tanh, graph node tanh_5, in module 'backbone')"."""
     spec_names = set(compiled.names)
     targets = targets or {}
+    at = {k: f" at {v}" for k, v in compiled.defined_at.items()}
     if rec.user_named and rec.name in spec_names:
-        return f"spec node {rec.name!r}"
+        return f"spec node {rec.name!r}{at.get(rec.name, '')}"
     module = _module_of(compiled, rec)
-    inside = f" in module {module!r}" if module else ""
+    inside = f", in module {module!r}" if module else ""
     if rec.grad_of is not None:
-        inside += f", part of a derivative through {rec.grad_of.name}"
+        inside += f", part of a derivative through {rec.grad_of.label()}"
+    its = f"its {rec.op.name if rec.op is not None else rec.kind}, graph node {rec.name}{inside}"
     if rec.index in targets:
-        return f"output {targets[rec.index][0]!r} ({rec.name}{inside})"
+        return f"output {targets[rec.index][0]!r} (graph node {rec.name}{inside})"
+    if rec.spec_node in spec_names:  # the spec node whose definition built it (Graph.building)
+        return f"spec node {rec.spec_node!r} ({its}){at.get(rec.spec_node, '')}"
     downstream = {rec.index}
     for n in order:
         if n.index > rec.index and any(i.index in downstream for i in n.inputs):
             downstream.add(n.index)
             if n.user_named and n.name in spec_names:
-                return f"spec node {n.name!r} (its {rec.name}{inside})"
+                return f"spec node {n.name!r} ({its}){at.get(n.name, '')}"
             if n.index in targets:
-                return f"output {targets[n.index][0]!r} (its {rec.name}{inside})"
+                return f"output {targets[n.index][0]!r} ({its})"
     return f"node {rec.name}{inside}"
 
 
