@@ -19,7 +19,7 @@ from .registry import ShapeRuleError, defcomposite, defop
 from .shapes import broadcast, fmt
 
 
-@defcomposite("attention")
+@defcomposite("attention", summary="Scaled dot-product attention as torch.nn.functional.scaled_dot_product_attention.")
 def attention(g, q, k, v, *, mask=None, bias=None, causal=False, scale=None):
     """Scaled dot-product attention as torch.nn.functional.scaled_dot_product_attention: q (..., L,
     E), k (..., S, E), v (..., S, Ev) (e.g. (N, heads, L, E) or (N, L, E)) give (..., L, Ev) =
@@ -99,7 +99,13 @@ def _trilu_onnx(upper: bool):  # type: ignore[no-untyped-def]
     return rule
 
 
-@defop("tril", _triangle_shape, keep_dtype=True, onnx=_trilu_onnx(False))
+@defop(
+    "tril",
+    _triangle_shape,
+    keep_dtype=True,
+    onnx=_trilu_onnx(False),
+    summary="The lower triangle of x's last two axes, the rest zero (as torch.tril).",
+)
 def tril(x, *, diagonal=0):
     """The lower triangle of x's last two axes (the rest zero), as torch.tril: diagonal=0 keeps the
     main diagonal, 1 one more above it, -1 one fewer."""
@@ -111,7 +117,13 @@ def _(ctx, gy):
     return (ctx.g.tril(gy, diagonal=ctx.attrs["diagonal"]),)
 
 
-@defop("triu", _triangle_shape, keep_dtype=True, onnx=_trilu_onnx(True))
+@defop(
+    "triu",
+    _triangle_shape,
+    keep_dtype=True,
+    onnx=_trilu_onnx(True),
+    summary="The upper triangle of x's last two axes, the rest zero (as torch.triu).",
+)
 def triu(x, *, diagonal=0):
     """The upper triangle of x's last two axes (the rest zero), as torch.triu: diagonal=0 keeps the
     main diagonal, 1 starts one above it (a causal mask's forbidden part), -1 one below."""
@@ -123,7 +135,7 @@ def _(ctx, gy):
     return (ctx.g.triu(gy, diagonal=ctx.attrs["diagonal"]),)
 
 
-@defcomposite("arange")
+@defcomposite("arange", summary="The numbers start, start + step, ... below end, as torch.arange.")
 def arange(g, *, start=0, end=None, step=1):
     """The numbers start, start + step, ... below end, as torch.arange: arange(n) is 0 .. n - 1,
     arange(a, b) and arange(a, b, step) as in torch; integers give int64 (positions to look up),

@@ -513,7 +513,7 @@ def _add_bias(g, op: str, y, bias, nd: int):
     return y + g.reshape(bias, shape=(1, channels) + (1,) * nd)
 
 
-@defcomposite("conv2d")
+@defcomposite("conv2d", summary="2-D convolution as torch.nn.functional.conv2d (stride, padding, dilation, groups).")
 def conv2d(g, x, w, *, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution as torch.nn.functional.conv2d: x (N, C, H, W), w (out, C/groups, kh, kw),
     an optional bias (out,); stride, padding (integers, pairs, 'same' with stride 1, or 'valid'),
@@ -524,7 +524,7 @@ def conv2d(g, x, w, *, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _add_bias(g, "conv2d", y, bias, 2)
 
 
-@defcomposite("conv1d")
+@defcomposite("conv1d", summary="1-D convolution as torch.nn.functional.conv1d (stride, padding, dilation, groups).")
 def conv1d(g, x, w, *, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution as torch.nn.functional.conv1d: x (N, C, L), w (out, C/groups, k), an
     optional bias (out,); stride, padding (an integer, 'same' with stride 1, or 'valid'),
@@ -540,7 +540,10 @@ def conv1d(g, x, w, *, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _add_bias(g, "conv1d", y, bias, 1)
 
 
-@defcomposite("conv_transpose2d")
+@defcomposite(
+    "conv_transpose2d",
+    summary="Transposed 2-D convolution as torch.nn.functional.conv_transpose2d (the same argument order).",
+)
 def conv_transpose2d(g, x, w, *, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 2-D convolution as torch.nn.functional.conv_transpose2d (the same argument
     order): x (N, C, H, W), w (C, out/groups, kh, kw), an optional bias (out,); the output is

@@ -22,7 +22,13 @@ def _sample_shape(logits):
     return logits[:-1], "i"
 
 
-@defop("categorical_sample", _sample_shape, nondiff=(0,), random=True)
+@defop(
+    "categorical_sample",
+    _sample_shape,
+    nondiff=(0,),
+    random=True,
+    summary="One class index per row, drawn from softmax(logits) over the last axis (no gradient).",
+)
 def categorical_sample(ctx, logits):
     """One class index per row, drawn from softmax(logits) over the last axis (int64, shaped like
     logits without that axis; no gradient). Gumbel-max: argmax(logits + Gumbel noise) from the
@@ -32,10 +38,10 @@ def categorical_sample(ctx, logits):
     # row's max is NaN if it holds a NaN, +inf if it holds +inf, -inf if it is all -inf.
     top = np.max(logits, axis=-1)
     if not np.isfinite(top).all():
-        name = ctx.node.inputs[0].name
+        name = ctx.node.inputs[0].label()
         if np.isnan(top).any() or np.isposinf(top).any():
-            raise GraphError(f"categorical_sample: logits {name!r} hold NaN or +inf")
-        raise GraphError(f"categorical_sample: a row of logits {name!r} is all -inf (no class can be drawn)")
+            raise GraphError(f"categorical_sample: logits {name} hold NaN or +inf")
+        raise GraphError(f"categorical_sample: a row of logits {name} is all -inf (no class can be drawn)")
     noise = ctx.rng.gumbel(size=logits.shape).astype(logits.dtype, copy=False)
     return np.argmax(logits + noise, axis=-1)
 
@@ -57,13 +63,16 @@ def categorical_actions(ctx, actions, *, num_classes):
     bad = (actions < 0) | (actions >= num_classes)
     if bad.any():
         raise GraphError(
-            f"categorical_log_prob: actions {ctx.node.inputs[0].name!r} must lie in [0, {num_classes}) "
+            f"categorical_log_prob: actions {ctx.node.inputs[0].label()} must lie in [0, {num_classes}) "
             f"(the classes on the logits' last axis), got {actions[bad].flat[0]}"
         )
     return actions
 
 
-@defcomposite("categorical_log_prob")
+@defcomposite(
+    "categorical_log_prob",
+    summary="The log-probability of each integer action under its row's categorical softmax(logits).",
+)
 def categorical_log_prob(g, logits, actions):
     """log softmax(logits)[actions] over the last axis: the log-probability of each integer action
     (shaped like logits without the class axis) under the categorical distribution of its row.
@@ -71,14 +80,14 @@ def categorical_log_prob(g, logits, actions):
     op = "categorical_log_prob"
     if actions.dtype.kind not in "iu":
         raise GraphError(
-            f"{op} needs integer actions; {actions.name!r} holds floats (declare the input with dtype='int64')"
+            f"{op} needs integer actions; {actions.label()} holds floats (declare the input with dtype='int64')"
         )
     n = class_count(op, logits)
     batch = tuple(logits.shape[:-1])
     shape = tuple(actions.shape)
     if len(shape) != len(batch) or any(a != b and None not in (a, b) for a, b in zip(shape, batch)):
         raise ShapeError(
-            f"{op}: actions {actions.name!r} must have the logits' shape without the class axis, "
+            f"{op}: actions {actions.label()} must have the logits' shape without the class axis, "
             f"{fmt(batch)}, got {fmt(shape)}"
         )
     checked = g.categorical_actions(actions, num_classes=n)
@@ -86,7 +95,10 @@ def categorical_log_prob(g, logits, actions):
     return g.index(g.take_along(g.log_softmax(logits, axis=-1), column, axis=-1), key=(Ellipsis, 0))
 
 
-@defcomposite("categorical_entropy")
+@defcomposite(
+    "categorical_entropy",
+    summary="The entropy of each row's categorical distribution softmax(logits) over the last axis.",
+)
 def categorical_entropy(g, logits):
     """-sum(softmax(logits) * log_softmax(logits)) over the last axis: the entropy of each row's
     categorical distribution. Finite for very negative and -inf logits (a class of probability 0
@@ -99,7 +111,9 @@ def categorical_entropy(g, logits):
     return -g.sum(p * g.where(g.greater(p, 0.0), logp, 0.0), axis=-1)
 
 
-@defcomposite("ppo_clip")
+@defcomposite(
+    "ppo_clip", summary="PPO's clipped surrogate objective per sample (the loss to minimise is its negated mean)."
+)
 def ppo_clip(g, ratio, advantage, *, clip=0.2):
     """PPO's clipped surrogate per sample: minimum(ratio * advantage, clip(ratio, 1 - clip,
     1 + clip) * advantage), with clip in (0, 1). The loss to minimise is its negated mean:

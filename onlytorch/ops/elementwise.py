@@ -88,7 +88,7 @@ def _relu_grad_onnx(b, n):
 
 @defop("add", elementwise, onnx=onnx_elementwise("Add"))
 def add(a, b):
-    """a + b"""
+    """The sum a + b, elementwise (shapes broadcast as in numpy)."""
     return np.add(a, b)
 
 
@@ -99,7 +99,7 @@ def _(ctx, gy):
 
 @defop("sub", elementwise, onnx=onnx_elementwise("Sub"))
 def sub(a, b):
-    """a - b"""
+    """The difference a - b, elementwise (shapes broadcast as in numpy)."""
     return np.subtract(a, b)
 
 
@@ -110,7 +110,7 @@ def _(ctx, gy):
 
 @defop("mul", elementwise, onnx=onnx_elementwise("Mul"))
 def mul(a, b):
-    """a * b"""
+    """The product a * b, elementwise (shapes broadcast as in numpy)."""
     return np.multiply(a, b)
 
 
@@ -122,7 +122,7 @@ def _(ctx, gy):
 
 @defop("div", elementwise, onnx=onnx_elementwise("Div"))
 def div(a, b):
-    """a / b"""
+    """The quotient a / b, elementwise (shapes broadcast as in numpy)."""
     return np.divide(a, b)
 
 
@@ -136,7 +136,7 @@ def _(ctx, gy):
 
 @defop("pow", elementwise, onnx=onnx_elementwise("Pow"))
 def pow_(a, b):
-    """a ** b"""
+    """The power a ** b, elementwise (shapes broadcast as in numpy)."""
     return np.power(a, b)
 
 
@@ -164,7 +164,7 @@ def _(ctx, gy):
 
 @defop("neg", same, onnx="Neg")
 def neg(x):
-    """-x"""
+    """The negation -x."""
     return np.negative(x)
 
 
@@ -256,12 +256,16 @@ def _comparison(name: str, fn, doc: str, onnx) -> None:
     defop(name, comparison, nondiff=(0, 1), onnx=onnx)(forward)
 
 
-_comparison("greater", np.greater, "1.0 where a > b, else 0.0", onnx_comparison("Greater"))
-_comparison("greater_equal", np.greater_equal, "1.0 where a >= b, else 0.0", onnx_comparison("GreaterOrEqual"))
-_comparison("less", np.less, "1.0 where a < b, else 0.0", onnx_comparison("Less"))
-_comparison("less_equal", np.less_equal, "1.0 where a <= b, else 0.0", onnx_comparison("LessOrEqual"))
-_comparison("equal", np.equal, "1.0 where a == b, else 0.0", onnx_comparison("Equal"))
-_comparison("not_equal", np.not_equal, "1.0 where a != b, else 0.0", onnx_comparison("Equal", negate=True))
+_comparison("greater", np.greater, "1.0 where a > b, else 0.0 (no gradient).", onnx_comparison("Greater"))
+_comparison(
+    "greater_equal", np.greater_equal, "1.0 where a >= b, else 0.0 (no gradient).", onnx_comparison("GreaterOrEqual")
+)
+_comparison("less", np.less, "1.0 where a < b, else 0.0 (no gradient).", onnx_comparison("Less"))
+_comparison("less_equal", np.less_equal, "1.0 where a <= b, else 0.0 (no gradient).", onnx_comparison("LessOrEqual"))
+_comparison("equal", np.equal, "1.0 where a == b, else 0.0 (no gradient).", onnx_comparison("Equal"))
+_comparison(
+    "not_equal", np.not_equal, "1.0 where a != b, else 0.0 (no gradient).", onnx_comparison("Equal", negate=True)
+)
 
 
 # ---------------------------------------------------------------- unary math
@@ -269,7 +273,7 @@ _comparison("not_equal", np.not_equal, "1.0 where a != b, else 0.0", onnx_compar
 
 @defop("exp", same, onnx="Exp")
 def exp(x):
-    """e ** x"""
+    """The exponential e ** x."""
     return np.exp(x)
 
 
@@ -546,7 +550,7 @@ def _(ctx, gy):
 
 @defop("square", same, onnx=_square_onnx)
 def square(x):
-    """x * x"""
+    """The square x * x."""
     return np.square(x)
 
 

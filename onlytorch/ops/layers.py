@@ -39,7 +39,7 @@ def dropout_mask(ctx, x, *, p):
     return keep.astype(x.dtype) * (1.0 / (1.0 - p))
 
 
-@defcomposite("dropout")
+@defcomposite("dropout", summary="Zero each element with probability p and scale the rest by 1/(1-p) in train mode.")
 def dropout(g, x, *, p=0.5):
     """Zero each element with probability p and scale the rest by 1/(1-p) in train mode; the
     identity in eval mode. The mask is drawn again whenever x changes."""
@@ -78,6 +78,7 @@ def _batch_norm_onnx(b: Builder, n: OnnxNode) -> str:
     mode_dependent=True,
     writes=(3, 4),
     onnx=_batch_norm_onnx,
+    summary="Normalise features (axis 1) over the batch and positions, as torch's BatchNorm1d/2d.",
 )
 def batch_norm(ctx, x, gamma, beta, running_mean, running_var, *, momentum=0.1, eps=1e-5):
     """Normalise features (axis 1) over the batch, and over the positions of (N, C, L) or
@@ -190,7 +191,10 @@ def _batch_norm_nd_vjp(ctx, gy):
 # ---------------------------------------------------------------- group norm
 
 
-@defcomposite("group_norm")
+@defcomposite(
+    "group_norm",
+    summary="Normalise each sample's groups of channels, then scale and shift each channel (torch's group_norm).",
+)
 def group_norm(g, x, weight, bias, *, num_groups, eps=1e-5):
     """Normalise (N, C, ...) inputs over each group of C / num_groups channels and all positions,
     per sample, then scale and shift each channel by weight and bias (torch's group_norm)."""
@@ -222,7 +226,9 @@ def group_norm(g, x, weight, bias, *, num_groups, eps=1e-5):
 # ---------------------------------------------------------------- layer norm
 
 
-@defcomposite("layer_norm")
+@defcomposite(
+    "layer_norm", summary="Normalise over the last axis (or trailing axes), then scale by gamma and shift by beta."
+)
 def layer_norm(g, x, gamma, beta, *, axis=-1, eps=1e-5):
     """Normalise over axis (the last by default; a tuple of trailing axes as torch's
     normalized_shape), then scale by gamma and shift by beta."""

@@ -18,6 +18,7 @@ from ..export.builder import onnx_rule
 from ..export.rules import alias, cast_to
 from .elementwise import sigmoid
 from .reduce import log_softmax
+from .reduce import mean_all as _mean_all
 from .registry import ShapeRuleError, defcomposite, defop
 from .shapes import broadcast, class_count, elementwise, fmt
 
@@ -137,20 +138,6 @@ def _spread(gy, size: int, mean: bool, factor: int = 1):
 _SPREAD: dict[tuple, Any] = {}
 
 
-def _mean_all(x):
-    """np.mean(x) for a float32 or float64 array, without its Python wrapper (the same sum, and
-    the same division by the count as an intp)."""
-    if x.dtype.kind != "f" or x.dtype.itemsize < 4:
-        return np.mean(x)  # float16 accumulates in float32 there
-    total = np.add.reduce(x, axis=None)
-    if x.size == 0 or x.dtype.itemsize > 8:  # a NaN where Python would raise; long double
-        return total.dtype.type(total / np.intp(x.size))
-    # For float32 and float64 numpy divides in float64: done as a Python float division, the same
-    # IEEE double operation on the same operands (the count is exact), without the cost of
-    # numpy scalar arithmetic.
-    return total.dtype.type(float(total) / x.size)
-
-
 def _own(d):
     """d as the output buffer of the next ufunc (it is a fresh array), or None for a 0-d scalar."""
     return d if isinstance(d, np.ndarray) else None
@@ -227,7 +214,7 @@ def bce_pointwise(ctx, p, t):
     outside = (p < 0) | (p > 1)
     if outside.any():
         raise GraphError(
-            f"bce: the probabilities {ctx.node.inputs[0].name!r} must lie in [0, 1], got {p[outside].flat[0]}; "
+            f"bce: the probabilities {ctx.node.inputs[0].label()} must lie in [0, 1], got {p[outside].flat[0]}; "
             "for logits use bce_with_logits"
         )
     log_p = np.maximum(np.log(p), -100.0)
@@ -247,7 +234,7 @@ def _(ctx, gy):
     return gp, gt
 
 
-@defcomposite("bce")
+@defcomposite("bce", summary="Binary cross-entropy on probabilities, each log clamped at -100 (as torch).")
 def bce(g, prob, target, *, reduction="mean"):
     """Binary cross-entropy on probabilities; each log is clamped at -100 and the gradient is
     finite at 0 and 1 (as torch)."""
@@ -328,7 +315,7 @@ def _same_shape(a: tuple, b: tuple) -> bool:
 )
 def class_labels(ctx, labels, *, num_classes, loss):
     """The integer labels themselves, after checking that they lie in [0, num_classes)."""
-    _check_labels(loss, ctx.node.inputs[0].name, labels, num_classes)
+    _check_labels(loss, ctx.node.inputs[0].label(), labels, num_classes)
     return labels
 
 
@@ -342,7 +329,7 @@ def _check_labels(loss: str, name: str, labels, num_classes: int) -> None:
         at = f" at index {where[0] if len(where) == 1 else where}" if where else ""
         more = f" ({n} of the {labels.size} labels are out of range)" if n > 1 else ""
         raise GraphError(
-            f"{loss}: labels {name!r} must lie in [0, {num_classes}) (the classes on the logits' last axis), "
+            f"{loss}: labels {name} must lie in [0, {num_classes}) (the classes on the logits' last axis), "
             f"got {labels[bad].flat[0]}{at}{more}"
         )
 
@@ -360,7 +347,7 @@ def _label_column(labels):
 )
 def softmax_ce(ctx, logits, labels, *, num_classes, reduction):
     """Softmax cross-entropy of integer labels over the last axis, reduced by mean or sum."""
-    _check_labels("cross_entropy", ctx.node.inputs[1].name, labels, num_classes)
+    _check_labels("cross_entropy", ctx.node.inputs[1].label(), labels, num_classes)
     logp = log_softmax.forward(logits, axis=-1)
     pointwise = -np.take_along_axis(logp, _label_column(labels), axis=-1)[..., 0]
     return _mean_all(pointwise) if reduction == "mean" else np.sum(pointwise)
@@ -454,12 +441,15 @@ def nll(g, log_probs, labels, *, reduction="mean"):
     _check_reduction("nll", reduction)
     if labels.dtype.kind not in "iu":
         raise GraphError(
-            f"nll needs integer labels; {labels.name!r} holds floats (declare the input with dtype='int64')"
+            f"nll needs integer labels; {labels.label()} holds floats (declare the input with dtype='int64')"
         )
     return reduce_loss(g, -_pick(g, "nll", log_probs, labels), reduction, "nll")
 
 
-@defcomposite("kl_div")
+@defcomposite(
+    "kl_div",
+    summary="KL divergence of target from exp(log_input), as torch's kl_div (the input holds log-probabilities).",
+)
 def kl_div(g, log_input, target, *, reduction="mean", log_target=False):
     """KL divergence of target from exp(log_input), pointwise target (log target - log_input)
     (torch's kl_div: the input holds log-probabilities; 0 where target is 0)."""

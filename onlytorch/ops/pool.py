@@ -217,7 +217,12 @@ def _upsample_grad_onnx(b: Builder, n: OnnxNode) -> str:
 # ---------------------------------------------------------------- max pooling
 
 
-@defop("max_pool2d", _pool_shape("max_pool2d"), onnx=_pool_onnx("MaxPool", "max_pool2d"))
+@defop(
+    "max_pool2d",
+    _pool_shape("max_pool2d"),
+    onnx=_pool_onnx("MaxPool", "max_pool2d"),
+    summary="The largest value of each kernel window, as torch's max_pool2d.",
+)
 def max_pool2d(x, *, kernel, stride=None, padding=0):
     """The largest value of each kernel window (stride: the kernel by default; padding: -inf
     borders, at most half the kernel), as torch's max_pool2d. Its derivative goes to the first
@@ -346,7 +351,12 @@ def _divisor(shape: tuple[int, ...], k: Pair, s: Pair, p: Pair, out: Pair, count
     return np.outer(counts[0], counts[1]).astype(dtype)
 
 
-@defop("avg_pool2d", _pool_shape("avg_pool2d"), onnx=_pool_onnx("AveragePool", "avg_pool2d"))
+@defop(
+    "avg_pool2d",
+    _pool_shape("avg_pool2d"),
+    onnx=_pool_onnx("AveragePool", "avg_pool2d"),
+    summary="The mean of each kernel window, as torch's avg_pool2d.",
+)
 def avg_pool2d(x, *, kernel, stride=None, padding=0, count_include_pad=True):
     """The mean of each kernel window (stride: the kernel by default; padding: zero borders, at
     most half the kernel, counted in the mean unless count_include_pad=False), as torch."""
@@ -424,7 +434,12 @@ def _adaptive_shape(x, *, output_size=1):  # type: ignore[no-untyped-def]
     return (x[0], x[1], *_adaptive_size(x, output_size)), "f"
 
 
-@defop("adaptive_avg_pool2d", _adaptive_shape, onnx=_adaptive_onnx)
+@defop(
+    "adaptive_avg_pool2d",
+    _adaptive_shape,
+    onnx=_adaptive_onnx,
+    summary="The mean over torch's adaptive bins, giving output_size (height, width) whatever the input size.",
+)
 def adaptive_avg_pool2d(x, *, output_size=1):
     """The mean over torch's adaptive bins, giving output_size (height, width) whatever the input
     size; output_size=1 is global average pooling to (batch, channels, 1, 1)."""
@@ -472,7 +487,12 @@ def _upsample_shape(x, *, scale_factor):  # type: ignore[no-untyped-def]
     return (x[0], x[1], *(n if n is None else n * f for n, f in zip(x[2:], s))), "f"
 
 
-@defop("upsample_nearest2d", _upsample_shape, onnx=_upsample_onnx)
+@defop(
+    "upsample_nearest2d",
+    _upsample_shape,
+    onnx=_upsample_onnx,
+    summary="Each pixel repeated scale_factor times along height and width, as torch's nearest interpolation.",
+)
 def upsample_nearest2d(x, *, scale_factor):
     """Each pixel repeated scale_factor times along height and width (an integer or a pair), as
     torch's interpolate(mode='nearest')."""
@@ -518,7 +538,9 @@ def _(ctx, gy):
 # ---------------------------------------------------------------- flatten
 
 
-@defcomposite("flatten")
+@defcomposite(
+    "flatten", summary="x with the dimensions start_dim..end_dim merged into one (by default all but the batch)."
+)
 def flatten(g, x, *, start_dim=1, end_dim=-1):
     """x with the dimensions start_dim..end_dim merged into one (torch.flatten(x, 1) by default:
     everything but the batch)."""

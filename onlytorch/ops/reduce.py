@@ -84,9 +84,33 @@ def _(ctx, gy):
     return (_expand(ctx, gy),)
 
 
+def mean_all(x):
+    """np.mean(x) for a float32 or float64 array, without its Python wrapper (the same sum, and
+    the same division by the count as an intp)."""
+    if x.dtype.kind != "f" or x.dtype.itemsize < 4:
+        return np.mean(x)  # float16 accumulates in float32 there
+    total = np.add.reduce(x, axis=None)
+    if x.size == 0 or x.dtype.itemsize > 8:  # a NaN where Python would raise; long double
+        return total.dtype.type(total / np.intp(x.size))
+    # For float32 and float64 numpy divides in float64: done as a Python float division, the same
+    # IEEE double operation on the same operands (the count is exact), without the cost of
+    # numpy scalar arithmetic.
+    return total.dtype.type(float(total) / x.size)
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 @defop("mean", reduction, onnx=_reduce_onnx("ReduceMean"))
 def mean(x, *, axis=None, keepdims=False):
     """Mean over axis (all axes when None)."""
+    if axis is None and not keepdims and type(x) is np.ndarray:
+        # np.mean's value at a sum's cost (a train metric's usual last node): mean_all's division,
+        # rounded to the dtype straight into the 0-d array the graph keeps
+        dt = x.dtype
+        if (dt is _FLOATS[0] or dt is _FLOATS[1]) and x.size:
+            return np.array(float(np.add.reduce(x, None)) / x.size, dtype=dt)
+        return mean_all(x)
     return np.mean(x, axis=_np_axis(axis), keepdims=keepdims)
 
 

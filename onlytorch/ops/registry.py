@@ -94,6 +94,9 @@ class OpDef:
     # rule(builder, node) -> value name(s); None: it does not export (a composite exports as the
     # ops it is made of).
     onnx: str | Callable[..., Any] | None = None
+    # A written one-sentence summary for listings (``onlytorch ops``), where the doc's first
+    # sentence is longer than SUMMARY_WIDTH; empty: the first sentence is the summary.
+    summary: str = ""
 
     @property
     def differentiable(self) -> bool:
@@ -103,6 +106,10 @@ class OpDef:
         """Decorator that attaches the derivative rule."""
         self.vjp_rule = rule
         return rule
+
+    def short(self) -> str:
+        """The op's one-sentence summary: its written ``summary``, else its doc's first sentence."""
+        return self.summary or first_sentence(self.doc)
 
     def signature(self) -> str:
         """How the op is called, e.g. ``x, axis=None, keepdims=False`` (inputs, then attributes with
@@ -116,6 +123,32 @@ class OpDef:
         if self.shape_only == "rest":
             return i > 0
         return i in self.shape_only  # type: ignore[operator]
+
+
+# The longest one-line summary of a built-in op (a test keeps them within it): longer first
+# sentences get a written ``summary=``.
+SUMMARY_WIDTH = 100
+# Words whose full stop does not end a sentence.
+_ABBREVIATIONS = ("e.g", "i.e", "etc", "vs", "cf")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a description, its lines joined: up to the first full stop (or ! or ?)
+    that is followed by a space or the end, outside brackets, and is not an abbreviation's or part
+    of an ellipsis; the whole first paragraph when it has none."""
+    para = " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+    depth = 0
+    for i, ch in enumerate(para):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+        elif ch in ".!?" and depth == 0 and para[i + 1 : i + 2] in ("", " "):
+            word = para[:i].rsplit(" ", 1)[-1]
+            if ch == "." and (word.endswith(".") or word in _ABBREVIATIONS):
+                continue
+            return para[: i + 1]
+    return para
 
 
 def defop(
@@ -133,11 +166,12 @@ def defop(
     passes_input: bool = False,
     scratch: Callable[..., int] | None = None,
     onnx: str | Callable[..., Any] | None = None,
+    summary: str = "",
 ) -> Callable[[Callable[..., np.ndarray]], OpDef]:
     """Register an op. The forward's signature declares it: positional parameters are the input
     nodes (``*xs`` for a variable number), keyword-only parameters are attributes with defaults,
     and a first parameter named ``ctx`` asks for a RunContext. ``scratch``: see OpDef.scratch;
-    ``onnx``: see OpDef.onnx."""
+    ``onnx``: see OpDef.onnx; ``summary``: see OpDef.summary."""
 
     def register(fn: Callable[..., np.ndarray]) -> OpDef:
         needs_ctx, inputs, attrs, variadic = _signature(fn, "ctx")
@@ -163,6 +197,7 @@ def defop(
             passes_input=passes_input,
             scratch=scratch,
             onnx=onnx,
+            summary=summary,
         )
         _add(op)
         return op
@@ -171,7 +206,11 @@ def defop(
 
 
 def defcomposite(
-    name: str, *, aliases: Sequence[str] = (), onnx: str | Callable[..., Any] | None = None
+    name: str,
+    *,
+    aliases: Sequence[str] = (),
+    onnx: str | Callable[..., Any] | None = None,
+    summary: str = "",
 ) -> Callable[[Callable[..., NodeId]], OpDef]:
     """Register an op made of other ops: ``build(g, *inputs, **attrs)`` returns the result node.
     The signature rules are those of ``defop`` (after the leading ``g``). The graph holds the
@@ -190,6 +229,7 @@ def defcomposite(
             aliases=tuple(aliases),
             build=fn,
             onnx=onnx,
+            summary=summary,
         )
         _add(op)
         return op

@@ -375,7 +375,14 @@ def index_shape(x, key):
     return tuple(out)
 
 
-@defop("index", lambda x, *, key: (index_shape(x, key), "f"), aliases=("slice",), keep_dtype=True, onnx=_index_onnx)
+@defop(
+    "index",
+    lambda x, *, key: (index_shape(x, key), "f"),
+    aliases=("slice",),
+    keep_dtype=True,
+    onnx=_index_onnx,
+    summary="x[key] with numpy's basic indexing and one integer list (whose axis stays in place).",
+)
 def index(x, *, key):
     """x[key] with numpy's basic indexing (integers, slices, None, ...) and one integer list
     (whose axis stays in place, as in torch)."""
@@ -508,4 +515,4 @@ def _argmax_shape(x, *, axis=-1):
 @defop("argmax", _argmax_shape, nondiff=(0,), onnx=_argmax_onnx)
 def argmax(x, *, axis=-1):
     """Integer position of the largest value along axis (no gradient)."""
-    return np.argmax(x, axis=axis)
+    return x.argmax(axis=axis)  # np.argmax's result without its wrapper's cost (half of it here)

@@ -99,6 +99,6 @@ def class_count(op: str, scores) -> int:  # type: ignore[no-untyped-def]
         from ..errors import ShapeError
 
         raise ShapeError(
-            f"{op}: {scores.name!r} needs a fixed number of classes on its last axis, got shape {fmt(scores.shape)}"
+            f"{op}: {scores.label()} needs a fixed number of classes on its last axis, got shape {fmt(scores.shape)}"
         )
     return n

@@ -25,15 +25,15 @@ from ..suggest import did_you_mean
 
 # The spec language's functions that are not ops: the compiler lowers them itself.
 SPECIAL_FUNCTIONS = {
-    "grad": "grad(y, x): d y / d x as a node (y a scalar), differentiable again",
-    "scan": "scan(cell, xs, h0, ...): run a cell over axis 1 of xs, one initial state per state argument; a "
+    "grad": "grad(y, x): d y / d x as a node (y a scalar), differentiable again.",
+    "scan": "scan(cell, xs, h0, ...): run a cell over axis 1 of xs, one initial state per state argument. A "
     "cell with one output returns its states stacked on axis 1; a subgraph cell with named outputs "
     "(args [x, h, c], output {h: ..., c: ...}) returns each output stacked on axis 1 (r['h']) and each "
-    "state's final value (r['h_last'])",
-    "param": "param('M.NAME'): module M's parameter NAME, the very node (its gradient is the parameter's): "
-    "weight tying, penalties. The names are those onlytorch graph lists in module M's box, after 'M.': "
+    "state's final value (r['h_last']).",
+    "param": "param('M.NAME'): module M's parameter NAME, the very node, for weight tying and penalties. "
+    "Its gradient is the parameter's. The names are those onlytorch graph lists in module M's box, after 'M.': "
     "param('net.0.weight') (a layer list's layer 0), param('cell.w_ih') (a cell), param('block.w') (a "
-    "subgraph's params entry w)",
+    "subgraph's params entry w).",
 }
 
 _BINOPS: dict[type, str] = {
