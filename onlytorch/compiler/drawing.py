@@ -19,6 +19,11 @@ from ..spec import schema as S
 if TYPE_CHECKING:
     from .result import Compiled
 
+# The highlight colours, written as #rrggbb: Graphviz knows no 3-digit form (it warns "#c60 is
+# not a known color" and draws the node black), Mermaid's CSS takes both.
+LOSS_COLOUR = "#cc0000"
+DETACHED_COLOUR = "#cc6600"
+
 
 @dataclass
 class Drawing:
@@ -159,9 +164,9 @@ def mermaid(compiled: Compiled) -> str:
         lines.append(f'  schedule_note["{"<br/>".join(["schedule", *d.schedule])}"]')
     for name, (kind, label) in d.nodes.items():
         if kind == "loss":
-            lines.append(f"  style {_id(name)} stroke:#c00,stroke-width:2px")
+            lines.append(f"  style {_id(name)} stroke:{LOSS_COLOUR},stroke-width:2px")
         if "detached in" in label:
-            lines.append(f"  style {_id(name)} stroke:#c60,stroke-dasharray:5 5")
+            lines.append(f"  style {_id(name)} stroke:{DETACHED_COLOUR},stroke-dasharray:5 5")
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +186,9 @@ def dot(compiled: Compiled) -> str:
         if kind == "module":
             continue
         extra = (
-            ', color="#c60", style=dashed' if "detached in" in label else (', color="#c00"' if kind == "loss" else "")
+            f', color="{DETACHED_COLOUR}", style=dashed'
+            if "detached in" in label
+            else (f', color="{LOSS_COLOUR}"' if kind == "loss" else "")
         )
         lines.append(f'  {_id(name)} [label="{label}", shape={shapes[kind]}{extra}];')
     styles = {
