@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field as Param
 
-from .sources import DataError, Field, LoadContext, Params, Source, register
+from .sources import DataError, FieldRow, FieldTable, LoadContext, Params, Source, register
 
 
 class DigitsParams(Params):
@@ -63,10 +63,14 @@ def _loader(s: _Set) -> Callable[[Params, LoadContext], dict[str, np.ndarray]]:
     return load
 
 
-def _fields(s: _Set) -> Callable[[Params], dict[str, Field]]:
+def _fields(s: _Set) -> FieldTable:
     feature_doc = "pixel intensities in [0, 1]" if s.name == "digits" else "features (standardised by default)"
-    fields = {"x": Field((s.features,), "float", feature_doc), "y": Field((), "int64", "the class label", s.classes)}
-    return lambda p: dict(fields)
+    return FieldTable(
+        (
+            FieldRow("x", "float", (s.features,), feature_doc),
+            FieldRow("y", "int64", (), "the class label", classes=s.classes),
+        )
+    )
 
 
 def _count(s: _Set) -> Callable[[Params], int]:

@@ -43,7 +43,18 @@ from ..safe_files import (
     short_repr,
 )
 from ..suggest import did_you_mean_suffix
-from .sources import DataError, Field, FieldDtype, LoadContext, Params, Source, common_length, register
+from .sources import (
+    DataError,
+    Field,
+    FieldDtype,
+    FieldRow,
+    FieldTable,
+    LoadContext,
+    Params,
+    Source,
+    common_length,
+    register,
+)
 
 # (the folder data paths must stay in, the paths given on the command line, which may go anywhere)
 MAX_INT = 2**53  # an integer label read from a table: exact as a float64, far from int64's wrap-around
@@ -228,6 +239,17 @@ register(
         name="file.npz",
         params=NpzParams,
         fields=lambda p: _npz_selection(p, _file(p))[1],
+        table=FieldTable(
+            (
+                FieldRow(
+                    "KEY",
+                    "int64 for an integer array, else float",
+                    "the array's shape after its first (sample) axis",
+                    "one field per array that keys names (under its own name, or the field name of a {field: array} "
+                    "mapping); every array of the file by default",
+                ),
+            )
+        ),
         load=_npz_load,
         doc="Arrays from a .npz archive (np.savez): integer arrays become int64 fields, float arrays float fields; "
         "all must share the first (sample) dimension.",
@@ -452,6 +474,16 @@ register(
         name="file.csv",
         params=CsvParams,
         fields=_csv_fields,
+        table=FieldTable(
+            (
+                FieldRow(
+                    "FIELD",
+                    "int64 if int_fields lists it, else float",
+                    "(k,) for a list of k columns, () for a single column",
+                    "one field per key of columns: those columns' cells, read as numbers",
+                ),
+            )
+        ),
         load=_csv_load,
         doc="Numeric columns of a .csv table, grouped into fields; int_fields are read as int64 labels.",
     )

@@ -17,11 +17,13 @@ which of its training statistics the progress line shows and the report treats a
 from __future__ import annotations
 
 import abc
+import ast
 import math
+import operator
 import pathlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast
 
 import numpy as np
 import pydantic
@@ -56,6 +58,92 @@ class Field:
     dtype: FieldDtype  # "float": the graph's float type (the consumer casts); "int64": labels, indices
     doc: str
     classes: int | None = None  # for an int64 label field: the number of classes, when known
+
+
+# A per-sample shape as a field table writes it: integers and expressions of the source's integer
+# parameters (("length", 1) is (length, 1)); or words, where the shape comes from outside the
+# parameters (a file's arrays, an environment's observations).
+ShapeRule = tuple[int | str, ...] | str
+
+
+@dataclass(frozen=True)
+class FieldRow:
+    """One field a source yields, declared for every setting of its parameters: a row of its table
+    in the reference (docs/spec.md) and, in a FieldTable, what its fields are made from.
+
+    ``shape`` is a ShapeRule; ``dtype`` is "float" or "int64" (or words where the data decides,
+    as a file's arrays do); ``when`` names the parameter that adds the field when it is set (not
+    None); ``classes`` the number of classes of an int64 label field (an integer or an expression
+    of the parameters, e.g. "side * side"); ``name`` in capitals stands for several fields named by
+    the parameters or the data (a file's arrays)."""
+
+    name: str
+    dtype: str
+    shape: ShapeRule
+    doc: str
+    when: str | None = None
+    classes: int | str | None = None
+
+    def shape_text(self) -> str:
+        """The shape as the reference prints it: ``(length, 1)``, ``(2,)``, ``()``, or the words."""
+        if isinstance(self.shape, str):
+            return self.shape
+        items = [str(d) for d in self.shape]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+    def present(self, p: Any) -> bool:
+        """Whether the parameters p yield this field."""
+        return self.when is None or getattr(p, self.when) is not None
+
+    def field(self, p: Any) -> Field:
+        """The field for the parameters p (a row with a fixed name, shape and dtype)."""
+        if isinstance(self.shape, str) or self.dtype not in ("float", "int64"):
+            raise TypeError(f"field row {self.name!r} is described in words; only its source's fields() knows it")
+        shape = tuple(size_of(d, p) for d in self.shape)
+        classes = None if self.classes is None else size_of(self.classes, p)
+        return Field(shape, cast(FieldDtype, self.dtype), self.doc, classes)
+
+
+@dataclass(frozen=True)
+class FieldTable:
+    """A source's fields declared as a table of FieldRows (each with its shape rule), callable as the
+    Source's ``fields`` function: the validator, the trainer and the reference read the one
+    declaration. A source whose fields depend on more than its parameters (a file, an
+    environment) keeps its own ``fields`` function and gives its table as ``Source.table``."""
+
+    rows: tuple[FieldRow, ...]
+
+    def __call__(self, p: Any) -> dict[str, Field]:
+        return {row.name: row.field(p) for row in self.rows if row.present(p)}
+
+
+def size_of(rule: int | str, p: Any) -> int:
+    """A size a field table writes (an integer, or arithmetic of the integer parameters: "length",
+    "side * side") for the parameters p."""
+    if isinstance(rule, int):
+        return rule
+    return _size(ast.parse(rule, mode="eval").body, p, rule)
+
+
+_SIZE_OPS: dict[type, Callable[[int, int], int]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Pow: operator.pow,
+}
+
+
+def _size(node: ast.AST, p: Any, rule: str) -> int:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.Name):
+        value = getattr(p, node.id, None)
+        if type(value) is int:
+            return value
+    if isinstance(node, ast.BinOp) and type(node.op) in _SIZE_OPS:
+        return _SIZE_OPS[type(node.op)](_size(node.left, p, rule), _size(node.right, p, rule))
+    raise ValueError(f"field size {rule!r}: write integers and integer parameters joined by + - * // **")
 
 
 @dataclass
@@ -124,8 +212,18 @@ class Source:
     # A mixture of Gaussians: its mode centres (one row each) and their std. A generator trained on
     # it has its samples scored for mode coverage (onlytorch.metrics.mode_coverage).
     modes: Callable[[Any], tuple[np.ndarray, float]] | None = None
+    # The table of its fields for the reference, when ``fields`` is a function of more than the
+    # parameters (a file's arrays, an environment's observations); a FieldTable ``fields`` is its own.
+    table: FieldTable | None = None
 
     live: ClassVar[bool] = False  # see LiveSource
+
+    @property
+    def field_rows(self) -> tuple[FieldRow, ...]:
+        """The declared table of its fields (empty when it declares none: a function alone)."""
+        if isinstance(self.fields, FieldTable):
+            return self.fields.rows
+        return self.table.rows if self.table is not None else ()
 
     def parse(self, params: Mapping[str, Any], base_dir: pathlib.Path | None = None) -> pydantic.BaseModel:
         """Validate raw parameters; file paths are made absolute against base_dir when it is given."""

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field as Param
 from pydantic import field_validator
 
-from .sources import Field, LoadContext, Params, Source, register
+from .sources import FieldRow, FieldTable, LoadContext, Params, Source, register
 
 _N = Param(1000, gt=0, description="number of samples")
 _NOISE = "standard deviation of the Gaussian noise added to each coordinate"
@@ -55,10 +55,12 @@ register(
     Source(
         name="synthetic.xor",
         params=XorParams,
-        fields=lambda p: {
-            "x": Field((2,), "float", "a corner of the unit square (0 or 1 per coordinate) plus noise"),
-            "y": Field((1,), "float", "1.0 where exactly one coordinate's corner is 1, else 0.0"),
-        },
+        fields=FieldTable(
+            (
+                FieldRow("x", "float", (2,), "a corner of the unit square (0 or 1 per coordinate) plus noise"),
+                FieldRow("y", "float", (1,), "1.0 where exactly one coordinate's corner is 1, else 0.0"),
+            )
+        ),
         load=_xor,
         doc="The XOR problem: the unit square's 4 corners, jittered; not linearly separable.",
     )
@@ -90,10 +92,12 @@ register(
     Source(
         name="synthetic.moons",
         params=MoonsParams,
-        fields=lambda p: {
-            "x": Field((2,), "float", "a point on one of two interleaving half circles, plus noise"),
-            "y": Field((), "int64", "the half circle: 0 (upper) or 1 (lower)", classes=2),
-        },
+        fields=FieldTable(
+            (
+                FieldRow("x", "float", (2,), "a point on one of two interleaving half circles, plus noise"),
+                FieldRow("y", "int64", (), "the half circle: 0 (upper) or 1 (lower)", classes=2),
+            )
+        ),
         load=_moons,
         doc="Two interleaving half circles (as scikit-learn's make_moons); classes balanced.",
     )
@@ -123,10 +127,12 @@ register(
     Source(
         name="synthetic.spirals",
         params=SpiralsParams,
-        fields=lambda p: {
-            "x": Field((2,), "float", "a point on one of the spiral arms (radius up to 1), plus noise"),
-            "y": Field((), "int64", "the arm", classes=p.classes),
-        },
+        fields=FieldTable(
+            (
+                FieldRow("x", "float", (2,), "a point on one of the spiral arms (radius up to 1), plus noise"),
+                FieldRow("y", "int64", (), "the arm", classes="classes"),
+            )
+        ),
         load=_spirals,
         doc="Interleaved spiral arms around the origin, one class per arm; classes balanced.",
     )
@@ -152,10 +158,18 @@ register(
     Source(
         name="synthetic.ring",
         params=RingParams,
-        fields=lambda p: {
-            "x": Field((2,), "float", "a sample of the mixture"),
-            "mode": Field((), "int64", "the Gaussian it was drawn from (its centre: ring_centres()[mode])", p.modes),
-        },
+        fields=FieldTable(
+            (
+                FieldRow("x", "float", (2,), "a sample of the mixture"),
+                FieldRow(
+                    "mode",
+                    "int64",
+                    (),
+                    "the Gaussian it was drawn from (its centre: ring_centres()[mode])",
+                    classes="modes",
+                ),
+            )
+        ),
         load=lambda p, ctx: _mixture(_rng(ctx), p.n, ring_centres(p.modes, p.radius), p.std),
         doc="A ring of equally weighted Gaussians, the classic GAN mode-collapse test.",
         modes=lambda p: (ring_centres(p.modes, p.radius), p.std),
@@ -174,10 +188,18 @@ register(
     Source(
         name="synthetic.grid",
         params=GridParams,
-        fields=lambda p: {
-            "x": Field((2,), "float", "a sample of the mixture"),
-            "mode": Field((), "int64", "the Gaussian it was drawn from (its centre: grid_centres()[mode])", p.side**2),
-        },
+        fields=FieldTable(
+            (
+                FieldRow("x", "float", (2,), "a sample of the mixture"),
+                FieldRow(
+                    "mode",
+                    "int64",
+                    (),
+                    "the Gaussian it was drawn from (its centre: grid_centres()[mode])",
+                    classes="side * side",
+                ),
+            )
+        ),
         load=lambda p, ctx: _mixture(_rng(ctx), p.n, grid_centres(p.side, p.spacing), p.std),
         doc="A side x side grid of equally weighted Gaussians centred at 0 (WGAN-GP's 5x5 grid: -4, -2, 0, 2, 4).",
         modes=lambda p: (grid_centres(p.side, p.spacing), p.std),
@@ -222,10 +244,12 @@ register(
     Source(
         name="synthetic.sine",
         params=SineParams,
-        fields=lambda p: {
-            "x": Field((p.length, 1), "float", "the (noisy) sine, one value per time step"),
-            "y": Field((p.length, 1), "float", "the next value at each step: x shifted left by one step"),
-        },
+        fields=FieldTable(
+            (
+                FieldRow("x", "float", ("length", 1), "the (noisy) sine, one value per time step"),
+                FieldRow("y", "float", ("length", 1), "the next value at each step: x shifted left by one step"),
+            )
+        ),
         load=_sine,
         doc="Sine sequences with random frequency, amplitude and phase for one-step-ahead prediction (truncated BPTT).",
     )
@@ -252,10 +276,12 @@ register(
     Source(
         name="synthetic.regression",
         params=RegressionParams,
-        fields=lambda p: {
-            "x": Field((p.features,), "float", "standard normal features"),
-            "y": Field((1,), "float", "x @ w_true + noise, w_true standard normal (drawn from the seed)"),
-        },
+        fields=FieldTable(
+            (
+                FieldRow("x", "float", ("features",), "standard normal features"),
+                FieldRow("y", "float", (1,), "x @ w_true + noise, w_true standard normal (drawn from the seed)"),
+            )
+        ),
         load=_regression,
         doc="Linear regression: y = x @ w_true + noise, no bias.",
     )
@@ -280,10 +306,20 @@ register(
     Source(
         name="synthetic.reverse",
         params=ReverseParams,
-        fields=lambda p: {
-            "x": Field((p.length,), "int64", "a sequence of tokens, each uniform over the vocabulary", p.vocab),
-            "y": Field((p.length,), "int64", "the same tokens in reverse order: y[i] = x[length - 1 - i]", p.vocab),
-        },
+        fields=FieldTable(
+            (
+                FieldRow(
+                    "x", "int64", ("length",), "a sequence of tokens, each uniform over the vocabulary", classes="vocab"
+                ),
+                FieldRow(
+                    "y",
+                    "int64",
+                    ("length",),
+                    "the same tokens in reverse order: y[i] = x[length - 1 - i]",
+                    classes="vocab",
+                ),
+            )
+        ),
         load=_reverse,
         # Each split is drawn from its own seed, so held-out sequences are independent draws; they
         # are not filtered against the train split: with n_train and n_test sequences out of

@@ -120,6 +120,8 @@ def render_reference() -> str:
         add(inspect.cleandoc(src.doc).split("\n\n")[0].replace("\n", " "))
         add("")
         add(model_table(src.params))
+        add("")
+        add(field_table(src.field_rows))
     add("\n### Optimizers (`optimizers.NAME`)\n")
     add("Each is `{type: NAME, params: [...], lr: ..., ...}` with torch.optim's defaults.\n")
     for name, opt_model in S.OPTIMIZER_MODELS.items():
@@ -163,6 +165,27 @@ def render_reference() -> str:
     for code, text in CODES.items():
         add(f"| `{code}` | {text} |")
     return "\n".join(out) + "\n"
+
+
+def field_table(rows: Any) -> str:
+    """A data source's fields, one row per declared field (name, dtype, per-sample shape, meaning;
+    sizes written with the source's parameters), from its FieldTable."""
+    if not rows:
+        return "Fields: given by a function of its parameters (declare a `FieldTable` to list them here)."
+    out = [
+        "Fields (per sample; an input reads one as `SPLIT.FIELD`):\n",
+        "| field | dtype | shape | meaning |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        shape = row.shape_text() if isinstance(row.shape, str) else f"`{row.shape_text()}`"
+        meaning = row.doc
+        if row.classes is not None:
+            meaning += f"; classes: `{row.classes}`"
+        if row.when is not None:
+            meaning += f" (only when `{row.when}` is set)"
+        out.append(f"| `{row.name}` | {row.dtype} | {shape} | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(out)
 
 
 def layer_table() -> str:

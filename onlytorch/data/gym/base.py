@@ -14,7 +14,7 @@ from pydantic import Field as Param
 
 from ...checkpoint import with_prefix
 from ...ops.shapes import fmt
-from ..sources import DataError, Field, LiveSource, LoadContext, Params
+from ..sources import DataError, Field, FieldRow, LiveSource, LoadContext, Params
 from .checks import check_nodes, check_train_epochs
 from .envs import VectorEnv, env_spaces
 from .policy import Policy, observation_inputs, run_episodes
@@ -43,12 +43,23 @@ class GymParams(Params):
     action: str = Param(description="the node that gives the action to take (int64, one per observation)")
 
 
+# The shape of an observation field, as the reference writes it: the environment decides it.
+OBS_SHAPE = "the environment's observation shape"
+# The fields every gym source yields first (the reference's rows; gym_fields makes them for an environment).
+GYM_ROWS = (
+    FieldRow("obs", "float", OBS_SHAPE, "the observation the action was taken in"),
+    FieldRow("action", "int64", (), "the action taken, in [0, number of actions)"),
+    FieldRow("reward", "float", (), "the reward that followed"),
+)
+
+
 def gym_fields(p: GymParams, fields: dict[str, Field]) -> dict[str, Field]:
     spaces = env_spaces(p.env, p.env_kwargs)
+    obs, _, reward = GYM_ROWS
     return {
-        "obs": Field(spaces.obs_shape, "float", "the observation the action was taken in"),
+        "obs": Field(spaces.obs_shape, "float", obs.doc),
         "action": Field((), "int64", f"the action taken, in [0, {spaces.n_actions})", classes=spaces.n_actions),
-        "reward": Field((), "float", "the reward that followed"),
+        "reward": reward.field(p),
         **fields,
     }
 

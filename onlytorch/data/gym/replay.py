@@ -18,8 +18,8 @@ from pydantic import model_validator
 
 from ... import checkpoint as ckpt
 from ..batches import rng_entry, rng_from_array, rng_to_array
-from ..sources import Field, Held, register, row_bytes
-from .base import GymData, GymLiveSource, GymParams, gym_fields, not_loaded
+from ..sources import Field, FieldRow, FieldTable, Held, register, row_bytes
+from .base import GYM_ROWS, OBS_SHAPE, GymData, GymLiveSource, GymParams, gym_fields, not_loaded
 from .envs import env_spaces
 from .policy import Policy, make_policy
 
@@ -43,17 +43,17 @@ class ReplayParams(GymParams):
         return self
 
 
+# The fields a replay buffer adds to every gym source's.
+_REPLAY_ROWS = (
+    FieldRow("next_obs", "float", OBS_SHAPE, "the observation the step reached (the final one where an episode ended)"),
+    FieldRow("terminated", "float", (), "1.0 where the episode ended with no future (not a time limit), else 0.0"),
+)
+
+
 def _replay_fields(p: ReplayParams) -> dict[str, Field]:
+    next_obs, terminated = _REPLAY_ROWS
     shape = env_spaces(p.env, p.env_kwargs).obs_shape
-    return gym_fields(
-        p,
-        {
-            "next_obs": Field(
-                shape, "float", "the observation the step reached (the final one where an episode ended)"
-            ),
-            "terminated": Field((), "float", "1.0 where the episode ended with no future (not a time limit), else 0.0"),
-        },
-    )
+    return gym_fields(p, {"next_obs": Field(shape, "float", next_obs.doc), "terminated": terminated.field(p)})
 
 
 class Replay(GymData):
@@ -202,6 +202,7 @@ register(
         name="gym.replay",
         params=ReplayParams,
         fields=_replay_fields,
+        table=FieldTable(GYM_ROWS + _REPLAY_ROWS),
         load=not_loaded,
         doc="An experience-replay buffer filled by an epsilon-greedy policy in a gymnasium environment (DQN).",
         extra="gym",

@@ -18,9 +18,9 @@ from pydantic import Field as Param
 from ...checkpoint import CheckpointError, floats, integers, unexpected, with_prefix
 from ...checkpoint import count as ckpt_count
 from ..batches import Batches, count_batches, rng_entry, rng_from_array, rng_to_array
-from ..sources import DataError, Field, Held, register, row_bytes
+from ..sources import DataError, Field, FieldRow, FieldTable, Held, register, row_bytes
 from .advantages import gae, normalize
-from .base import GymData, GymLiveSource, GymParams, gym_fields, not_loaded
+from .base import GYM_ROWS, GymData, GymLiveSource, GymParams, gym_fields, not_loaded
 from .envs import env_spaces
 from .policy import Policy, make_policy
 
@@ -39,18 +39,21 @@ class RolloutParams(GymParams):
     normalize_advantages: bool = Param(False, description="rescale each collection's advantages to mean 0, std 1")
 
 
+# The fields a rollout adds to every gym source's (log_prob and value: when the spec names those nodes).
+_ROLLOUT_ROWS = FieldTable(
+    (
+        FieldRow("terminated", "float", (), "1.0 where the episode ended here (no future), else 0.0"),
+        FieldRow("truncated", "float", (), "1.0 where a time limit cut the episode here, else 0.0"),
+        FieldRow("advantage", "float", (), "the GAE advantage (0 with no value node: then it is the return)"),
+        FieldRow("return", "float", (), "the discounted return (advantage + value), bootstrapped at cuts"),
+        FieldRow("log_prob", "float", (), "the log_prob node's value when acting (the old policy's)", when="log_prob"),
+        FieldRow("value", "float", (), "the value node's value when acting", when="value"),
+    )
+)
+
+
 def _rollout_fields(p: RolloutParams) -> dict[str, Field]:
-    extra = {
-        "terminated": Field((), "float", "1.0 where the episode ended here (no future), else 0.0"),
-        "truncated": Field((), "float", "1.0 where a time limit cut the episode here, else 0.0"),
-        "advantage": Field((), "float", "the GAE advantage (0 with no value node: then it is the return)"),
-        "return": Field((), "float", "the discounted return (advantage + value), bootstrapped at cuts"),
-    }
-    if p.log_prob is not None:
-        extra["log_prob"] = Field((), "float", "the log_prob node's value when acting (the old policy's)")
-    if p.value is not None:
-        extra["value"] = Field((), "float", "the value node's value when acting")
-    return gym_fields(p, extra)
+    return gym_fields(p, _ROLLOUT_ROWS(p))
 
 
 class Rollout(GymData):
@@ -218,6 +221,7 @@ register(
         name="gym.rollout",
         params=RolloutParams,
         fields=_rollout_fields,
+        table=FieldTable(GYM_ROWS + _ROLLOUT_ROWS.rows),
         load=not_loaded,
         doc="On-policy rollouts of a gymnasium environment, collected under no_grad at the start of "
         "every iteration, with returns and GAE advantages (actor-critic, PPO).",
