@@ -175,7 +175,8 @@ class FitResult:
     """How a fit ended. ``status`` is run.json's: "completed", "early_stopped" (train.early_stopping
     ended it; with ``already_ended`` it had before this fit, which did nothing), "diverged",
     "interrupted" or "failed". ``metrics``: the final evaluation (eval.split's metrics, or the episodes' returns of
-    a gym source); ``train``: the last iteration's losses; ``best``: run.json's record of best.npz;
+    a gym source); ``train``: the last train row's losses and train metrics (window means over
+    ``train_steps``), or the last iteration's losses when this fit logged no row; ``best``: run.json's record of best.npz;
     ``checkpoint``: the last checkpoint to continue from (None when there is none)."""
 
     status: str
@@ -198,6 +199,8 @@ class FitResult:
     stop_after_completion: bool = False  # a stop came while "completed" was written; it stays completed
     already_ended: bool = False  # resume=True on a run that had ended early_stopped: nothing was done
     episodes: tuple[int, str] | None = None  # a gym source's evaluation: episodes and policy
+    # the steps ``train`` covers (first, last): the last train row's window; None: the last iteration's
+    train_steps: tuple[int, int] | None = None
     eval_split: str | None = None
     notes: list[Note] = field(default_factory=list)
 
@@ -269,6 +272,7 @@ class Hooks:
     on_eval: Callable[[int, dict[str, float]], None] | None = None
     on_note: Callable[[Note], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    on_eval_row: Callable[[Record], None] | None = None
 
 
 def fit(
@@ -289,6 +293,7 @@ def fit(
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
     on_note: Callable[[Note], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_eval_row: Callable[[Record], None] | None = None,
     guard: Guard | None = None,
     tensorboard: bool | None = None,
     mlflow: str | None = None,
@@ -304,7 +309,9 @@ def fit(
     its checkpoint, and run.json's ``init`` records each file's path and sha256.
     Callbacks: ``on_start`` once training begins,
     ``on_progress(step, losses)`` after every iteration, ``on_log(record)`` for every logged row,
-    ``on_eval(step, metrics)`` after every evaluation, ``on_note`` for what it notices before;
+    ``on_eval(step, metrics)`` after every evaluation, ``on_eval_row(record)`` for every logged
+    evaluation row (its keys as metrics.jsonl's: ``val/NAME``, ``eval/NAME``), ``on_note`` for what
+    it notices before;
     ``should_stop()`` between iterations. Trackers (docs/runs.md): TensorBoard event files in
     RUN_DIR/tensorboard/ when tensorboardX is installed (``tensorboard=False`` or the spec's
     ``logging: {tensorboard: false}``: none); ``mlflow``: an MLflow tracking URI to log the run to
@@ -312,7 +319,7 @@ def fit(
     BadInput) for what it refuses before training; returns how the training ended."""
     from .threads import num_threads
 
-    hooks = Hooks(on_start, on_progress, on_log, on_eval, on_note, should_stop)
+    hooks = Hooks(on_start, on_progress, on_log, on_eval, on_note, should_stop, on_eval_row)
     with num_threads(threads) if threads is not None else contextlib.nullcontext():
         inits = [init] if isinstance(init, (str, os.PathLike)) else list(init)
         loaded = _loaded(spec, seed, overrides, allow_outside, max_memory, inits)
@@ -320,6 +327,18 @@ def fit(
 
         tracking = Session(choose_trackers(loaded.compiled, tensorboard, mlflow))
         return _Fit(loaded, hooks, guard or _NoGuard(), resume, force, tracking).run(run_dir)
+
+
+def _eval_rows(hook: Callable[[Record], None]) -> Callable[[dict[str, Any]], None]:
+    """A Run row listener that passes each evaluation row to ``hook`` as a Record."""
+
+    from .metrics_log import Record
+
+    def listener(row: dict[str, Any]) -> None:
+        if row.get("kind") == "eval":
+            hook(Record(row["step"], {k: v for k, v in row.items() if k not in ("step", "kind")}))
+
+    return listener
 
 
 def _trainer(compiled: Compiled) -> Trainer:
@@ -530,6 +549,9 @@ class _Fit:
         from .train import train_loop
 
         hooks = self.hooks
+        if hooks.on_eval_row is not None:
+            # registered for the run's rest: the final evaluation after the loop is logged too
+            run.row_listeners.append(_eval_rows(hooks.on_eval_row))
 
         def on_log(rec: Record) -> None:
             with _writing(f"{run.path / 'metrics.jsonl'} (or metrics.csv)"):
@@ -576,7 +598,9 @@ class _Fit:
             run.path,
             steps=trainer.step,
             total_steps=trainer.total_steps(),
-            train=dict(trainer.last),
+            # the last train row's losses and train metrics (window means), else the last iteration's losses
+            train=dict(trainer.last_row[2] if trainer.last_row else trainer.last),
+            train_steps=trainer.last_row[:2] if trainer.last_row else None,
             best=run.info.get("best"),
             started=True,
             episodes=trainer.episode_settings() if live else None,

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import phases
+from .train_metrics import loss_targets
 
 if TYPE_CHECKING:
     from .compile import Compiled, PhaseInfo
     from .graph import Graph
     from .node import NodeId
+    from .train_metrics import Measure, MetricPlan
 
 
 class Iterations:
@@ -23,16 +25,24 @@ class Iterations:
 
     _drawn: int | None = None  # rows of the batch in use, once a phase of this iteration has drawn one
     _run: tuple[str, int] = ("new", 0)  # the current run's batch mode and its index among the phase's runs
+    _measure: Measure | None = None  # the train metrics the current run computes in its forward
+    # train.log_train: mean: the metrics the last iteration computed in its training forwards, one
+    # ({train/NAME: value}, rows) per phase that did, and the ones no phase of it covered
+    # (Trainer.train_metrics computes those after it)
+    measured: tuple[tuple[dict[str, float], float], ...] = ()
+    unmeasured: tuple[str, ...] = ()
 
     if TYPE_CHECKING:
         c: Compiled
         g: Graph
         step: int
+        batch_size: int
         window: int
         n_windows: int
         windows: dict[str, int]
         live: Any
         batches: Any
+        metric_plan: MetricPlan | None
         last: dict[str, float]
         grad_norms: dict[str, float]
 
@@ -49,18 +59,35 @@ class Iterations:
         batch each sees: onlytorch/phases.py); returns the losses it computed (by phase)."""
         values: dict[str, float] = {}
         self._drawn = None
-        for index, phase in enumerate(self.c.phases):
-            if not phases.active(phase.spec, self.step):
-                continue
-            for r in range(self._repeats(phase)):
+        active = tuple(i for i, phase in enumerate(self.c.phases) if phases.active(phase.spec, self.step))
+        plan = self.metric_plan
+        measures, self.unmeasured = plan.assign(active) if plan is not None else ({}, ())
+        measured: list[tuple[dict[str, float], float]] = []
+        for index in active:
+            phase = self.c.phases[index]
+            runs = self._repeats(phase)
+            for r in range(runs):
                 self._run = (phases.batch_mode(phase.spec, index), r)
+                # the phase's metrics on its last run: the last batch it sees
+                self._measure = measures.get(index) if r == runs - 1 else None
                 values.update(self._run_phase(phase))
+            measure = measures.get(index)
+            if measure is not None and runs:
+                measured.append((measure.values(), measure.rows))
+            elif measure is not None:  # a phase with no run this time (epochs of no minibatch)
+                self.unmeasured += measure.names
+        self._measure = None
+        self.measured = tuple(measured)
         if self.windows:
             self.window = (self.window + 1) % self.n_windows
         self.step += 1
         self._sync_targets()
         self.last = values
         return values
+
+    def batch_rows(self) -> float:
+        """The rows of the batch in use (a remainder batch has fewer): what a train metric weighs."""
+        return float(self._drawn or self.batch_size)
 
     def _feed(self, k: int) -> None:
         """Set the inputs of micro-batch ``k`` of the current run: the batch (the first micro-batch of
@@ -97,6 +124,8 @@ class Iterations:
             if phase.spec.zero_grad == "before":
                 g.clear_jacobi()
             out: dict[str, float] = {}
+            if self._measure is not None:
+                self._measure.start()
             for k in range(micro):
                 self._feed(k)
                 for key, value in self._forward_backward(phase).items():
@@ -125,8 +154,14 @@ class Iterations:
         """One micro-batch of a phase: its raw losses (and, for a weighted backward, the loss times its
         weight at this step, as logged) and their gradients, through the weighted loss nodes."""
         g = self.g
-        # the nodes differentiated (loss * weight node, where there is one) and the losses as defined
-        vals = g.forward_node([b.loss_node for b in phase.backward] + [self.c.losses[b.loss] for b in phase.backward])
+        # the nodes differentiated (loss * weight node, where there is one), the losses as defined,
+        # and the train metrics this run computes (onlytorch/train_metrics.py): one forward
+        measure = self._measure
+        if measure is not None:
+            vals = g.forward_node(measure.forward)
+            measure.add(vals, self.batch_rows())
+        else:
+            vals = g.forward_node(loss_targets(phase, self.c.losses))
         out = {}
         for b, v, r in zip(phase.backward, vals, vals[len(phase.backward) :]):
             value, scaled = float(np.asarray(r).reshape(-1)[0]), float(np.asarray(v).reshape(-1)[0])

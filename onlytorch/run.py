@@ -44,6 +44,7 @@ RESUMABLE_CHANGES = (
     "train.steps",
     "train.epochs",
     "train.log_every",
+    "train.log_train",
     "train.eval_every",
     "train.checkpoint_every",
     # where the metrics are mirrored (spec/logging_spec.py)

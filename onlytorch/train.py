@@ -13,7 +13,7 @@ window, and carried inputs restart at zeros then."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,11 +33,13 @@ from .data.sources import (
 )
 from .errors import GraphError
 from .iteration import Iterations
+from .log_window import LogWindow
 from .metrics_log import Record
 from .nn import copy_parameters
 from .node import NodeId
 from .spec import schema as S
 from .stopping import EarlyStopping
+from .train_metrics import MetricPlan
 
 
 class Diverged(GraphError):
@@ -115,6 +117,15 @@ class Trainer(Iterations):
         self.grad_norms: dict[str, float] = {}
         self._eval_carry: dict[str, np.ndarray] = {}
         self.stopping = EarlyStopping.of(self.spec)  # train.early_stopping's counter (inactive without)
+        self.log_window = LogWindow()  # the train row in the making (train.log_train: mean; onlytorch/log_window.py)
+        # the last train row's losses and train metrics, with the steps it covers (first, last)
+        self.last_row: tuple[int, int, dict[str, float]] | None = None
+        # which phase computes which train metric in its training forward (log_train: mean only)
+        self.metric_plan = (
+            MetricPlan(compiled, [compiled.inputs[n] for n in (*self.fields, *self.noise, *self.carry)])
+            if self.spec.train is not None and self.spec.train.log_train == "mean" and compiled.metrics
+            else None
+        )
 
     # -------------------------------------------------------------- feeding
 
@@ -179,7 +190,7 @@ class Trainer(Iterations):
         first = self.g.first_nonfinite(node)
         origin = first.name if first is not None else node.name
         where = (
-            f"the first node whose value went NaN/inf is {origin!r}{self._inside(first)}"
+            f"the first node whose value went NaN/inf is {self._named(first)}"
             if first is not None
             else "every forward value is finite: it went NaN/inf in the backward pass"
         )
@@ -190,15 +201,28 @@ class Trainer(Iterations):
             origin,
         )
 
-    def _inside(self, node: NodeId) -> str:
-        """' (in spec node X)' for a node the spec does not name (a part of a loss or a layer):
-        the first named node of the spec that is computed from it."""
+    def _named(self, node: NodeId) -> str:
+        """The node as the spec knows it: 'h' (FILE:LINE:COL), or for a part of a spec node (of a
+        loss, or a layer of a module it calls) "the log (inside 'h') at FILE:LINE:COL (graph node
+        log_11)": the internal name only as a detail."""
+        at = self.c.defined_at
         if node.name in self.c.names:
-            return ""
+            return f"{node.name!r}" + (f" ({at[node.name]})" if node.name in at else "")
+        rec = self.g.record(node)
+        owner = rec.spec_node if rec.spec_node in self.c.names else self._inside(node)
+        if owner is None:
+            return rec.describe()
+        what = rec.op.name if rec.op is not None else rec.kind
+        place = f" at {at[owner]}" if owner in at else ""
+        return f"the {what} (inside {owner!r}){place} (graph node {rec.name})"
+
+    def _inside(self, node: NodeId) -> str | None:
+        """For a node no definition of the spec built (Graph.building): the first named node of the
+        spec that is computed from it."""
         for name, named in sorted(self.c.names.items(), key=lambda kv: kv[1].index):
             if named.index > node.index and any(n.index == node.index for n in self.g.forward_order([named])):
-                return f" (inside {name!r})"
-        return ""
+                return name
+        return None
 
     def _stash_carries(self) -> None:
         # forward_node, not get_node_value: the carried node (e.g. the RNN's last state) is usually
@@ -345,6 +369,7 @@ class Trainer(Iterations):
         if self.live is not None:
             out.update({f"live/{k}": v for k, v in self.live.state().items()})
         out.update(self.stopping.state())
+        out.update(self.log_window.state())
         return out
 
     # A checkpoint is checked whole before any of it is applied, so a bad one (another spec's, cut
@@ -419,6 +444,9 @@ class Trainer(Iterations):
         if self.live is not None:
             self.live.restore(ckpt.with_prefix(state, "live"), "live/")
         self.stopping.restore(state)
+        self.log_window = LogWindow()
+        if self.spec.train is not None and self.spec.train.log_train == "mean":
+            self.log_window.restore(state)
         self.step = int(state["meta/step"])
         self.window = int(state["meta/window"])
 
@@ -464,9 +492,32 @@ class Trainer(Iterations):
             self.live.check_state(ckpt.with_prefix(state, "live"), "live/")
             known |= {k for k in state if k.startswith("live/")}
         known |= self.stopping.check_state(state)
+        known |= LogWindow.check_state(state, self._logged_names())
         ckpt.unexpected(
             state, known, what=": no part of the spec wrote it (the checkpoint was written for another spec)"
         )
+
+    def _logged_names(self) -> set[str]:
+        """The keys of the losses and train metrics a train row of this spec can hold."""
+        names = {f"train/{m}" for m in self.c.metrics}
+        for phase in self.c.phases:
+            for b in phase.backward:
+                names.add(f"{phase.name}/{b.loss}")
+                if b.weighted:
+                    names.add(f"{phase.name}/{b.loss}:weighted")
+        return names
+
+    def train_metrics(self, names: Iterable[str] | None = None) -> dict[str, float]:
+        """The spec's metrics (``train/NAME``; all, or those named) on the batch of the iteration just
+        run, after its optimizer steps, under no_grad and eval mode (no random number drawn, nothing
+        trained): what ``log_train: last`` logs, and ``mean`` for a metric no phase of the iteration
+        computes in its training forward (onlytorch/train_metrics.py)."""
+        metrics = self.c.metrics
+        with self.g.no_grad():
+            return {
+                f"train/{name}": float(np.asarray(self.g.forward_node(metrics[name])).reshape(-1)[0])
+                for name in (metrics if names is None else names)
+            }
 
     def _check_batch(self, state: Mapping[str, np.ndarray]) -> set[str]:
         """The current batch (kept for windowed inputs): every field of the training data or none,
@@ -531,12 +582,21 @@ def train_loop(
     then is one that a resume continues from exactly."""
     t = trainer.spec.train
     assert t is not None
+    window = trainer.log_window if t.log_train == "mean" else None
     start = time.perf_counter()
     while trainer.step < steps and not trainer.stopping.has_stopped:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt
         values = trainer.run_iteration()
         step = trainer.step
+        if window is not None and values:  # an iteration where no phase ran (phases over time) adds nothing
+            window.add(values, step=step)
+            # each metric weighs the rows of the batch(es) it was computed on (a remainder batch less):
+            # in the training forward of a phase where it is cheap (onlytorch/train_metrics.py), else after
+            for measured, rows in trainer.measured:
+                window.add(measured, rows)
+            if trainer.unmeasured:
+                window.add(trainer.train_metrics(trainer.unmeasured), trainer.batch_rows())
         if progress is not None:
             if trainer.live is not None:
                 # what an RL user watches beside the losses (a gym source: the training episodes' return)
@@ -545,11 +605,10 @@ def train_loop(
             else:
                 progress(step, values)
         if step % t.log_every == 0 or step == steps:
-            row = dict(values)
-            with trainer.g.no_grad():
-                # on the iteration's last batch; an iteration where no phase ran (phases over time) has none
-                for name, node in trainer.c.metrics.items() if values else ():
-                    row[f"train/{name}"] = float(np.asarray(trainer.g.forward_node(node)).reshape(-1)[0])
+            # train.log_train: the window's means, or the last iteration's values and its batch's metrics
+            since = window.since if window is not None else None
+            row = window.take() if window is not None else {**values, **(trainer.train_metrics() if values else {})}
+            trainer.last_row = (since or step, step, dict(row))
             if trainer.live is not None:
                 row.update(live_log_row(trainer.live.stats()))
             for o, opt in trainer.c.optimizers.items():

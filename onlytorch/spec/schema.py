@@ -639,6 +639,14 @@ class TrainSpec(Strict):
     epochs: int | None = Field(None, gt=0, description="or passes over the training data")
     schedule: list[PhaseSpec] = Field(min_length=1, description="the phases of one iteration, in order")
     log_every: int = Field(50, gt=0, description="write metrics every this many iterations")
+    log_train: Literal["mean", "last"] = Field(
+        "mean",
+        description="what a train row of metrics.jsonl holds: mean = each loss's mean over the iterations since "
+        "the previous row and each train metric's mean over the samples of their batches, each metric computed "
+        "on the training forward (train mode, before the step, as Keras does; after the step in eval mode "
+        "where no phase's forward computes it cheaply); last = the last iteration's values (its last batch's "
+        "metrics after the step, under no_grad in eval mode)",
+    )
     eval_every: int | None = Field(None, gt=0, description="evaluate under no_grad every this many iterations")
     checkpoint_every: int | None = Field(None, gt=0, description="write a checkpoint every this many iterations")
     monitor: MonitorSpec | None = Field(
