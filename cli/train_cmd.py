@@ -8,8 +8,6 @@ import contextlib
 import json
 import pathlib
 import shlex
-import sys
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +18,7 @@ from onlytorch.runclaim import Claim, Refused, RunDirUnusable, RunNameUnusable, 
 
 from . import interrupts
 from .paths import describe_os_error, shorten
+from .progress import Progress
 
 if TYPE_CHECKING:
     from onlytorch.app import FitResult, LoadedSpec, Note, Started
@@ -64,54 +63,6 @@ def _claim_run_dir(compiled: Compiled, out: str | None, resume: bool) -> Claim:
         return claim_run_dir(compiled.spec.name, out, resume)
 
 
-class Progress:
-    """One status line on a terminal (redrawn at most 10 times a second); log lines otherwise."""
-
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total = total
-        self.tty = sys.stderr.isatty() and not quiet
-        self.quiet = quiet
-        self.last = 0.0
-        self.t0 = time.perf_counter()
-        self.start_step: int | None = None
-        self.logged: tuple[int, float] | None = None  # the step and time of the last log line
-
-    def update(self, step: int, values: dict[str, float]) -> None:
-        if not self.tty:
-            return
-        now = time.perf_counter()
-        if now - self.last < 0.1 and step != self.total:
-            return
-        self.last = now
-        if self.start_step is None:
-            self.start_step = step - 1
-        width = 24
-        done = int(width * step / max(self.total, 1))
-        rate = (step - self.start_step) / max(now - self.t0, 1e-9)
-        losses = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items())
-        click.echo(
-            f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.total}  {losses}  {rate:.0f} it/s\033[K",
-            nl=False,
-            err=True,
-        )
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        if self.quiet or self.tty:
-            return
-        shown = "  ".join(
-            f"{k} {v:.4g}" for k, v in values.items() if "/" in k and not k.startswith(("lr/", "grad_norm/"))
-        )
-        # iterations per second since the previous log line, so that a slowdown shows
-        now = time.perf_counter()
-        rate = f"  {(step - self.logged[0]) / max(now - self.logged[1], 1e-9):.0f} it/s" if self.logged else ""
-        self.logged = (step, now)
-        click.echo(f"step {step}/{self.total}  {shown}{rate}", err=True)
-
-    def close(self) -> None:
-        if self.tty:
-            click.echo("", err=True)
-
-
 def _table(title: str, values: dict[str, float]) -> str:
     if not values:
         return ""
@@ -137,7 +88,7 @@ class _Shown:
         if not self.quiet:
             what = f"resuming at step {started.step}" if started.resumed else "training"
             click.echo(f"{started.name}: {what}, {started.total} steps -> {started.run_dir}", err=True)
-        self.progress = Progress(started.total, self.quiet)
+        self.progress = Progress(started.total, self.quiet, started.step)
 
     def update(self, step: int, values: dict[str, float]) -> None:
         if self.progress is not None:
@@ -146,6 +97,14 @@ class _Shown:
     def log(self, record: Any) -> None:
         if self.progress is not None:
             self.progress.log(record.step, record.values)
+
+    def evaluation(self, record: Any) -> None:
+        if self.progress is not None:
+            self.progress.evaluation(record.step, record.values)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
 
 def run_training(
@@ -157,9 +116,47 @@ def run_training(
     *,
     tensorboard: bool | None = None,
     mlflow: str | None = None,
+    report: bool = False,
 ) -> int:
     """Train into a run directory held locked for the whole run (see docs/runs.md); ``tensorboard``
-    and ``mlflow`` as onlytorch.fit's."""
+    and ``mlflow`` as onlytorch.fit's; ``report``: then write the run's report (see _report)."""
+    code, result = _train(loaded, out, resume, force, quiet, tensorboard, mlflow)
+    return _report(result, code) if report and result is not None else code
+
+
+def _report(result: FitResult, code: int) -> int:
+    """``train --report``: the run's report into RUN_DIR/report/, as ``onlytorch report RUN_DIR``
+    writes it, for a run that ended (also early-stopped) and for a diverged or failed run that
+    logged rows; an interrupted run gets none. A report that cannot be written fails the command."""
+    from onlytorch import report
+
+    from .report_cmd import report_run
+
+    if code == EXIT_INTERRUPTED or not (result.ok or result.started):
+        return code
+    try:
+        if not result.ok and not report.read_run(result.run_dir).rows:
+            click.echo(f"no report: {result.run_dir} logged no rows before it ended", err=True)
+            return code
+        click.echo(f"\nreport of {result.run_dir}:")
+        report_run(result.run_dir)
+    except (click.ClickException, report.ReportError, OSError) as e:
+        why = e.format_message() if isinstance(e, click.ClickException) else str(e)
+        click.echo(f"error: the report of {result.run_dir} could not be written: {why}", err=True)
+        return EXIT_FAILED if code == EXIT_OK else code
+    return code
+
+
+def _train(
+    loaded: LoadedSpec,
+    out: str | None,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+    tensorboard: bool | None,
+    mlflow: str | None,
+) -> tuple[int, FitResult | None]:
+    """run_training without the report: the exit code and how the fit ended (None: it never started)."""
     from onlytorch.app import BadInput, fit
 
     its = interrupts.current()
@@ -174,6 +171,7 @@ def run_training(
                 on_start=shown.start,
                 on_progress=shown.update,
                 on_log=shown.log,
+                on_eval_row=shown.evaluation,
                 on_note=shown.note,
                 should_stop=its.stop_requested,
                 guard=its,
@@ -184,7 +182,14 @@ def run_training(
         click.echo(f"error: {e}", err=True)
         if e.hint:
             click.echo(e.hint, err=True)
-        return EXIT_USAGE
+        return EXIT_USAGE, None
+    finally:
+        shown.close()  # the bar's line ends before anything else is said
+    return _ended(result, loaded, shown), result
+
+
+def _ended(result: FitResult, loaded: LoadedSpec, shown: _Shown) -> int:
+    """What the command says about how the fit ended, and its exit code."""
     if result.already_ended:  # --resume of an early-stopped run: said, nothing done
         click.echo(result.message, err=True)
         return EXIT_OK
@@ -244,8 +249,17 @@ def _interrupted(result: FitResult, loaded: LoadedSpec) -> int:
     return EXIT_INTERRUPTED
 
 
+def _final_title(result: FitResult) -> str:
+    """The final table's title: the step of the last train row it shows, and the steps that row's
+    window means average (``final training losses (step 400), mean of steps 351-400``)."""
+    if result.train_steps is None:
+        return f"final training losses (step {result.steps})"
+    first, last = result.train_steps
+    return f"final training losses (step {last})" + (f", mean of steps {first}-{last}" if first < last else "")
+
+
 def _summary(result: FitResult) -> None:
-    click.echo(_table(f"final training losses (step {result.steps})", result.train))
+    click.echo(_table(_final_title(result), result.train))
     if result.metrics and result.episodes is not None:
         n, policy = result.episodes
         click.echo(_table(f"evaluation: {n} episodes, {policy} policy (no_grad)", result.metrics))
