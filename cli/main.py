@@ -264,6 +264,14 @@ def _load(spec: str, sets: tuple[str, ...], seed: int | None, init: tuple[str, .
 @click.option(
     "--mlflow", "mlflow", metavar="URI", help="Log the run to MLflow at this tracking URI (the mlflow extra)."
 )
+@click.option(
+    "--report",
+    "report",
+    is_flag=True,
+    help="Then write the run's report into RUN_DIR/report/ (what onlytorch report RUN_DIR writes: pictures and "
+    "report.html), also for an early-stopped run and for a diverged or failed run that logged rows "
+    "(the plot extra; checked before training).",
+)
 def train_command(
     spec: str,
     out: str | None,
@@ -275,14 +283,31 @@ def train_command(
     quiet: bool,
     no_tensorboard: bool,
     mlflow: str | None,
+    report: bool = False,
 ) -> None:
     """Train SPEC: run its schedule, log metrics, write checkpoints, evaluate under no_grad.
     Exit 0 done, 1 failed, 2 invalid spec or usage, 3 diverged, 130 interrupted (resumable)."""
     from onlytorch_cli.train_cmd import run_training
 
+    if report:  # refused at once, not after a long training
+        from onlytorch.report import PLOT_EXTRA_HINT, PlotsUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotsUnavailable:
+            raise click.UsageError(f"--report needs the plot extra: {PLOT_EXTRA_HINT}") from None
     loaded = _load(spec, sets, seed, init)
     sys.exit(
-        run_training(loaded, out, resume, force, quiet, tensorboard=False if no_tensorboard else None, mlflow=mlflow)
+        run_training(
+            loaded,
+            out,
+            resume,
+            force,
+            quiet,
+            tensorboard=False if no_tensorboard else None,
+            mlflow=mlflow,
+            report=report,
+        )
     )
 
 
@@ -403,42 +428,62 @@ def _onnx_line(op: Any) -> str:
 @cli.command("ops")
 @click.argument("name", required=False)
 def ops_command(name: str | None) -> None:
-    """List the ops of the registry (the Graph methods) and the spec language's own functions
-    (grad, scan, param), or show one in full."""
+    """List the ops of the registry (the Graph methods and spec functions, with their aliases) and
+    the spec language's own functions (grad, scan, param), or show one in full."""
     from onlytorch.ops.registry import public_ops
     from onlytorch.spec.expr import SPECIAL_FUNCTIONS
 
     table = public_ops()
-    if name is not None and name in SPECIAL_FUNCTIONS:
+    if name is None:
+        for line in ops_listing():
+            click.echo(line)
+        return
+    if name in SPECIAL_FUNCTIONS:
         signature, _, meaning = SPECIAL_FUNCTIONS[name].partition(": ")
         click.echo(signature)
         click.echo("a function of spec expressions (the compiler lowers it; not a Graph method)")
         click.echo("")
         click.echo(meaning)
         return
-    if name is not None:
-        if name not in table:
-            from onlytorch.suggest import did_you_mean_suffix
+    if name not in table:
+        from onlytorch.suggest import did_you_mean_suffix
 
-            known = [*table, *SPECIAL_FUNCTIONS]
-            raise click.UsageError(f"no op named {name!r}{did_you_mean_suffix(name, known)}")
-        op = table[name]
-        click.echo(f"{op.name}({op.signature()})")
-        if op.aliases:
-            click.echo(f"aliases: {', '.join(op.aliases)}")
-        click.echo("derivative: " + ("yes" if op.vjp_rule or op.build else "none (no gradient flows through it)"))
-        click.echo("ONNX: " + _onnx_line(op))
-        click.echo("")
-        click.echo(op.doc)
-        return
+        known = [*table, *SPECIAL_FUNCTIONS]
+        raise click.UsageError(f"no op named {name!r}{did_you_mean_suffix(name, known)}")
+    op = table[name]
+    click.echo(f"{op.name}({op.signature()})")
+    if name != op.name:
+        click.echo(f"{name} is an alias of {op.name}")
+    if op.aliases:
+        click.echo(f"aliases: {', '.join(op.aliases)}")
+    click.echo("derivative: " + ("yes" if op.vjp_rule or op.build else "none (no gradient flows through it)"))
+    click.echo("ONNX: " + _onnx_line(op))
+    click.echo("")
+    click.echo(op.doc)
+
+
+# Marks an op of the listing that does not export to ONNX (`onlytorch ops NAME` says how the others do).
+NO_ONNX = "  [no ONNX]"
+
+
+def ops_listing() -> list[str]:
+    """The lines of `onlytorch ops`: every public op by name with its one-sentence summary, each
+    alias (in name order, pointing to its op: `clamp  -> clip`), then the spec language's own
+    functions with the first sentence of their meaning."""
+    from onlytorch.ops.registry import first_sentence, public_ops
+    from onlytorch.spec.expr import SPECIAL_FUNCTIONS
+
+    table = public_ops()
     width = max(len(k) for k in [*table, *SPECIAL_FUNCTIONS])
+    lines = ["Ops (Graph methods and spec functions; `onlytorch ops NAME` shows one in full):"]
     for key in sorted(table):
         op = table[key]
         if key != op.name:
+            lines.append(f"{key:<{width}}  -> {op.name}")
             continue
-        summary = op.doc.splitlines()[0] if op.doc else ""
-        # (ONNX export: `onlytorch ops NAME` says how; the listing marks what does not export)
-        mark = "" if op.onnx is not None or op.build is not None else "  [no ONNX]"
-        click.echo(f"{key:<{width}}  {summary}{mark}")
+        mark = "" if op.onnx is not None or op.build is not None else NO_ONNX
+        lines.append(f"{key:<{width}}  {op.short()}{mark}")
+    lines += ["", "Functions of spec expressions (the compiler lowers them; not Graph methods):"]
     for key, text in SPECIAL_FUNCTIONS.items():
-        click.echo(f"{key:<{width}}  (spec expressions) {text.partition(': ')[0]}")
+        lines.append(f"{key:<{width}}  {first_sentence(text.partition(': ')[2])}")
+    return lines

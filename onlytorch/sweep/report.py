@@ -12,7 +12,6 @@ per-seed spread of the best trials drawn here), :func:`write_plots` saves them a
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import statistics
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from ..report import DPI, PlotsUnavailable, ReportError, html_pictures, require_matplotlib
+from ..report import DPI, PlotsUnavailable, ReportError, escape, html_pictures, require_matplotlib
 
 if TYPE_CHECKING:  # annotations only: matplotlib and optuna are imported lazily
     from matplotlib.axes import Axes
@@ -621,10 +620,6 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.9em; }
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def write_html(record: SweepRecord, pictures: list[Path], absent: dict[str, str], path: str | Path) -> Path:
     """Write one self-contained HTML page (pictures embedded as base64 PNG, inline CSS, every
     string from the sweep escaped): the facts, the best trial with its parameters and per-seed
@@ -635,10 +630,10 @@ def write_html(record: SweepRecord, pictures: list[Path], absent: dict[str, str]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>onlytorch sweep report: {_e(record.name)}</title>",
+        f"<title>onlytorch sweep report: {escape(record.name)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f'<h1>{_e(record.name)} <span class="state {_e(status)}">{_e(status)}</span></h1>',
-        '<div class="notes"><ul>' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul></div>" if notes else "",
+        f'<h1>{escape(record.name)} <span class="state {escape(status)}">{escape(status)}</span></h1>',
+        '<div class="notes"><ul>' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul></div>" if notes else "",
         "<h2>Summary</h2>",
         _table([(k, v) for k, v in facts(record)]),
         _html_best(record),
@@ -647,7 +642,7 @@ def write_html(record: SweepRecord, pictures: list[Path], absent: dict[str, str]
         "<h2>Trials</h2>",
         _html_trials(record),
         "<h2>sweep.json</h2>",
-        f"<pre>{_e(json.dumps(record.info, indent=2, sort_keys=True))}</pre>",
+        f"<pre>{escape(json.dumps(record.info, indent=2, sort_keys=True))}</pre>",
         "</body></html>",
     ]
     out = Path(path)
@@ -656,7 +651,7 @@ def write_html(record: SweepRecord, pictures: list[Path], absent: dict[str, str]
 
 
 def _table(pairs: list[tuple[str, str]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs) + "</table>"
+    return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in pairs) + "</table>"
 
 
 def _html_best(record: SweepRecord) -> str:
@@ -678,7 +673,7 @@ def _html_best(record: SweepRecord) -> str:
     if best.values:
         dirs = best.run_dirs if len(best.run_dirs) == len(best.values) else [""] * len(best.values)
         rows = "".join(
-            f'<tr><td>{_e(s)}</td><td class="n">{_e(_num(v))}</td><td>{_e(d)}</td></tr>'
+            f'<tr><td>{escape(s)}</td><td class="n">{escape(_num(v))}</td><td>{escape(d)}</td></tr>'
             for (s, v), d in zip(best.values.items(), dirs)
         )
         parts.append(f"<h3>Per seed</h3><table><tr><th>seed</th><th>value</th><th>run dir</th></tr>{rows}</table>")
@@ -688,7 +683,7 @@ def _html_best(record: SweepRecord) -> str:
 def _html_importances(record: SweepRecord) -> str:
     if not record.importances:
         return ""
-    rows = "".join(f'<tr><td>{_e(k)}</td><td class="n">{v:.3f}</td></tr>' for k, v in record.importances.items())
+    rows = "".join(f'<tr><td>{escape(k)}</td><td class="n">{v:.3f}</td></tr>' for k, v in record.importances.items())
     return (
         f"<h2>Parameter importances (PED-ANOVA)</h2><table><tr><th>parameter</th><th>importance</th></tr>{rows}</table>"
     )
@@ -716,17 +711,17 @@ def _html_trials(record: SweepRecord) -> str:
     for t in record.trials:
         cells = [
             f'<td class="n">{t.number}</td>',
-            f'<td><span class="state {_e(t.state)}">{_e(t.state)}</span></td>',
-            f'<td class="n">{_e(_num(t.value))}</td>',
-            f'<td class="n">{_e(_num(t.std, 3))}</td>',
-            *(f"<td>{_e(_param_text(t.params[p]) if p in t.params else '-')}</td>" for p in record.params),
-            *(f'<td class="n">{_e(_num(t.values.get(s)))}</td>' for s in seeds),
-            f'<td class="n">{_e(_duration(t.duration_s))}</td>',
+            f'<td><span class="state {escape(t.state)}">{escape(t.state)}</span></td>',
+            f'<td class="n">{escape(_num(t.value))}</td>',
+            f'<td class="n">{escape(_num(t.std, 3))}</td>',
+            *(f"<td>{escape(_param_text(t.params[p]) if p in t.params else '-')}</td>" for p in record.params),
+            *(f'<td class="n">{escape(_num(t.values.get(s)))}</td>' for s in seeds),
+            f'<td class="n">{escape(_duration(t.duration_s))}</td>',
             f'<td class="n">{"-" if t.retry_of is None else t.retry_of}</td>',
-            f"<td>{_e(t.error or '')}</td>",
+            f"<td>{escape(t.error or '')}</td>",
         ]
         rows.append(f'<tr class="{"best" if t.number == best else ""}">{"".join(cells)}</tr>')
-    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+    header = "".join(f"<th>{escape(h)}</th>" for h in head)
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 

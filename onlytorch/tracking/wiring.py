@@ -84,12 +84,12 @@ def samples_picture(run: Run) -> tuple[np.ndarray | None, bytes | None]:
     from .. import report
 
     notes: list[str] = []
-    samples = report._read_samples(run.path / "samples.npz", notes)
+    samples = report.read_samples(run.path / "samples.npz", notes)
     fake = samples.get("fake") if samples is not None else None
     if samples is None or not available("matplotlib"):
         return fake, None
     # the report's own drawing (one picture of samples, not two that drift apart)
-    fig = report._draw_samples(report.Run(path=run.path, info=dict(run.info), rows=[], samples=samples))
+    fig = report.draw_samples(report.Run(path=run.path, info=dict(run.info), rows=[], samples=samples))
     if fig is None:
         return fake, None
     buf = io.BytesIO()

@@ -30,6 +30,9 @@ def test_vae_digits_learns_at_reduced_length_with_its_kl_weight_annealed(tmp_pat
         "train.log_every=25",
         "--set",
         "train.eval_every=200",
+        # the weight check below reads each row as one iteration's values (not a window's means)
+        "--set",
+        "train.log_train=last",
     )
     summary = info(tmp_path / "run")
     assert summary["status"] == "completed" and summary["eval_split"] == "test"
