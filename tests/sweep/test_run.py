@@ -4,6 +4,7 @@ reruns that continue or do nothing, seed studies and pruning. Trials are xor run
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
@@ -46,12 +47,15 @@ def test_two_local_workers_complete_exactly_n_trials(two_workers):
         f"trials/{n:04d}/seed-{s}" for n in range(4) for s in (0, 1)
     ]
     assert all('"status": "completed"' in (d / "run.json").read_text() for d in dirs)
-    # both workers took trials: each trial records the process that ran it
+    # each trial records the worker process that ran it: one of the two, never this process. On a
+    # loaded machine one worker can finish all four short trials before the other has started
+    # (seen in CI), so which of them took trials is not asserted here; test_run_seeds.py shows
+    # two workers sharing one trial's seeds.
     from onlytorch.sweep.study import open_study
 
     study = open_study(out)
     pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
-    assert len(pids) == 2
+    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
     # each worker's sampler has its own seed: the parallel workers did not repeat each other
     assert len({r["optimizers.opt.lr"] for r in table}) == 4
 
