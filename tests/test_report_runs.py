@@ -61,6 +61,7 @@ def test_xor_as_trained(tmp_path: Path) -> None:
     said = dict(report.facts(run))
     assert said["learning rate"] == "opt constant at 0.05"
     assert said["wall time"] == report.duration(run.info["wall_time"]) != "0.0 s"
+    assert said["directory"] == str(tmp_path / "run")  # which run the page is of (two may share a name)
     ax = drawn["losses.png"].axes[0]
     assert {line.get_gid() for line in ax.lines} == {"fit/loss", "eval/loss"}
     assert {line.get_gid() for line in drawn["grad_norm.png"].axes[0].lines} == {"grad_norm/opt"}

@@ -28,7 +28,7 @@ HEADER = ["quantity", "final", "step", "best", "step"]
 def facts(run: Run) -> list[tuple[str, str]]:
     """The run's headline facts as (label, text) pairs, for the terminal and the HTML page."""
     info = run.info
-    out = [("run", f"{info.get('name', run.path.name)}"), ("status", _status_text(run))]
+    out = [("run", f"{info.get('name', run.path.name)}"), ("directory", str(run.path)), ("status", _status_text(run))]
     out.append(("steps", _steps_text(run)))
     out.append(("wall time", duration(info.get("wall_time"))))
     if info.get("spec_file") or info.get("spec_hash"):

@@ -34,9 +34,14 @@ TIMEOUT = 120  # seconds for one command: far more than any of these takes, even
 XOR = pathlib.Path(__file__).resolve().parents[2] / "specs" / "xor.yaml"
 
 
+# steps of a trial that must be caught running: about 2 s on a fast idle machine (3000 steps took
+# 0.4 s there, over before three heartbeats were seen), several seconds on a busy one
+STEPS = 15_000
+
+
 def sweep_file(folder: pathlib.Path, trials: int, steps: int) -> pathlib.Path:
     """A random search over xor's learning rate, ``steps`` a trial, evaluated only twice (a trial
-    of 3000 steps takes a second or two: long enough to be caught running)."""
+    of STEPS steps takes seconds: long enough to be caught running)."""
     path = folder / "s.yaml"
     path.write_text(
         f"""\
@@ -173,7 +178,7 @@ def complete(trials: dict[int, Any]) -> list[int]:
 def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A 1-worker sweep whose worker is SIGKILLed mid-trial, then the same command again."""
     tmp_path = tmp_path_factory.mktemp("killed")
-    file = sweep_file(tmp_path, trials=2, steps=3000)
+    file = sweep_file(tmp_path, trials=2, steps=STEPS)
     sweep_dir = tmp_path / "out"
     first = start(tmp_path, "first", str(file), "--out", str(sweep_dir))
     running = frozen_mid_trial(first, sweep_dir)
@@ -219,7 +224,7 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_by_the_rerun(killed):
 
 
 def test_a_killed_worker_s_trial_is_failed_and_retried_by_the_other_worker(tmp_path):
-    file = sweep_file(tmp_path, trials=2, steps=3000)
+    file = sweep_file(tmp_path, trials=2, steps=STEPS)
     sweep_dir = tmp_path / "out"
     proc = start(tmp_path, "first", str(file), "--out", str(sweep_dir), "--workers", "2")
     running = frozen_mid_trial(proc, sweep_dir, beats=2)
@@ -240,7 +245,7 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_by_the_other_worker(tmp_p
 
 
 def test_ctrl_c_exits_130_and_the_rerun_completes_exactly_n(tmp_path):
-    file = sweep_file(tmp_path, trials=2, steps=3000)
+    file = sweep_file(tmp_path, trials=2, steps=STEPS)
     sweep_dir = tmp_path / "out"
     proc = start(tmp_path, "first", str(file), "--out", str(sweep_dir), "--workers", "2")
     running = frozen_mid_trial(proc, sweep_dir, beats=2)
@@ -276,7 +281,7 @@ def test_ctrl_c_exits_130_and_the_rerun_completes_exactly_n(tmp_path):
 def test_a_second_ctrl_c_ends_a_worker_that_does_not_stop(tmp_path):
     """A worker stuck mid-iteration (stopped here) holds the first Ctrl-C; a second one kills it,
     the command exits 130 and its end leaves no trial RUNNING (failed as its worker died, retried)."""
-    file = sweep_file(tmp_path, trials=2, steps=3000)
+    file = sweep_file(tmp_path, trials=2, steps=STEPS)
     sweep_dir = tmp_path / "out"
     proc = start(tmp_path, "first", str(file), "--out", str(sweep_dir))
     running = frozen_mid_trial(proc, sweep_dir, beats=2)
