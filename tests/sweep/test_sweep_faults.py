@@ -132,7 +132,8 @@ def frozen_mid_trial(proc: subprocess.Popen[bytes], sweep_dir: pathlib.Path, bea
     """Catch a trial running, then stop (SIGSTOP) every worker of the command, so that what the test
     does next lands mid-trial however busy the machine is. Returns the caught trial, with
     ``workers`` (their pids) and ``running`` (the numbers of all RUNNING trials). A worker
-    that finished its trial between being caught and being stopped is let go, and caught again."""
+    that finished its trial between being caught and being stopped, or that was stopped while
+    writing to the study, is let go, and caught again."""
     study = _open_study(proc, sweep_dir)
     while True:
         caught = caught_running(proc, study, beats)
@@ -144,7 +145,10 @@ def frozen_mid_trial(proc: subprocess.Popen[bytes], sweep_dir: pathlib.Path, bea
                 time.sleep(0.01)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         by_pid = {t.user_attrs["worker"]["pid"]: t.number for t in running if "worker" in t.user_attrs}
-        if by_pid.get(caught["worker"]["pid"]) == caught["number"]:
+        # a worker stopped while it writes to the journal holds Optuna's lock on it: every other
+        # process would wait 30 s for Optuna to free it (docs/sweeps.md), so it is let go and caught again
+        writing = os.path.lexists(sweep_dir / "study.log.lock")
+        if by_pid.get(caught["worker"]["pid"]) == caught["number"] and not writing:
             # every RUNNING trial: also one asked by a worker stopped before it recorded itself
             return {**caught, "workers": workers, "running": sorted(t.number for t in running)}
         for w in workers:
