@@ -21,6 +21,9 @@ from onlytorch.sweep.study import open_study
 from .engine_helpers import info, rows, run_dirs, write_sweep
 
 SEED_STUDY = "seeds: 4\n"
+# steps of a seed: long enough (1.3 s on a fast idle machine, where 600 took 0.3 s) that a helper
+# worker, started beside the trial's own, is caught running one before the trial's worker runs them all
+SEED_STEPS = 3000
 TIMEOUT = 120.0
 
 
@@ -37,14 +40,14 @@ def _values(out) -> dict[str, float]:
 def alone(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("alone")
     out = folder / "sw"
-    result = sweeping.run(write_sweep(folder, SEED_STUDY, steps=600), out, executor="inline")
+    result = sweeping.run(write_sweep(folder, SEED_STUDY, steps=SEED_STEPS), out, executor="inline")
     assert result.status == "completed"
     return out
 
 
 def test_a_seed_study_spreads_its_seeds_over_two_workers(tmp_path, alone):
     out = tmp_path / "sw"
-    result = sweeping.run(write_sweep(tmp_path, SEED_STUDY, steps=600), out, workers=2)
+    result = sweeping.run(write_sweep(tmp_path, SEED_STUDY, steps=SEED_STEPS), out, workers=2)
     assert result.status == "completed" and result.exit_code == 0
     (trial,) = open_study(out).trials
     assert trial.state == TrialState.COMPLETE
@@ -107,7 +110,7 @@ def _catch_helper(out, done: threading.Event) -> tuple[int, int]:
 
 def test_a_helper_killed_mid_seed_leaves_its_seed_to_the_trials_worker(tmp_path, alone):
     out = tmp_path / "sw"
-    file = write_sweep(tmp_path, SEED_STUDY, steps=600)
+    file = write_sweep(tmp_path, SEED_STUDY, steps=SEED_STEPS)
     ended: list[sweeping.SweepResult] = []
     done = threading.Event()
 
@@ -136,7 +139,7 @@ def test_a_helper_killed_mid_seed_leaves_its_seed_to_the_trials_worker(tmp_path,
 
 def test_when_the_trials_worker_dies_its_helper_stops_and_the_retry_completes(tmp_path):
     out = tmp_path / "sw"
-    file = write_sweep(tmp_path, "seeds: [0, 1]\n", steps=800)
+    file = write_sweep(tmp_path, "seeds: [0, 1]\n", steps=2 * SEED_STEPS)
     ended: list[sweeping.SweepResult] = []
     done = threading.Event()
 
