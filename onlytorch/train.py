@@ -39,7 +39,7 @@ from .nn import copy_parameters
 from .node import NodeId
 from .spec import schema as S
 from .stopping import EarlyStopping
-from .train_metrics import MetricPlan
+from .train_metrics import MetricPlan, scalar
 
 
 class Diverged(GraphError):
@@ -515,7 +515,7 @@ class Trainer(Iterations):
         metrics = self.c.metrics
         with self.g.no_grad():
             return {
-                f"train/{name}": float(np.asarray(self.g.forward_node(metrics[name])).reshape(-1)[0])
+                f"train/{name}": scalar(self.g.forward_node(metrics[name]))
                 for name in (metrics if names is None else names)
             }
 
