@@ -447,16 +447,7 @@ def write_plots(c: Comparison, out_dir: str | Path) -> list[Path]:
     """Save the pictures of :func:`figures` into ``out_dir`` (made if missing) and return their
     paths. A picture of :data:`PICTURES` this comparison has no curves for is removed from
     ``out_dir``, so that the folder never mixes two comparisons."""
-    drawn = figures(c)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, fig in drawn:
-        fig.savefig(out / filename, dpi=report.DPI)
-        written.append(out / filename)
-    for filename in set(PICTURES) - {name for name, _ in drawn}:
-        (out / filename).unlink(missing_ok=True)
-    return written
+    return report.save_figures(figures(c), out_dir, PICTURES)
 
 
 # ---------------------------------------------------------------- HTML
@@ -477,15 +468,9 @@ def write_html(c: Comparison, pictures: list[Path], path: str | Path) -> Path:
     from the run directories escaped): the runs, the table, the spec differences (all of them),
     the pictures. Returns its path."""
     differences = spec_differences(c)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>onlytorch comparison: {report.escape(', '.join(c.labels))}</title>",
-        f"<style>{_CSS}</style></head><body>",
+    body = [
         f"<h1>Comparison of {len(c.runs)} runs</h1>",
-        '<div class="notes"><ul>' + "".join(f"<li>{report.escape(n)}</li>" for n in c.notes) + "</ul></div>"
-        if c.notes
-        else "",
+        report.html_notes(c.notes),
         "<h2>Runs</h2>",
         _html_runs(c),
         "<h2>Final and best values</h2>",
@@ -496,11 +481,8 @@ def write_html(c: Comparison, pictures: list[Path], path: str | Path) -> Path:
         "<p>Keys of the resolved specs (spec.yaml) whose values differ, and the seed each run used (run.json).</p>",
         _html_differences(c, differences),
         report.html_pictures(pictures),
-        "</body></html>",
     ]
-    out = Path(path)
-    out.write_text("\n".join(p for p in parts if p) + "\n", encoding="utf-8")
-    return out
+    return report.write_page(path, f"onlytorch comparison: {', '.join(c.labels)}", _CSS, body)
 
 
 def _html_runs(c: Comparison) -> str:

@@ -19,10 +19,10 @@ pictures), :mod:`.samples` (a generator's samples), :mod:`.page` (the HTML page)
 from __future__ import annotations
 
 from . import canvas
-from .canvas import DPI, PLOT_EXTRA_HINT, new_figure, use_log_scale
+from .canvas import DPI, PLOT_EXTRA_HINT, new_figure, save_figures, use_log_scale
 from .curves import draw_grad_norms, draw_losses, draw_lr, draw_metrics, figures, label_of, write_plots
 from .errors import NotARunDir, PlotsUnavailable, ReportError
-from .page import escape, html_pictures, write_html
+from .page import escape, html_facts, html_notes, html_pictures, write_html, write_page
 from .panels import (
     WEIGHTED,
     Panel,
@@ -70,6 +70,8 @@ __all__ = [
     "facts",
     "figures",
     "group_of",
+    "html_facts",
+    "html_notes",
     "html_pictures",
     "is_curve",
     "is_weighted",
@@ -85,10 +87,12 @@ __all__ = [
     "read_run",
     "read_samples",
     "require_matplotlib",
+    "save_figures",
     "series",
     "summary_table",
     "undrawn",
     "use_log_scale",
     "write_html",
+    "write_page",
     "write_plots",
 ]

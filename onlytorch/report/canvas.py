@@ -3,6 +3,7 @@ when a figure is made), the figure canvas, the log-scale rule and the treatment 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,22 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
-    return path
+def save_figures(
+    drawn: Iterable[tuple[str, Figure]], out_dir: str | Path, names: Iterable[str], **savefig: Any
+) -> list[Path]:
+    """Save each drawn figure as ``out_dir/FILENAME`` (the folder made if missing) and remove the
+    pictures among ``names`` that were not drawn this time (left by an earlier report), so that a
+    folder never mixes two reports; returns the paths written, in drawing order. ``savefig``:
+    more options for matplotlib's savefig (the resolution is DPI)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, fig in drawn:
+        fig.savefig(out / filename, dpi=DPI, **savefig)
+        written.append(out / filename)
+    for filename in set(names) - {p.name for p in written}:
+        (out / filename).unlink(missing_ok=True)
+    return written
 
 
 def use_log_scale(values: np.ndarray) -> bool:

@@ -19,11 +19,11 @@ from .canvas import (
     plottable,
     require_matplotlib,
     run_title,
-    save,
+    save_figures,
     smoothed,
     use_log_scale,
 )
-from .panels import Panel, changing, is_weighted, loss_panels, metric_panels
+from .panels import WEIGHTED, Panel, changing, is_weighted, loss_panels, metric_panels
 from .quantities import EVAL_GROUPS, group_of, series
 from .reading import Run
 from .samples import draw_samples
@@ -53,12 +53,7 @@ def write_plots(run: Run, out_dir: str | Path) -> list[Path]:
     from before a constant rate got none, one of a run since resumed) is removed, so the folder
     never mixes two reports. Raises :class:`PlotsUnavailable` when matplotlib is missing."""
     require_matplotlib()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [save(fig, out / filename) for filename, fig in figures(run)]
-    for filename in _DRAWERS.keys() - {p.name for p in written}:
-        (out / filename).unlink(missing_ok=True)
-    return written
+    return save_figures(figures(run), out_dir, _DRAWERS)
 
 
 def label_of(run: Run, name: str, weighted_siblings: bool = False) -> str:
@@ -121,7 +116,7 @@ def _draw_panel(ax: Axes, run: Run, panel: Panel) -> list[Drawn]:
         if group_of(name) in EVAL_GROUPS:
             drawn.append(_draw_evaluation(ax, run, name, label))
         else:
-            phase = name.removesuffix(":weighted")
+            phase = name.removesuffix(WEIGHTED)
             colour = colours.setdefault(phase, _TRAIN_COLOURS[len(colours) % len(_TRAIN_COLOURS)])
             drawn.append(_draw_train(ax, run, name, colour, label))
     return drawn

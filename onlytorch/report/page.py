@@ -39,21 +39,31 @@ def write_html(run: Run, pictures: list[Path], path: str | Path) -> Path:
     external resources; every string from the run directory escaped). Returns its path."""
     name = run.info.get("name", run.path.name)
     status = str(run.info.get("status", "unknown"))
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>onlytorch report: {escape(name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+    body = [
         f'<h1>{escape(name)} <span class="status {escape(status)}">{escape(status)}</span></h1>',
-        _html_notes(run.notes),
+        html_notes(run.notes),
         "<h2>Summary</h2>",
-        _html_facts(facts(run)),
+        html_facts(facts(run)),
         _html_quantities(run),
         html_pictures(pictures),
         "<h2>run.json</h2>",
-        _html_facts([(k, _json_text(v)) for k, v in run.info.items()]),
+        html_facts([(k, _json_text(v)) for k, v in run.info.items()]),
         "<h2>Resolved spec</h2>",
         f"<pre>{escape(run.spec_text)}</pre>" if run.spec_text is not None else "<p>no spec.yaml</p>",
+    ]
+    return write_page(path, f"onlytorch report: {name}", _CSS, body)
+
+
+def write_page(path: str | Path, title: str, css: str, body: list[str]) -> Path:
+    """Write one self-contained HTML page (the run's, a comparison's, a sweep's): its title
+    (escaped here), inline CSS and the body's parts, one per line, empty ones left out. Returns its
+    path."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title>",
+        f"<style>{css}</style></head><body>",
+        *body,
         "</body></html>",
     ]
     out = Path(path)
@@ -61,13 +71,15 @@ def write_html(run: Run, pictures: list[Path], path: str | Path) -> Path:
     return out
 
 
-def _html_notes(notes: list[str]) -> str:
+def html_notes(notes: list[str]) -> str:
+    """A page's notes (each escaped) in a highlighted box; nothing without notes."""
     if not notes:
         return ""
     return '<div class="notes"><ul>' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul></div>"
 
 
-def _html_facts(pairs: list[tuple[str, str]]) -> str:
+def html_facts(pairs: list[tuple[str, str]]) -> str:
+    """A table of (label, text) pairs, a row each, both escaped."""
     rows = "".join(f"<tr><th>{escape(label)}</th><td>{escape(text)}</td></tr>" for label, text in pairs)
     return f"<table>{rows}</table>"
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from ..report import DPI, PlotsUnavailable, ReportError, escape, html_pictures, require_matplotlib
+from ..report import DPI, PlotsUnavailable, ReportError, escape, require_matplotlib, save_figures
+from ..report.page import html_facts, html_notes, html_pictures, write_page
 
 if TYPE_CHECKING:  # annotations only: matplotlib and optuna are imported lazily
     from matplotlib.axes import Axes
@@ -590,17 +591,8 @@ def write_plots(record: SweepRecord, out_dir: str | Path) -> tuple[list[Path], d
     not drawn, why. A picture left from an earlier report that has nothing to show now is
     removed, so that the directory never shows stale data. Raises :class:`PlotsUnavailable`."""
     pictures = draw(record)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in PICTURES:
-        fig = pictures.figures.get(name)
-        if fig is None:
-            (out / name).unlink(missing_ok=True)
-            continue
-        fig.savefig(out / name, dpi=DPI, bbox_inches="tight")
-        written.append(out / name)
-    return written, pictures.absent
+    drawn = [(name, pictures.figures[name]) for name in PICTURES if pictures.figures.get(name) is not None]
+    return save_figures(drawn, out_dir, PICTURES, bbox_inches="tight"), pictures.absent
 
 
 # ---------------------------------------------------------------- HTML
@@ -627,15 +619,11 @@ def write_html(record: SweepRecord, pictures: list[Path], absent: dict[str, str]
     with their state and error. Returns its path."""
     status = str(record.info.get("status", "unknown"))
     notes = [*record.notes, *(absent[n] for n in PICTURES if n in absent)]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>onlytorch sweep report: {escape(record.name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+    body = [
         f'<h1>{escape(record.name)} <span class="state {escape(status)}">{escape(status)}</span></h1>',
-        '<div class="notes"><ul>' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul></div>" if notes else "",
+        html_notes(notes),
         "<h2>Summary</h2>",
-        _table([(k, v) for k, v in facts(record)]),
+        html_facts(facts(record)),
         _html_best(record),
         _html_importances(record),
         html_pictures(pictures),
@@ -643,15 +631,8 @@ def write_html(record: SweepRecord, pictures: list[Path], absent: dict[str, str]
         _html_trials(record),
         "<h2>sweep.json</h2>",
         f"<pre>{escape(json.dumps(record.info, indent=2, sort_keys=True))}</pre>",
-        "</body></html>",
     ]
-    out = Path(path)
-    out.write_text("\n".join(p for p in parts if p) + "\n", encoding="utf-8")
-    return out
-
-
-def _table(pairs: list[tuple[str, str]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in pairs) + "</table>"
+    return write_page(path, f"onlytorch sweep report: {record.name}", _CSS, body)
 
 
 def _html_best(record: SweepRecord) -> str:
@@ -667,9 +648,9 @@ def _html_best(record: SweepRecord) -> str:
         and not math.isclose(float(mean), best.value, rel_tol=1e-9, abs_tol=1e-12)
     ):
         stats.append(("note", f"the per-seed values average {_num(float(mean))}"))
-    parts.append(_table(stats))
+    parts.append(html_facts(stats))
     if best.params:
-        parts.append("<h3>Parameters</h3>" + _table([(k, _param_text(v)) for k, v in best.params.items()]))
+        parts.append("<h3>Parameters</h3>" + html_facts([(k, _param_text(v)) for k, v in best.params.items()]))
     if best.values:
         dirs = best.run_dirs if len(best.run_dirs) == len(best.values) else [""] * len(best.values)
         rows = "".join(
