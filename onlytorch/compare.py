@@ -36,7 +36,6 @@ PICTURES = ("compare-losses.png", "compare-metrics.png", "compare-optimizers.png
 HTML_NAME = "compare.html"
 DEFAULT_OUT = "compare"  # relative to the current directory
 DIFF_LINES_SHOWN = 40  # the terminal lists this many spec differences; the page lists them all
-_SMOOTH_ABOVE = 50  # a curve of more points gets a moving average over a faint raw line
 _GROUP_TITLES = {
     "loss": "losses",
     "rollout": "rollout (training episodes of a gym source)",
@@ -389,7 +388,7 @@ def _draw(c: Comparison, title: str, names: list[str]) -> Figure:
 
 def _draw_panel(ax: Axes, c: Comparison, name: str) -> None:
     """One curve per run that logged ``name``: the raw values (non-finite ones left as gaps), or
-    over more than _SMOOTH_ABOVE points a moving average over the faint raw line."""
+    over more than report.canvas.SMOOTH_ABOVE points a moving average over the faint raw line."""
     everything, later = [], []
     drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
     same: dict[str, list[str]] = {}  # a run's label -> the later runs whose curve is exactly its own
@@ -406,12 +405,12 @@ def _draw_panel(ax: Axes, c: Comparison, name: str) -> None:
         later.append(report.canvas.later_values(steps, values))
         shown = report.canvas.plottable(values)
         style = run_style(i)
-        if values.size > _SMOOTH_ABOVE:
+        average = report.canvas.moving_average(values)
+        if average is not None:
             ax.plot(steps, shown, alpha=0.25, linewidth=0.8, label=f"_{label} (raw)", gid=f"raw:{label}", **style)
-            window = max(values.size // 50, 2)
             ax.plot(
                 steps,
-                report.canvas.smoothed(shown, window),
+                average,
                 linewidth=1.8,
                 label=label,
                 gid=f"smoothed:{label}",

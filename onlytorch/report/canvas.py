@@ -71,6 +71,19 @@ def plottable(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.nan)
 
 
+# points: a longer (noisy) curve is drawn as a moving average over its faint raw values
+SMOOTH_ABOVE = 50
+
+
+def moving_average(values: np.ndarray) -> np.ndarray | None:
+    """What a curve of more than SMOOTH_ABOVE points is drawn as: a trailing moving average over a
+    50th of its points (at least 2), its non-finite values left out; None for a shorter curve,
+    drawn as it is (the rule of the run report and the comparison alike)."""
+    if values.size <= SMOOTH_ABOVE:
+        return None
+    return smoothed(plottable(values), max(values.size // 50, 2))
+
+
 def smoothed(values: np.ndarray, window: int) -> np.ndarray:
     """A trailing moving average that ignores NaN (for noisy loss curves)."""
     ok = np.isfinite(values)

@@ -15,12 +15,12 @@ import numpy as np
 from .canvas import (
     cut_early_transient,
     later_values,
+    moving_average,
     new_figure,
     plottable,
     require_matplotlib,
     run_title,
     save_figures,
-    smoothed,
     use_log_scale,
 )
 from .panels import WEIGHTED, Panel, changing, is_weighted, loss_panels, metric_panels
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-_SMOOTH_ABOVE = 50  # points: a longer noisy curve gets a moving average over a faint raw line
 # An evaluation's colour, by the group of its row (a training curve takes C0, C3, C4, ...: one per phase).
 _EVALUATION_COLOURS = {"eval": "C1", "val": "C2", "test": "C5", "train_split": "C6"}
 _TRAIN_COLOURS = ("C0", "C3", "C4", "C7", "C8", "C9")
@@ -87,9 +86,9 @@ Drawn = tuple[np.ndarray, np.ndarray]  # the steps and values of one curve
 def _draw_train(ax: Axes, run: Run, name: str, colour: str, label: str) -> Drawn:
     steps, values = series(run, name)
     style = "--" if is_weighted(name) else "-"
-    if values.size > _SMOOTH_ABOVE:
+    average = moving_average(values)
+    if average is not None:
         ax.plot(steps, plottable(values), style, color=colour, alpha=0.25, linewidth=0.8, gid=f"{name} raw")
-        average = smoothed(plottable(values), max(values.size // 50, 2))
         ax.plot(steps, average, style, color=colour, linewidth=1.8, label=f"{label}, moving average", gid=name)
     else:
         marker = "." if values.size < 30 else None
