@@ -153,13 +153,9 @@ def compare_runs(run_dirs: list[Path], html_file: Path | None, no_plots: bool, o
         pictures = _pictures(
             lambda: compare.write_plots(c, folder), folder, "no quantity was logged at two steps or more"
         )
-        if html_file is None:
-            html_file = folder / compare.HTML_NAME
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise click.ClickException(f"cannot make {folder}: {e}") from None
-    finish_report(pictures, html_file, no_plots, folder, lambda path: compare.write_html(c, pictures, path))
+    finish_report(
+        pictures, html_file, no_plots, folder, lambda path: compare.write_html(c, pictures, path), compare.HTML_NAME
+    )
 
 
 def _settle_running(run: Any) -> None:
