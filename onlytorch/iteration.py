@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import phases
-from .train_metrics import loss_targets
+from .train_metrics import loss_targets, scalar
 
 if TYPE_CHECKING:
     from .compile import Compiled, PhaseInfo
@@ -164,14 +164,15 @@ class Iterations:
             vals = g.forward_node(loss_targets(phase, self.c.losses))
         out = {}
         for b, v, r in zip(phase.backward, vals, vals[len(phase.backward) :]):
-            value, scaled = float(np.asarray(r).reshape(-1)[0]), float(np.asarray(v).reshape(-1)[0])
+            value, scaled = scalar(r), scalar(v)
             if not math.isfinite(value):
                 self._diverged(phase, b.loss_node, f"loss {b.loss!r} is {value}")
             if not math.isfinite(scaled):
                 self._diverged(phase, b.loss_node, f"loss {b.loss!r} times its weight is {scaled}")
-            out[f"{phase.name}/{b.loss}"] = value  # the raw loss; a weighted one is logged beside it
-            if b.weighted:
-                out[f"{phase.name}/{b.loss}:weighted"] = value * b.weight_at(self.step)
+            raw, *weighted = b.log_keys(phase.name)
+            out[raw] = value  # the raw loss; a weighted one is logged beside it
+            if weighted:
+                out[weighted[0]] = value * b.weight_at(self.step)
         self._stash_carries()
         for b in phase.backward:
             g.backward_nodes_ex(b.targets, b.loss_node, retain_graph=b.retain_graph)

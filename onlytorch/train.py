@@ -502,9 +502,7 @@ class Trainer(Iterations):
         names = {f"train/{m}" for m in self.c.metrics}
         for phase in self.c.phases:
             for b in phase.backward:
-                names.add(f"{phase.name}/{b.loss}")
-                if b.weighted:
-                    names.add(f"{phase.name}/{b.loss}:weighted")
+                names.update(b.log_keys(phase.name))
         return names
 
     def train_metrics(self, names: Iterable[str] | None = None) -> dict[str, float]:

@@ -53,6 +53,12 @@ class BackwardInfo:
         raw and weighted)."""
         return isinstance(self.weight, WeightSchedule) or self.weight != 1.0
 
+    def log_keys(self, phase: str) -> tuple[str, ...]:
+        """Its loss's keys in a train row of ``phase``: ``PHASE/LOSS`` (the raw loss), then
+        ``PHASE/LOSS:weighted`` (times the weight) when it is weighted."""
+        raw = f"{phase}/{self.loss}"
+        return (raw, f"{raw}:weighted") if self.weighted else (raw,)
+
     def weight_at(self, step: int) -> float:
         """The declared weight at iteration ``step`` (the trainer's step before the iteration runs)."""
         return weight_at(self.weight, step)
